@@ -1,0 +1,116 @@
+"""The agent-node activity: render the prompt, make one model call, return it with provenance.
+
+Parsing happens here (JSON text -> object); schema validation and the confidence gate
+happen in workflow code, so a rejected answer costs no extra activity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from keel.activities.providers.base import ModelProvider, ModelRequest
+from keel.contracts import REGISTRY, AgentDecision, AgentNodeRequest, ContractRegistry
+from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
+from keel.errors import KeelUserError, ProviderError
+
+MAX_RAW_RESPONSE_CHARS = 32_000
+"""Longer answers are cut in history (the parsed output is kept whole when it parsed)."""
+
+
+class AgentNodeActivities:
+    """Holds the provider; register ``run_agent_node`` on a worker."""
+
+    def __init__(
+        self,
+        provider: ModelProvider,
+        *,
+        record_prompts: bool = False,
+        registry: ContractRegistry = REGISTRY,
+    ) -> None:
+        self.provider = provider
+        self.record_prompts = record_prompts
+        self.registry = registry
+
+    @activity.defn(name=AGENT_NODE_ACTIVITY)
+    async def run_agent_node(self, request: AgentNodeRequest) -> AgentDecision:
+        """One model call for one agent-node attempt."""
+        try:
+            contract = self.registry.get(request.contract)
+        except KeelUserError as err:
+            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+        if contract.fingerprint != request.contract_fingerprint:
+            raise ApplicationError(
+                f"this worker's {contract.key} has fingerprint {contract.fingerprint[:12]}, "
+                f"the workflow expects {request.contract_fingerprint[:12]}: deploy workers "
+                "with the same contract code, or publish the change as a new version",
+                type="ContractFingerprintMismatch",
+                non_retryable=True,
+            )
+        prompt = contract.render_prompt(request.input, request.feedback)
+        info = activity.info()
+        started = time.perf_counter()
+        try:
+            reply = await self.provider.complete(
+                ModelRequest(
+                    system=contract.system_prompt,
+                    prompt=prompt,
+                    output_schema=contract.output_model.model_json_schema(),
+                    schema_name=contract.schema_name,
+                    timeout_seconds=contract.time_budget.total_seconds() * 0.9,
+                    contract=contract.key,
+                    input=request.input,
+                    feedback=tuple(request.feedback),
+                    workflow_id=info.workflow_id,
+                    agent_attempt=request.attempt,
+                    activity_attempt=info.attempt,
+                )
+            )
+        except ProviderError as err:
+            retry_after = getattr(err, "retry_after", None)
+            raise ApplicationError(
+                str(err),
+                {"provider": err.provider, "status": err.status},
+                type=type(err).__name__,
+                non_retryable=not err.retryable,
+                next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
+            ) from err
+        latency_ms = (time.perf_counter() - started) * 1000
+        output, parse_error = _parse(reply.text)
+        confidence = output.get("confidence") if output else None
+        return AgentDecision(
+            contract=contract.key,
+            contract_fingerprint=contract.fingerprint,
+            provider=reply.provider,
+            model=reply.model,
+            prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+            prompt=prompt if self.record_prompts else None,
+            raw_response=reply.text[:MAX_RAW_RESPONSE_CHARS],
+            output=output,
+            parse_error=parse_error,
+            confidence=float(confidence) if isinstance(confidence, int | float) else None,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            latency_ms=round(latency_ms, 3),
+            attempt=request.attempt,
+            activity_attempt=info.attempt,
+        )
+
+
+def _parse(text: str) -> tuple[dict[str, object] | None, str | None]:
+    """The JSON object in ``text``, tolerating a Markdown code fence around it."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.strip("`").removeprefix("json").strip()
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError as err:
+        return None, f"the answer is not valid JSON: {err.msg} at line {err.lineno} col {err.colno}"
+    if not isinstance(value, dict):
+        return None, f"the answer is JSON but not an object (got {type(value).__name__})"
+    return value, None

@@ -1,0 +1,132 @@
+"""Agent-node contracts: what a model may be asked, what it must answer, and the budgets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from keel.contracts.gates import GateSpec
+
+
+class RetryStrategy(StrEnum):
+    """How an agent node re-enters after a rejected output."""
+
+    FEEDBACK = "feedback"
+    """Re-invoke with the failure reasons appended to the prompt (the default)."""
+    PLAIN = "plain"
+    """Re-invoke with the same prompt."""
+
+
+class EscalateToGate(BaseModel):
+    """When the retry budget is spent, ask a human to supply the output through a gate."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["escalate"] = "escalate"
+    gate: GateSpec
+
+
+class UseDefault(BaseModel):
+    """When the retry budget is spent, take a deterministic default output."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["default"] = "default"
+    output: dict[str, Any]
+    reason: str
+
+
+class AgentContract(BaseModel):
+    """A registered, versioned, immutable agent-node contract.
+
+    The output model must have a ``confidence`` field (a float in [0, 1]): it is what
+    the confidence threshold reads.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    version: int = Field(ge=1)
+    description: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    system_prompt: str
+    prompt_template: str
+    """``string.Template`` text; ``$field`` names fields of the input model, ``$input_json``
+    the whole input."""
+    time_budget: timedelta = timedelta(seconds=60)
+    """Start-to-close timeout of one model call."""
+    confidence_threshold: float = Field(0.7, ge=0.0, le=1.0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    """Agent attempts (schema or confidence failures) before ``on_exhausted``."""
+    retry_strategy: RetryStrategy = RetryStrategy.FEEDBACK
+    on_exhausted: EscalateToGate | UseDefault
+    provider_attempts: int = Field(5, ge=1)
+    """Temporal activity attempts per agent attempt for transient provider errors."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentContract:
+        if "confidence" not in self.output_model.model_fields:
+            raise ValueError(f"{self.key}: output model needs a 'confidence' field")
+        fields = set(self.input_model.model_fields) | {"input_json"}
+        for _, named, braced, _ in string.Template.pattern.findall(self.prompt_template):
+            if (named or braced) and (named or braced) not in fields:
+                raise ValueError(f"{self.key}: prompt names unknown field ${named or braced}")
+        if isinstance(self.on_exhausted, UseDefault):
+            self.output_model.model_validate(self.on_exhausted.output)
+        return self
+
+    @property
+    def key(self) -> str:
+        """``name@version``: the registry key recorded with every decision."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the contract's content and schemas."""
+        content = {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "system_prompt": self.system_prompt,
+            "prompt_template": self.prompt_template,
+            "time_budget_s": self.time_budget.total_seconds(),
+            "confidence_threshold": self.confidence_threshold,
+            "max_attempts": self.max_attempts,
+            "retry_strategy": self.retry_strategy.value,
+            "provider_attempts": self.provider_attempts,
+            "on_exhausted": self.on_exhausted.model_dump(mode="json"),
+            "input_schema": self.input_model.model_json_schema(),
+            "output_schema": self.output_model.model_json_schema(),
+        }
+        return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+    @property
+    def schema_name(self) -> str:
+        """Identifier for the output schema in provider requests."""
+        return self.name.replace("-", "_") + f"_v{self.version}"
+
+    def render_prompt(self, node_input: Mapping[str, Any], feedback: Sequence[str]) -> str:
+        """The user prompt for one attempt: template, then any feedback to act on."""
+        values = {k: _prompt_value(v) for k, v in node_input.items()}
+        values["input_json"] = canonical_json(dict(node_input))
+        text = string.Template(self.prompt_template).substitute(values)
+        if feedback:
+            lines = "\n".join(f"- {item}" for item in feedback)
+            text += f"\n\nYour previous answer was not accepted. Address this:\n{lines}"
+        schema = canonical_json(self.output_model.model_json_schema())
+        return f"{text}\n\nAnswer with one JSON object that follows this schema:\n{schema}"
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: the form Keel hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _prompt_value(value: Any) -> str:
+    return value if isinstance(value, str) else canonical_json(value)

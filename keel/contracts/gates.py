@@ -1,0 +1,102 @@
+"""Approval gates: their specification, states and the ``review`` payload."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_COMMENT_CHARS = 4_000
+MAX_MODIFICATION_CHARS = 16_000
+
+
+class GateState(StrEnum):
+    """``pending`` -> ``awaiting_approval`` [-> ``escalated``] -> a final state."""
+
+    PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    ESCALATED = "escalated"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    MODIFIED = "modified"
+    EXPIRED = "expired"
+
+    @property
+    def open(self) -> bool:
+        """Whether a reviewer can still act on the gate."""
+        return self in (GateState.AWAITING_APPROVAL, GateState.ESCALATED)
+
+
+class ReviewDecision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    MODIFY = "modify"
+
+
+class GateSpec(BaseModel):
+    """What a gate asks, of whom, and what happens when nobody answers.
+
+    Attributes:
+        name: identifier used in ``review`` payloads and ``keel approve ID GATE``.
+        reviewers: who may decide; empty means anyone.
+        sla: how long the first reviewers have.
+        escalation_reviewers: who is added when the SLA passes; empty means no escalation.
+        escalation_sla: how long the gate stays open after escalating.
+        on_expiry: the default path when every SLA has passed.
+        modifiable_fields: keys a ``modify`` decision may change; empty forbids ``modify``
+            unless ``output_contract`` is set.
+        output_contract: ``name@version`` whose output model a ``modify`` decision must
+            satisfy (gates that take over from an exhausted agent node).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    title: str
+    reviewers: tuple[str, ...] = ()
+    sla: timedelta = timedelta(hours=4)
+    escalation_reviewers: tuple[str, ...] = ()
+    escalation_sla: timedelta = timedelta(hours=24)
+    on_expiry: Literal["approve", "reject"] = "reject"
+    modifiable_fields: tuple[str, ...] = ()
+    output_contract: str | None = None
+
+
+class ReviewInput(BaseModel):
+    """The JSON payload of the ``review`` update and signal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gate: str = Field(min_length=1)
+    decision: ReviewDecision
+    reviewer: str = Field(min_length=1, max_length=200)
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+    modifications: dict[str, Any] | None = None
+    device: str | None = Field(None, max_length=200)
+
+
+class GateView(BaseModel):
+    """A gate as the ``gates`` query shows it."""
+
+    gate: str
+    title: str
+    state: GateState
+    reviewers: list[str]
+    opened_at: datetime | None = None
+    deadline: datetime | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision: ReviewDecision | None = None
+    comment: str | None = None
+    modifications: dict[str, Any] | None = None
+
+
+class ReviewReceipt(BaseModel):
+    """What the ``review`` update answers."""
+
+    gate: str
+    state: GateState
+    ledger_seq: int

@@ -1,0 +1,232 @@
+"""The ledger: typed, append-only, hash-chained events.
+
+Each event's ``hash`` is sha256 over the previous event's hash and the event's own
+canonical JSON (without ``hash``), so changing, dropping or reordering any event breaks
+every hash after it. ``verify_chain`` checks a whole ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from keel.contracts.agent import canonical_json
+
+GENESIS_HASH = "0" * 64
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Event(BaseModel):
+    seq: int = 0
+    at: datetime = EPOCH
+    prev_hash: str = ""
+    hash: str = ""
+
+    def compute_hash(self) -> str:
+        """The hash this event must carry, given its ``prev_hash``."""
+        body = canonical_json(self.model_dump(mode="json", exclude={"hash"}))
+        return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
+
+
+class WorkflowStarted(_Event):
+    type: Literal["WorkflowStarted"] = "WorkflowStarted"
+    workflow: str
+    workflow_id: str
+    run_id: str
+    input_sha256: str
+
+
+class InputRejected(_Event):
+    type: Literal["InputRejected"] = "InputRejected"
+    reasons: list[str]
+
+
+class CheckpointTaken(_Event):
+    type: Literal["CheckpointTaken"] = "CheckpointTaken"
+    checkpoint: str
+    node: str
+    context_sha256: str
+    keys: list[str]
+
+
+class AgentDecided(_Event):
+    type: Literal["AgentDecided"] = "AgentDecided"
+    node: str
+    contract: str
+    contract_fingerprint: str
+    provider: str
+    model: str
+    prompt_sha256: str
+    prompt: str | None = None
+    raw_response: str
+    output: dict[str, Any] | None = None
+    parse_error: str | None = None
+    confidence: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float
+    attempt: int
+    activity_attempt: int
+    feedback: list[str] = Field(default_factory=list)
+
+
+class ValidationFailed(_Event):
+    type: Literal["ValidationFailed"] = "ValidationFailed"
+    node: str
+    contract: str
+    attempt: int
+    kind: Literal["parse", "schema", "rule", "confidence"]
+    reasons: list[str]
+
+
+class AgentRetried(_Event):
+    type: Literal["AgentRetried"] = "AgentRetried"
+    node: str
+    contract: str
+    next_attempt: int
+    from_checkpoint: str
+    feedback: list[str]
+
+
+class AgentCallFailed(_Event):
+    type: Literal["AgentCallFailed"] = "AgentCallFailed"
+    node: str
+    contract: str
+    attempt: int
+    error_type: str
+    message: str
+    retryable: bool
+
+
+class RolledBack(_Event):
+    type: Literal["RolledBack"] = "RolledBack"
+    checkpoint: str
+    reason: str
+    discarded_keys: list[str]
+
+
+class Escalated(_Event):
+    type: Literal["Escalated"] = "Escalated"
+    subject: str
+    """The node or gate that escalated."""
+    reason: str
+    to: list[str]
+
+
+class DefaultApplied(_Event):
+    type: Literal["DefaultApplied"] = "DefaultApplied"
+    node: str
+    contract: str
+    output: dict[str, Any]
+    reason: str
+
+
+class GateOpened(_Event):
+    type: Literal["GateOpened"] = "GateOpened"
+    gate: str
+    title: str
+    reviewers: list[str]
+    sla_seconds: float
+    deadline: datetime
+    context: dict[str, Any]
+
+
+class GateDecided(_Event):
+    type: Literal["GateDecided"] = "GateDecided"
+    gate: str
+    decision: str
+    state: str
+    reviewer: str
+    comment: str | None = None
+    modifications: dict[str, Any] | None = None
+    device: str | None = None
+    via: Literal["update", "signal"]
+
+
+class ReviewRefused(_Event):
+    type: Literal["ReviewRefused"] = "ReviewRefused"
+    gate: str | None
+    reviewer: str | None
+    via: Literal["signal"]
+    reasons: list[str]
+    payload_sha256: str
+
+
+class GateExpired(_Event):
+    type: Literal["GateExpired"] = "GateExpired"
+    gate: str
+    default_decision: str
+    waited_seconds: float
+
+
+class Routed(_Event):
+    type: Literal["Routed"] = "Routed"
+    rule: str
+    inputs: dict[str, Any]
+    route: str
+
+
+class WorkflowCompleted(_Event):
+    type: Literal["WorkflowCompleted"] = "WorkflowCompleted"
+    outcome: str
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+LedgerEvent = Annotated[
+    WorkflowStarted
+    | InputRejected
+    | CheckpointTaken
+    | AgentDecided
+    | ValidationFailed
+    | AgentRetried
+    | AgentCallFailed
+    | RolledBack
+    | Escalated
+    | DefaultApplied
+    | GateOpened
+    | GateDecided
+    | ReviewRefused
+    | GateExpired
+    | Routed
+    | WorkflowCompleted,
+    Field(discriminator="type"),
+]
+
+LEDGER_ADAPTER: TypeAdapter[list[LedgerEvent]] = TypeAdapter(list[LedgerEvent])
+
+
+class ChainReport(BaseModel):
+    """Result of ``verify_chain``."""
+
+    ok: bool
+    events: int
+    head_hash: str
+    broken_at: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(events: list[LedgerEvent], *, genesis: str = GENESIS_HASH) -> ChainReport:
+    """Check sequence numbers, links and hashes of a ledger, starting from ``genesis``."""
+    prev = genesis
+    for index, event in enumerate(events):
+        problem = None
+        if event.seq != index + 1:
+            problem = f"sequence number {event.seq} where {index + 1} was expected"
+        elif event.prev_hash != prev:
+            problem = "prev_hash does not match the previous event's hash"
+        elif event.compute_hash() != event.hash:
+            problem = "hash does not match the event's content"
+        if problem:
+            return ChainReport(
+                ok=False, events=len(events), head_hash=prev, broken_at=event.seq, reason=problem
+            )
+        prev = event.hash
+    return ChainReport(ok=True, events=len(events), head_hash=prev)
+
+
+def parse_ledger(raw: list[dict[str, Any]]) -> list[LedgerEvent]:
+    """Typed events from their JSON form (query answers, exports)."""
+    return LEDGER_ADAPTER.validate_python(raw)

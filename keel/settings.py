@@ -1,0 +1,79 @@
+"""Typed settings read from the environment (and a ``.env`` file), validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FaultKind = Literal["malformed_json", "low_confidence", "timeout", "rate_limit", "server_error"]
+
+
+class OfflineFault(BaseModel):
+    """A fault the offline model injects, so demos and tests can show recovery paths.
+
+    A fault applies to a call when every given filter matches.
+    """
+
+    kind: FaultKind
+    agent_attempts: list[int] = Field(default_factory=lambda: [1])
+    """Agent-node attempts (1-based) that get the fault."""
+    activity_attempts: list[int] | None = None
+    """Temporal activity attempts that get the fault; ``None`` means every one."""
+    workflow_id_prefix: str | None = None
+    contract: str | None = None
+    """``name@version`` of the contract, or ``None`` for every contract."""
+    retry_after_seconds: float | None = None
+    """For ``rate_limit``: the Retry-After the fake provider announces."""
+
+
+class KeelSettings(BaseSettings):
+    """Process-wide settings; every field can be set through the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    model: str | None = None
+    """``offline``, ``openai:<model>`` or ``anthropic:<model>``; see ``resolved_model``."""
+    temporal_address: str = Field(
+        "localhost:7233", validation_alias=AliasChoices("TEMPORAL_ADDRESS", "KEEL_TEMPORAL_ADDRESS")
+    )
+    temporal_namespace: str = Field(
+        "default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "KEEL_TEMPORAL_NAMESPACE")
+    )
+    task_queue: str = "keel"
+    data_dir: Path = Path(".keel")
+    """Where ``keel dev`` and ``keel demo`` keep the dev server's database."""
+    record_prompts: bool = False
+    """Put rendered prompt text in history (by default only its sha256 is recorded)."""
+    offline_faults: list[OfflineFault] = Field(default_factory=list)
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
+    otel_console: bool = False
+    """Print spans to stdout (OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set)."""
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+    @property
+    def resolved_model(self) -> str:
+        """The model spec in force: ``KEEL_MODEL``, else the keyed provider, else offline."""
+        if self.model:
+            return self.model
+        if self.openai_api_key:
+            return "openai:gpt-4o-mini"
+        if self.anthropic_api_key:
+            return "anthropic:claude-sonnet-4-5"
+        return "offline"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> KeelSettings:
+    """The settings of this process, read once."""
+    return KeelSettings()

@@ -1,0 +1,95 @@
+"""Clients and workers: the one place that wires settings, converter, tracing and code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client, Interceptor
+from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from keel import SEARCH_ATTRIBUTES
+from keel.activities import AgentNodeActivities
+from keel.activities.providers import ModelProvider, build_provider
+from keel.settings import KeelSettings
+from keel.workers.telemetry import tracing_interceptors
+from keel.workflows import WORKFLOWS
+
+log = logging.getLogger(__name__)
+
+
+async def connect(
+    settings: KeelSettings,
+    *,
+    address: str | None = None,
+    interceptors: Sequence[Interceptor] | None = None,
+) -> Client:
+    """A client with Keel's pydantic data converter and tracing."""
+    return await Client.connect(
+        address or settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        interceptors=list(interceptors if interceptors is not None else tracing_interceptors(settings)),
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: KeelSettings,
+    *,
+    task_queue: str | None = None,
+    provider: ModelProvider | None = None,
+    max_concurrent_activities: int = 100,
+    max_concurrent_workflow_tasks: int = 100,
+) -> Worker:
+    """A worker running every Keel workflow and activity on ``task_queue``."""
+    nodes = AgentNodeActivities(
+        provider or build_provider(settings), record_prompts=settings.record_prompts
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[nodes.run_agent_node],
+        max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+    )
+
+
+_VALUE_TYPES = {
+    SearchAttributeIndexedValueType.KEYWORD_LIST: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+    SearchAttributeIndexedValueType.KEYWORD: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    SearchAttributeIndexedValueType.BOOL: IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+}
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register Keel's search attributes in the client's namespace if they are missing."""
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        known = set(listed.custom_attributes)
+    except RPCError as err:
+        # The time-skipping test server cannot list, but can add.
+        if err.status is not RPCStatusCode.UNIMPLEMENTED:
+            raise
+        known = set()
+    missing = {
+        key.name: _VALUE_TYPES[key.indexed_value_type]
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in known
+    }
+    if missing:
+        log.info("registering search attributes %s", sorted(missing))
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )

@@ -1,0 +1,45 @@
+"""OpenTelemetry traces of workflows and activities, through Temporal's tracing interceptor.
+
+Spans are exported when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (OTLP over HTTP) or when
+``KEEL_OTEL_CONSOLE=true`` (printed). Otherwise no interceptor is installed: no cost.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from temporalio.client import Interceptor
+from temporalio.contrib.opentelemetry import TracingInterceptor
+
+from keel.settings import KeelSettings
+
+_configured = False
+
+
+def tracing_interceptors(
+    settings: KeelSettings, *, exporter: SpanExporter | None = None
+) -> list[Interceptor]:
+    """Interceptors for ``Client.connect``; installs a tracer provider on first use."""
+    global _configured
+    if exporter is None and not settings.otel_exporter_otlp_endpoint and not settings.otel_console:
+        return []
+    if not _configured:
+        provider = TracerProvider(resource=Resource.create({"service.name": "keel"}))
+        if exporter is not None:
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+        if settings.otel_exporter_otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        if settings.otel_console:
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(provider)
+        _configured = True
+    return [TracingInterceptor()]

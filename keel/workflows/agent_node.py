@@ -1,0 +1,235 @@
+"""The agent-node building block: checkpoint, one activity per attempt, validate, gate, retry.
+
+Everything but the model call is workflow code, so an attempt costs exactly one activity
+round trip (DESIGN.md, cost model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ValidationError
+
+    from keel.contracts.agent import AgentContract, RetryStrategy, UseDefault
+    from keel.contracts.agent_node import AGENT_NODE_ACTIVITY, AgentDecision, AgentNodeRequest
+    from keel.contracts.gates import GateState
+    from keel.contracts.ledger import (
+        AgentCallFailed,
+        AgentDecided,
+        AgentRetried,
+        DefaultApplied,
+        Escalated,
+        ValidationFailed,
+    )
+
+from keel.workflows.context import Checkpoint, WorkflowContext
+from keel.workflows.gates import GateBook
+from keel.workflows.ledger import Ledger
+
+OutputCheck = Callable[[Any], list[str]]
+"""A deterministic check of a schema-valid output; returns reasons to reject it."""
+
+PERMANENT_ERRORS = [
+    "ProviderPermanentError",
+    "ProviderConfigError",
+    "ContractNotFoundError",
+    "ContractFingerprintMismatch",
+]
+
+
+@dataclass
+class AgentOutcome:
+    """What an agent node settled on.
+
+    ``output`` is ``None`` when the node escalated and the human rejected or never answered.
+    """
+
+    output: Any
+    source: Literal["agent", "default", "human", "none"]
+    attempts: int
+    checkpoint: Checkpoint
+    note: str
+
+
+class AgentNodes:
+    """Runs agent nodes for one workflow execution."""
+
+    def __init__(self, ledger: Ledger, context: WorkflowContext, gates: GateBook) -> None:
+        self._ledger = ledger
+        self._context = context
+        self._gates = gates
+
+    async def run(
+        self,
+        node: str,
+        contract: AgentContract,
+        node_input: BaseModel,
+        *,
+        feedback: Sequence[str] = (),
+        check: OutputCheck | None = None,
+    ) -> AgentOutcome:
+        """Run ``node`` under ``contract`` until an output passes, or the budget is spent."""
+        checkpoint = self._context.checkpoint(node)
+        payload = node_input.model_dump(mode="json")
+        attempt_feedback = list(feedback)
+        reasons: list[str] = []
+        for attempt in range(1, contract.max_attempts + 1):
+            workflow.set_current_details(
+                f"Agent node **{node}** ({contract.key}), attempt {attempt} of "
+                f"{contract.max_attempts}"
+            )
+            try:
+                decision = await self._call(node, contract, payload, attempt_feedback, attempt)
+            except ActivityError as err:
+                reasons = [self._record_call_failure(node, contract, attempt, err)]
+                break
+            kind, reasons = _problems(contract, decision, check)
+            if not reasons:
+                output = contract.output_model.model_validate(decision.output)
+                return AgentOutcome(output, "agent", attempt, checkpoint, "accepted")
+            assert kind is not None
+            self._ledger.record(
+                ValidationFailed(
+                    node=node, contract=contract.key, attempt=attempt, kind=kind, reasons=reasons
+                )
+            )
+            if attempt < contract.max_attempts:
+                if contract.retry_strategy is RetryStrategy.FEEDBACK:
+                    attempt_feedback = [*feedback, *reasons]
+                self._ledger.record(
+                    AgentRetried(
+                        node=node,
+                        contract=contract.key,
+                        next_attempt=attempt + 1,
+                        from_checkpoint=checkpoint.name,
+                        feedback=attempt_feedback,
+                    )
+                )
+        return await self._exhausted(node, contract, reasons, checkpoint, contract.max_attempts)
+
+    async def _call(
+        self,
+        node: str,
+        contract: AgentContract,
+        payload: dict[str, Any],
+        feedback: list[str],
+        attempt: int,
+    ) -> AgentDecision:
+        decision = await workflow.execute_activity(
+            AGENT_NODE_ACTIVITY,
+            AgentNodeRequest(
+                contract=contract.key,
+                contract_fingerprint=contract.fingerprint,
+                node=node,
+                input=payload,
+                feedback=feedback,
+                attempt=attempt,
+            ),
+            result_type=AgentDecision,
+            start_to_close_timeout=contract.time_budget,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=60),
+                maximum_attempts=contract.provider_attempts,
+                non_retryable_error_types=PERMANENT_ERRORS,
+            ),
+            summary=f"{node}: {contract.key}, attempt {attempt}",
+        )
+        self._ledger.record(
+            AgentDecided(
+                node=node,
+                feedback=feedback,
+                **decision.model_dump(),
+            )
+        )
+        return decision
+
+    def _record_call_failure(
+        self, node: str, contract: AgentContract, attempt: int, err: ActivityError
+    ) -> str:
+        cause = err.cause
+        message = str(cause) if cause else str(err)
+        error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else "Error"
+        retryable = not (isinstance(cause, ApplicationError) and cause.non_retryable)
+        self._ledger.record(
+            AgentCallFailed(
+                node=node,
+                contract=contract.key,
+                attempt=attempt,
+                error_type=error_type,
+                message=message,
+                retryable=retryable,
+            )
+        )
+        return f"the model call failed ({error_type}): {message}"
+
+    async def _exhausted(
+        self,
+        node: str,
+        contract: AgentContract,
+        reasons: list[str],
+        checkpoint: Checkpoint,
+        attempts: int,
+    ) -> AgentOutcome:
+        policy = contract.on_exhausted
+        if isinstance(policy, UseDefault):
+            self._ledger.record(
+                DefaultApplied(
+                    node=node, contract=contract.key, output=policy.output, reason=policy.reason
+                )
+            )
+            output = contract.output_model.model_validate(policy.output)
+            return AgentOutcome(output, "default", attempts, checkpoint, policy.reason)
+        spec = policy.gate
+        self._ledger.record(
+            Escalated(
+                subject=f"node:{node}",
+                reason="; ".join(reasons) or "retry budget spent",
+                to=list(spec.reviewers),
+            )
+        )
+        record = self._gates.open(
+            spec, {"node": node, "contract": contract.key, "last_problems": reasons}
+        )
+        await self._gates.wait(record)
+        review = record.review
+        if record.state is GateState.MODIFIED and review and review.modifications:
+            output = contract.output_model.model_validate(
+                {"confidence": 1.0, **review.modifications}
+            )
+            return AgentOutcome(output, "human", attempts, checkpoint, f"by {review.reviewer}")
+        note = f"escalation gate {record.name} ended {record.state.value}"
+        return AgentOutcome(None, "none", attempts, checkpoint, note)
+
+
+def _problems(
+    contract: AgentContract, decision: AgentDecision, check: OutputCheck | None
+) -> tuple[Literal["parse", "schema", "rule", "confidence"] | None, list[str]]:
+    if decision.output is None:
+        return "parse", [decision.parse_error or "the answer could not be parsed"]
+    try:
+        output = contract.output_model.model_validate(decision.output)
+    except ValidationError as err:
+        return "schema", [
+            f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}" for e in err.errors()
+        ]
+    if check is not None:
+        rule_problems = check(output)
+        if rule_problems:
+            return "rule", rule_problems
+    confidence = float(output.confidence)
+    if confidence < contract.confidence_threshold:
+        return "confidence", [
+            f"confidence {confidence:.2f} is below the contract's threshold "
+            f"{contract.confidence_threshold:.2f}: recheck the evidence"
+        ]
+    return None, []

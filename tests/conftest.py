@@ -1,0 +1,65 @@
+"""Shared fixtures: a time-skipping test server for the session, workers on fresh queues."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from keel.activities.providers import ModelProvider, OfflineProvider
+from keel.settings import KeelSettings, OfflineFault
+from keel.workers.runtime import build_worker, ensure_search_attributes
+
+BIN = Path(sys.executable).parent
+
+
+def offline_settings(**overrides: object) -> KeelSettings:
+    """Settings that ignore the developer's environment and ``.env``."""
+    return KeelSettings(_env_file=None, model="offline", **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await ensure_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@asynccontextmanager
+async def keel_worker(
+    client: Client,
+    *,
+    faults: Sequence[OfflineFault] = (),
+    provider: ModelProvider | None = None,
+    extra_workflows: Sequence[type] = (),
+) -> AsyncIterator[str]:
+    """A Keel worker on a fresh task queue; yields the queue name."""
+    task_queue = f"test-{uuid.uuid4()}"
+    worker = build_worker(
+        client,
+        offline_settings(),
+        task_queue=task_queue,
+        provider=provider or OfflineProvider(faults),
+    )
+    if extra_workflows:
+        # Same activities, plus test-only workflows that exercise the building blocks.
+        worker = Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[*worker.config()["workflows"], *extra_workflows],
+            activities=worker.config()["activities"],
+        )
+    async with worker:
+        yield task_queue

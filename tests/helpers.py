@@ -1,0 +1,63 @@
+"""Helpers for driving Keel workflows from tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from keel.contracts.contract_review import ContractReviewResult
+from keel.contracts.gates import GateView
+from keel.contracts.ledger import LedgerEvent
+from keel.samples import load_sample
+from keel.workflows import ContractReviewWorkflow
+
+
+async def start_review(
+    client: Client, task_queue: str, sample: str | dict[str, Any], *, prefix: str = "review"
+) -> WorkflowHandle[ContractReviewWorkflow, ContractReviewResult]:
+    payload = load_sample(f"contract-{sample}-risk") if isinstance(sample, str) else sample
+    return await client.start_workflow(
+        ContractReviewWorkflow.run,
+        payload,
+        id=f"{prefix}-{uuid.uuid4()}",
+        task_queue=task_queue,
+    )
+
+
+async def wait_for_gate(handle: WorkflowHandle[Any, Any], name: str, timeout: float = 30) -> GateView:
+    """Poll the ``gates`` query until gate ``name`` waits for a reviewer."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for gate in await handle.query("gates", result_type=list[GateView]):
+                if gate.gate == name and gate.state.open:
+                    return gate
+            await asyncio.sleep(0.05)
+
+
+async def ledger_of(handle: WorkflowHandle[Any, Any]) -> list[LedgerEvent]:
+    return await handle.query("ledger", result_type=list[LedgerEvent])
+
+
+def types_of(events: list[LedgerEvent]) -> list[str]:
+    return [e.type for e in events]
+
+
+def review(gate: str, decision: str, reviewer: str, **extra: Any) -> dict[str, Any]:
+    return {"gate": gate, "decision": decision, "reviewer": reviewer, **extra}
+
+
+async def refused(handle: WorkflowHandle[Any, Any], payload: Any) -> str:
+    """Send ``payload`` as a review update that must be refused; return the reason."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.exceptions import ApplicationError
+
+    try:
+        await handle.execute_update("review", payload)
+    except WorkflowUpdateFailedError as err:
+        assert isinstance(err.cause, ApplicationError)
+        assert err.cause.type == "ReviewRefused"
+        return err.cause.message
+    raise AssertionError(f"review {payload!r} was accepted")
