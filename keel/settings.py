@@ -48,6 +48,10 @@ class KeelSettings(BaseSettings):
     task_queue: str = "keel"
     data_dir: Path = Path(".keel")
     """Where ``keel dev`` and ``keel demo`` keep the dev server's database."""
+    ui_port: int = 8233
+    """Port of the embedded dev server's web UI."""
+    ui_url: str = "http://127.0.0.1:8233"
+    """Base URL of the Temporal UI, for links printed by the CLI."""
     record_prompts: bool = False
     """Put rendered prompt text in history (by default only its sha256 is recorded)."""
     offline_faults: list[OfflineFault] = Field(default_factory=list)

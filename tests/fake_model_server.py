@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-Responder = Callable[[Any], Any]
 Usage = tuple[int, int]
-_ROUTES = (("/chat/completions", "openai"), ("/v1/messages", "anthropic"))
+Wire = Literal["openai", "anthropic", "unknown"]
+_ROUTES: dict[str, Wire] = {"/chat/completions": "openai", "/v1/messages": "anthropic"}
 # Error ``type`` and ``code`` values as the real APIs send them, by HTTP status.
 _OPENAI_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
 _ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
@@ -77,18 +77,16 @@ class Reply:
 
 def request_schema(body: Any) -> Any:
     """The JSON schema a request body asks for, in either wire format (None if absent)."""
-    if not isinstance(body, dict):
-        return None
-    if "response_format" in body:
+    if isinstance(body, dict) and "response_format" in body:
         return body["response_format"].get("json_schema", {}).get("schema")
-    return (body.get("tools") or [{}])[0].get("input_schema")
+    return (body.get("tools") or [{}])[0].get("input_schema") if isinstance(body, dict) else None
 
 
 @dataclass(frozen=True)
 class RecordedRequest:
     """A request the server received; ``headers`` keys are lower-case."""
 
-    wire: Literal["openai", "anthropic", "unknown"]
+    wire: Wire
     path: str
     headers: dict[str, str]
     body: Any
@@ -99,7 +97,6 @@ class RecordedRequest:
 
     @property
     def api_key(self) -> str | None:
-        """The ``x-api-key`` header or the ``Authorization: Bearer`` token."""
         bearer = self.headers.get("authorization", "").removeprefix("Bearer ")
         return self.headers.get("x-api-key") or bearer or None
 
@@ -109,19 +106,16 @@ class RecordedRequest:
 
 
 class FakeModelServer:
-    """The server, run on 127.0.0.1 (free port) in a background thread by ``with``.
+    """The server: serves on 127.0.0.1 (a free port) from a thread while inside ``with``.
 
-    Attributes:
-        responder: answers once the script is empty: gets the request JSON, returns the
-            answer object or a ``Reply``. If it raises, the client gets a 500 saying so.
+    ``responder`` may be replaced at any time; if it raises, the client gets a 500 saying so.
     """
 
-    def __init__(self, responder: Responder | None = None) -> None:
-        self.responder: Responder = responder or (lambda body: {})
+    def __init__(self, responder: Callable[[Any], Any] | None = None) -> None:
+        self.responder: Callable[[Any], Any] = responder or (lambda body: {})
         self._script: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._closing = threading.Event()
+        self._lock, self._closing = threading.Lock(), threading.Event()
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.fake = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,))
@@ -143,12 +137,6 @@ class FakeModelServer:
         with self._lock:
             self._script.extend(replies)
 
-    def reset(self) -> None:
-        """Forget the script and the recorded requests."""
-        with self._lock:
-            self._script.clear()
-            self._requests.clear()
-
     def env(self, keel_model: str, api_key: str = "sk-fake") -> dict[str, str]:
         """Environment for a worker using this server, e.g. ``env("openai:gpt-4o-mini")``."""
         if keel_model.startswith("anthropic:"):
@@ -169,14 +157,10 @@ class FakeModelServer:
 
     def _handle(self, handler: _Handler) -> None:
         raw = handler.rfile.read(int(handler.headers.get("content-length") or 0))
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        body = json.loads(raw) if raw else None  # the SDKs always send JSON
         path = handler.path.split("?")[0]
-        wire = next((wire for end, wire in _ROUTES if path.endswith(end)), "unknown")
-        headers = {key.lower(): value for key, value in handler.headers.items()}
-        rec = RecordedRequest(wire, path, headers, body)
+        wire: Wire = next((wire for end, wire in _ROUTES.items() if path.endswith(end)), "unknown")
+        rec = RecordedRequest(wire, path, {k.lower(): v for k, v in handler.headers.items()}, body)
         with self._lock:
             self._requests.append(rec)
             number = len(self._requests)
@@ -185,9 +169,8 @@ class FakeModelServer:
         self._closing.wait(reply.delay)
         status, out_headers, payload = _render(reply, rec, f"req_fake_{number}")
         handler.send_response(status)
-        for name, value in out_headers.items():
+        for name, value in {**out_headers, "content-length": str(len(payload))}.items():
             handler.send_header(name, value)
-        handler.send_header("content-length", str(len(payload)))
         handler.end_headers()
         handler.wfile.write(payload)
 
@@ -201,35 +184,32 @@ class FakeModelServer:
         return out if isinstance(out, Reply) else Reply.json(out)
 
 
-def _render(reply: Reply, rec: RecordedRequest, request_id: str) -> tuple[int, dict, bytes]:
-    """Status, headers and body of ``reply`` in the wire format of ``rec``."""
+def _render(reply: Reply, rec: RecordedRequest, req_id: str) -> tuple[int, dict[str, str], bytes]:
     anthropic = rec.wire == "anthropic"
-    headers = {"request-id" if anthropic else "x-request-id": request_id}
+    headers = {"request-id" if anthropic else "x-request-id": req_id}
     headers |= {"content-type": reply.content_type, **reply.headers}
     if reply.kind == "raw":
         return reply.status, headers, str(reply.value).encode()
     if reply.kind == "error":
-        return reply.status, headers, json.dumps(_error(reply, anthropic, request_id)).encode()
+        return reply.status, headers, json.dumps(_error(reply, anthropic, req_id)).encode()
     text = reply.value if reply.kind == "content" else json.dumps(reply.value)
     usage = reply.usage or (max(1, len(json.dumps(rec.body)) // 4), max(1, len(text) // 4))
-    model = reply.model or rec.model or "fake-model"
-    if anthropic and reply.kind == "content":
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-    elif anthropic:  # answer through the tool the request forced, as Claude does
+    body: dict[str, Any] = {"model": reply.model or rec.model or "fake-model"}
+    if anthropic:  # a json answer comes as input of the tool the request forced, as Claude does
         tool = (rec.body.get("tool_choice") or {}).get("name") or "answer"
-        content = [{"type": "tool_use", "id": "toolu_1", "name": tool, "input": reply.value}]
-    if anthropic:
-        stop = "end_turn" if reply.kind == "content" else "tool_use"
-        tokens = {"input_tokens": usage[0], "output_tokens": usage[1]}
-        body = {"id": f"msg_{request_id}", "type": "message", "role": "assistant"}
+        block = {"type": "tool_use", "id": "toolu_1", "name": tool, "input": reply.value}
+        if reply.kind == "content":
+            block = {"type": "text", "text": text}
+        body |= {"id": f"msg_{req_id}", "type": "message", "role": "assistant"}
+        body |= {"content": [block], "stop_sequence": None}
+        body |= {"stop_reason": "tool_use" if reply.kind == "json" else "end_turn"}
+        body |= {"usage": {"input_tokens": usage[0], "output_tokens": usage[1]}}
     else:
         message = {"role": "assistant", "content": text, "refusal": None}
-        content = [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        body |= {"id": f"chatcmpl-{req_id}", "object": "chat.completion", "created": 1}
         tokens = dict(prompt_tokens=usage[0], completion_tokens=usage[1], total_tokens=sum(usage))
-        body = {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": 1}
-    body |= {"model": model, "content" if anthropic else "choices": content, "usage": tokens}
-    if anthropic:
-        body |= {"stop_reason": stop, "stop_sequence": None}
+        body |= {"choices": [choice], "usage": tokens}
     return 200, headers, json.dumps(body).encode()
 
 

@@ -15,13 +15,9 @@ from keel.activities.providers.anthropic_provider import AnthropicProvider
 from keel.activities.providers.base import ModelRequest
 from keel.activities.providers.openai_provider import OpenAIProvider
 from keel.errors import ProviderConfigError, ProviderPermanentError, ProviderRetryableError
-from tests.fake_model_server import FakeModelServer, Reply, request_prompt
+from tests.fake_model_server import FakeModelServer, Reply
 
-SCHEMA = {
-    "type": "object",
-    "properties": {"greeting": {"type": "string"}},
-    "required": ["greeting"],
-}
+SCHEMA = {"type": "object", "properties": {"greeting": {"type": "string"}}}
 REQUEST = ModelRequest(
     system="You are terse.",
     prompt="Say hi to Ada.",
@@ -36,10 +32,11 @@ KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 Provider = OpenAIProvider | AnthropicProvider
 
 
-def make_provider(wire: str, base_url: str, api_key: str | None = "sk-test") -> Provider:
+def make_provider(wire: str, root_url: str) -> Provider:
+    """A provider with key ``sk-test`` for the server at ``root_url`` (no ``/v1``)."""
     if wire == "openai":
-        return OpenAIProvider(MODELS[wire], api_key=api_key, base_url=f"{base_url}/v1")
-    return AnthropicProvider(MODELS[wire], api_key=api_key, base_url=base_url)
+        return OpenAIProvider(MODELS[wire], api_key="sk-test", base_url=f"{root_url}/v1")
+    return AnthropicProvider(MODELS[wire], api_key="sk-test", base_url=root_url)
 
 
 @pytest.fixture
@@ -71,7 +68,7 @@ async def test_success_returns_text_tokens_model_and_sends_schema_model_key(
     assert sent.wire == provider.name
     assert sent.model == MODELS[provider.name]
     assert sent.schema == SCHEMA
-    assert sent.prompt == "Say hi to Ada."
+    assert sent.body["messages"][-1] == {"role": "user", "content": "Say hi to Ada."}
     assert sent.api_key == "sk-test"
     if provider.name == "openai":
         assert sent.headers["authorization"] == "Bearer sk-test"
@@ -88,7 +85,7 @@ async def test_success_returns_text_tokens_model_and_sends_schema_model_key(
 async def test_default_responder_answers_when_script_is_empty(
     provider: Provider, server: FakeModelServer
 ) -> None:
-    server.responder = lambda body: {"greeting": request_prompt(body).upper()}
+    server.responder = lambda body: {"greeting": body["messages"][-1]["content"].upper()}
 
     reply = await provider.complete(REQUEST)
 
@@ -109,8 +106,12 @@ async def test_content_that_is_not_json_is_returned_untouched(
 
 @pytest.mark.parametrize(
     "body, content_type",
-    [('{"id": "trunc', "application/json"), ("<html>502 Bad Gateway</html>", "text/html")],
-    ids=["truncated-json", "html-page"],
+    [
+        ('{"id": "trunc', "application/json"),
+        ("<html>502 Bad Gateway</html>", "text/html"),
+        ('{"unexpected": "shape"}', "application/json"),
+    ],
+    ids=["truncated-json", "html-page", "json-of-another-shape"],
 )
 async def test_malformed_http_body_is_retryable(
     provider: Provider, server: FakeModelServer, body: str, content_type: str
@@ -219,11 +220,9 @@ async def test_exactly_one_http_request_per_call_even_on_errors(
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
 def test_missing_api_key_is_a_config_error(wire: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_VARS[wire], "sk-from-env-must-be-ignored")
+    provider_class = OpenAIProvider if wire == "openai" else AnthropicProvider
     with pytest.raises(ProviderConfigError, match=KEY_VARS[wire]) as caught:
-        if wire == "openai":
-            OpenAIProvider(MODELS[wire], api_key=None)
-        else:
-            AnthropicProvider(MODELS[wire], api_key=None)
+        provider_class(MODELS[wire], api_key=None)
     assert "KEEL_MODEL=offline" in str(caught.value)
 
 

@@ -132,7 +132,7 @@ class AnthropicProvider:
         try:
             blocks = list(message.content)
         except (AttributeError, TypeError) as exc:
-            raise self._malformed(f"no content in {message.id!r}") from exc
+            raise self._malformed("no content in the message") from exc
         tool_inputs = [block.input for block in blocks if block.type == "tool_use"]
         if tool_inputs:
             text = json.dumps(tool_inputs[0])

@@ -138,7 +138,7 @@ class OpenAIProvider:
         try:
             content = response.choices[0].message.content
         except (AttributeError, IndexError, TypeError) as exc:
-            raise self._malformed(f"no choices[0].message in {response.id!r}") from exc
+            raise self._malformed("no choices[0].message in the completion") from exc
         usage = response.usage
         return ModelReply(
             text=content or "",

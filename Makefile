@@ -1,0 +1,39 @@
+# The two commands: `make demo` runs every scenario; `make test` runs the whole suite.
+# Both create the virtualenv and install everything on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.keel-installed
+
+.PHONY: demo test dev lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/keel demo
+
+test: $(STAMP)
+	$(BIN)/ruff check keel tests benchmarks
+	$(BIN)/mypy keel
+	$(BIN)/python -m pytest
+
+dev: $(STAMP)
+	$(BIN)/keel dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check keel tests benchmarks
+	$(BIN)/ruff format --check keel tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy keel
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/agent_node_overhead.py
+
+clean:
+	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,116 @@
+"""The ``keel`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from keel.errors import KeelUserError
+from keel.settings import KeelSettings, get_settings
+from keel.workers import commands
+from keel.workers.commands import SCENARIOS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keel", description="Durable, auditable AI-agent workflows on Temporal."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("dev", help="embedded Temporal dev server (UI on :8233) plus a worker")
+    sub.add_parser("worker", help="a worker against TEMPORAL_ADDRESS")
+    sub.add_parser("demo", help="run every scenario end to end and print the ledgers")
+    p = sub.add_parser("start", help="start a scenario")
+    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p.add_argument("--input", required=True, help="JSON file with the scenario input")
+    p.add_argument("--id", help="workflow id (default: generated)")
+    p = sub.add_parser("ledger", help="print an execution's ledger")
+    p.add_argument("workflow_id")
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+    p = sub.add_parser("gates", help="list gates waiting for a reviewer")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    for name, verb in (("approve", "approve (or modify with --modify)"), ("reject", "reject")):
+        p = sub.add_parser(name, help=f"{verb} a gate")
+        p.add_argument("workflow_id")
+        p.add_argument("gate")
+        p.add_argument("--reviewer", required=True)
+        p.add_argument("--comment", required=name == "reject")
+        p.add_argument("--device", help="where the decision was made (default: keel-cli@host)")
+        if name == "approve":
+            p.add_argument("--modify", metavar="JSON", help="approve with these modifications")
+    p = sub.add_parser("replay", help="replay a history to check determinism")
+    p.add_argument("target", metavar="ID|HISTORY.json")
+    p = sub.add_parser("export", help="export ledgers as JSON lines")
+    p.add_argument("--query", default="WorkflowType = 'ContractReview'", help="visibility query")
+    p.add_argument("--out", help="file to write (default: stdout)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script: runs the command, then exits without teardown."""
+    code = run(argv)
+    # The Temporal SDK's Rust threads can outlive interpreter finalization and abort it
+    # (temporalio/sdk-python#300): flush, then skip teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(dispatch(args, get_settings()))
+    except KeyboardInterrupt:
+        return 130
+    except KeelUserError as exc:
+        return commands.err(str(exc))
+
+
+async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
+    from keel.workers import demo, serve
+    from keel.workers.runtime import connect
+
+    if args.command == "dev":
+        return await serve.run_dev(settings, until_signal())
+    if args.command == "demo":
+        return await demo.run_demo(settings)
+    try:
+        client = await asyncio.wait_for(connect(settings), timeout=10)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        if args.command == "replay" and args.target.endswith(".json"):
+            return await commands.cmd_replay(None, settings, args)
+        return commands.err(
+            f"cannot reach Temporal at {settings.temporal_address} ({exc}); start `keel dev` "
+            "in another terminal or set TEMPORAL_ADDRESS"
+        )
+    if args.command == "worker":
+        return await serve.run_worker(client, settings, until_signal())
+    handler = {
+        "start": commands.cmd_start,
+        "ledger": commands.cmd_ledger,
+        "gates": commands.cmd_gates,
+        "approve": commands.cmd_review,
+        "reject": commands.cmd_review,
+        "replay": commands.cmd_replay,
+        "export": commands.cmd_export,
+    }[args.command]
+    return await handler(client, settings, args)
+
+
+def until_signal() -> asyncio.Event:
+    """An event set on SIGINT or SIGTERM, for long-running commands."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+if __name__ == "__main__":
+    main()

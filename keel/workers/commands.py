@@ -1,0 +1,197 @@
+"""What the ``keel`` subcommands do, against a connected client. Each returns an exit code."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from keel.contracts.contract_review import (
+    MAX_INPUT_BYTES,
+    ContractReviewInput,
+    ContractReviewResult,
+)
+from keel.contracts.gates import GateView, ReviewReceipt
+from keel.contracts.ledger import LedgerEvent
+from keel.settings import KeelSettings
+from keel.workers.render import gates_text, ledger_text, ui_link
+from keel.workflows import WORKFLOWS, ContractReviewWorkflow
+
+
+@dataclass(frozen=True)
+class Scenario:
+    workflow_type: str
+    workflow: Any
+    input_model: type[BaseModel]
+    result_model: type[BaseModel]
+    max_input_bytes: int
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "contract-review": Scenario(
+        "ContractReview",
+        ContractReviewWorkflow.run, ContractReviewInput, ContractReviewResult, MAX_INPUT_BYTES
+    ),
+}
+
+
+def err(message: str) -> int:
+    print(f"keel: {message}", file=sys.stderr)
+    return 2
+
+
+async def start(
+    client: Client, settings: KeelSettings, scenario: str, payload: dict[str, Any], *,
+    workflow_id: str | None = None, task_queue: str | None = None,
+) -> WorkflowHandle[Any, Any]:
+    """Validate ``payload`` for ``scenario`` (nothing starts if it is invalid), then start it."""
+    spec = SCENARIOS[scenario]
+    size = len(json.dumps(payload).encode())
+    if size > spec.max_input_bytes:
+        raise ValueError(f"input is {size} bytes; the limit is {spec.max_input_bytes}")
+    spec.input_model.model_validate(payload)
+    return await client.start_workflow(
+        spec.workflow,
+        payload,
+        id=workflow_id or f"{scenario}-{uuid.uuid4().hex[:12]}",
+        task_queue=task_queue or settings.task_queue,
+        static_summary=f"{scenario}: {payload.get('title') or payload.get('contract_id', '')}",
+    )
+
+
+async def cmd_start(client: Client, settings: KeelSettings, args: Any) -> int:
+    try:
+        payload = json.loads(Path(args.input).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return err(f"cannot read {args.input}: {exc}")
+    if not isinstance(payload, dict):
+        return err(f"{args.input} must hold a JSON object")
+    try:
+        handle = await start(client, settings, args.scenario, payload, workflow_id=args.id)
+    except ValidationError as exc:
+        lines = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return err(f"{args.input} is not a valid {args.scenario} input; nothing was started:\n{lines}")
+    except ValueError as exc:
+        return err(f"{exc}; nothing was started")
+    print(f"started {handle.id} (run {handle.result_run_id})")
+    print(ui_link(settings.ui_url, client.namespace, handle.id, handle.result_run_id))
+    return 0
+
+
+async def read_ledger(client: Client, workflow_id: str) -> list[LedgerEvent]:
+    """The ledger of an execution: from its result when it completed, else by query."""
+    handle = client.get_workflow_handle(workflow_id)
+    description = await handle.describe()
+    if description.status is WorkflowExecutionStatus.COMPLETED:
+        scenario = next(
+            (s for s in SCENARIOS.values() if s.workflow_type == description.workflow_type), None
+        )
+        if scenario is not None:
+            result = await handle.result(result_type=scenario.result_model)
+            return list(result.ledger)  # type: ignore[attr-defined]
+    return await handle.query("ledger", result_type=list[LedgerEvent])
+
+
+async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
+    events = await read_ledger(client, args.workflow_id)
+    if args.json:
+        for event in events:
+            print(event.model_dump_json())
+    else:
+        print(ledger_text(events))
+    return 0
+
+
+async def open_gates(client: Client) -> list[tuple[str, GateView]]:
+    """Every gate waiting for a reviewer, across running executions."""
+    rows: list[tuple[str, GateView]] = []
+    query = "KeelPendingGates IS NOT NULL AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        for gate in await handle.query("gates", result_type=list[GateView]):
+            if gate.state.open:
+                rows.append((execution.id, gate))
+    return rows
+
+
+async def cmd_gates(client: Client, settings: KeelSettings, args: Any) -> int:
+    rows = await open_gates(client)
+    if args.json:
+        for workflow_id, gate in rows:
+            print(json.dumps({"workflow_id": workflow_id, **gate.model_dump(mode="json")}))
+    else:
+        print(gates_text(rows))
+    return 0
+
+
+async def send_review(client: Client, workflow_id: str, payload: dict[str, Any]) -> ReviewReceipt:
+    """Decide a gate through the ``review`` update; raises if the workflow refuses it."""
+    handle = client.get_workflow_handle(workflow_id)
+    return await handle.execute_update("review", payload, result_type=ReviewReceipt)
+
+
+async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:
+    payload: dict[str, Any] = {
+        "gate": args.gate,
+        "decision": "reject" if args.command == "reject" else "approve",
+        "reviewer": args.reviewer,
+        "comment": args.comment,
+        "device": args.device or f"keel-cli@{socket.gethostname()}",
+    }
+    if getattr(args, "modify", None):
+        try:
+            payload["modifications"] = json.loads(args.modify)
+        except json.JSONDecodeError as exc:
+            return err(f"--modify is not valid JSON: {exc}")
+        payload["decision"] = "modify"
+    try:
+        receipt = await send_review(client, args.workflow_id, payload)
+    except WorkflowUpdateFailedError as exc:
+        return err(f"refused: {exc.cause.message if exc.cause else exc}")  # type: ignore[attr-defined]
+    print(f"{receipt.gate}: {receipt.state.value} (ledger event #{receipt.ledger_seq})")
+    return 0
+
+
+async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -> int:
+    target = Path(args.target)
+    if target.suffix == ".json" and target.exists():
+        history = WorkflowHistory.from_json(target.stem, target.read_text())
+    else:
+        if client is None:
+            return err("replaying by workflow id needs a reachable Temporal server")
+        history = await client.get_workflow_handle(args.target).fetch_history()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+    print(f"replayed {history.workflow_id}: {len(history.events)} history events, deterministic")
+    return 0
+
+
+async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
+    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        async for execution in client.list_workflows(args.query):
+            for event in await read_ledger(client, execution.id):
+                record = {"workflow_id": execution.id, **event.model_dump(mode="json")}
+                out.write(json.dumps(record) + "\n")
+                count += 1
+    finally:
+        if args.out:
+            out.close()
+    print(f"exported {count} ledger events", file=sys.stderr)
+    return 0

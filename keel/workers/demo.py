@@ -1,0 +1,141 @@
+"""``keel demo``: every scenario end to end, with a scripted reviewer and printed ledgers.
+
+Starts the embedded dev server if no Temporal server answers at ``TEMPORAL_ADDRESS``, runs a
+worker on its own task queue (so its fault injection applies only to its executions), and
+decides gates through the same code path as ``keel approve`` and ``keel reject``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shlex
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from keel.activities.providers import ModelProvider, OfflineProvider, build_provider
+from keel.contracts.contract_review import ContractReviewResult
+from keel.contracts.gates import GateView
+from keel.samples import load_sample
+from keel.settings import KeelSettings, OfflineFault
+from keel.workers import commands
+from keel.workers.devstack import dev_server
+from keel.workers.render import ledger_text, ui_link
+from keel.workers.runtime import build_worker, connect, ensure_search_attributes
+
+DEMO_QUEUE = "keel-demo"
+
+# What the scripted reviewer does at each gate: (reviewer, decision, comment, modifications).
+REVIEWER_SCRIPT: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
+    "standard-review": ("legal.priya", "approve", "DPA for payroll data is attached.", None),
+    "general-counsel": (
+        "gc.morgan",
+        "reject",
+        "Clause 4 fees hide a penalty schedule for early exit; reassess with that in mind.",
+        None,
+    ),
+    "general-counsel-2": (
+        "gc.morgan",
+        "approve",
+        "Approved with conditions.",
+        {"conditions": ["cap customer liability at 12 months of fees", "drop exclusivity"]},
+    ),
+    "risk-classification": (
+        "legal.sam",
+        "approve",
+        "Classified by hand.",
+        {"risk_level": "medium", "clause_refs": [], "rationale": "Classified by a human reviewer."},
+    ),
+}
+
+
+def demo_faults(tag: str) -> list[OfflineFault]:
+    """Faults that show the recovery paths: a rate limit and a malformed answer."""
+    return [
+        OfflineFault(
+            kind="rate_limit",
+            workflow_id_prefix=f"demo-{tag}-contract-low",
+            activity_attempts=[1],
+            retry_after_seconds=1,
+        ),
+        OfflineFault(kind="malformed_json", workflow_id_prefix=f"demo-{tag}-contract-medium"),
+    ]
+
+
+async def run_demo(settings: KeelSettings) -> int:
+    # Failed attempts that Temporal retries are shown in the ledger; keep tracebacks out.
+    logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
+    async with AsyncExitStack() as stack:
+        try:
+            client = await asyncio.wait_for(connect(settings), timeout=3)
+            print(f"Using the Temporal server at {settings.temporal_address}")
+        except (RuntimeError, TimeoutError, OSError):
+            print("No Temporal server answered; starting the embedded dev server ...")
+            env = await stack.enter_async_context(dev_server(settings))
+            client = env.client
+            print(f"Dev server up; UI at {settings.ui_url}, data in {settings.data_dir}")
+        await ensure_search_attributes(client)
+        tag = time.strftime("%Y%m%d-%H%M%S")
+        provider: ModelProvider = (
+            OfflineProvider(demo_faults(tag))
+            if settings.resolved_model == "offline"
+            else build_provider(settings)
+        )
+        print(f"Model: {provider.name}/{provider.model}\n")
+        results = []
+        async with build_worker(client, settings, task_queue=DEMO_QUEUE, provider=provider):
+            for risk in ("low", "medium", "high"):
+                results.append(await _review(client, settings, tag, risk))
+    print("Summary")
+    for risk, result in zip(("low", "medium", "high"), results, strict=True):
+        print(f"  {risk:<7} {result.contract_id}: {result.outcome} by {result.decided_by}")
+    print(f"\nBrowse them: `keel dev`, then {settings.ui_url}")
+    return 0
+
+
+async def _review(
+    client: Client, settings: KeelSettings, tag: str, risk: str
+) -> ContractReviewResult:
+    payload = load_sample(f"contract-{risk}-risk")
+    workflow_id = f"demo-{tag}-contract-{risk}"
+    print(f"=== Contract review: {risk} risk ({payload['title']}, {payload['vendor']})")
+    handle: WorkflowHandle[Any, ContractReviewResult] = await commands.start(
+        client, settings, "contract-review", payload, workflow_id=workflow_id,
+        task_queue=DEMO_QUEUE,
+    )
+    result_task = asyncio.create_task(handle.result())
+    decided: set[str] = set()
+    while not result_task.done():
+        for gate in await handle.query("gates", result_type=list[GateView]):
+            if gate.state.open and gate.gate not in decided:
+                await _decide(client, settings, workflow_id, gate)
+                decided.add(gate.gate)
+        await asyncio.wait([result_task], timeout=0.2)
+    result = result_task.result()
+    print(f"--- outcome: {result.outcome} by {result.decided_by} ({result.reason})")
+    print(ledger_text(result.ledger))
+    print(f"--- UI: {ui_link(settings.ui_url, client.namespace, workflow_id, handle.result_run_id)}\n")
+    return result
+
+
+async def _decide(client: Client, settings: KeelSettings, workflow_id: str, gate: GateView) -> None:
+    reviewer, decision, comment, modifications = REVIEWER_SCRIPT.get(
+        gate.gate, (gate.reviewers[0] if gate.reviewers else "demo", "reject", "unscripted", None)
+    )
+    argv = ["keel", decision, workflow_id, gate.gate, "--reviewer", reviewer, "--comment", comment]
+    if modifications:
+        argv += ["--modify", json.dumps(modifications)]
+    print(f"  gate {gate.gate!r} is waiting for {', '.join(gate.reviewers)}; as a reviewer would:")
+    print(f"  $ {shlex.join(argv)}")
+    args = argparse.Namespace(
+        command=decision, workflow_id=workflow_id, gate=gate.gate, reviewer=reviewer,
+        comment=comment, device="keel-demo", modify=json.dumps(modifications) if modifications else None,
+    )
+    code = await commands.cmd_review(client, settings, args)
+    if code != 0:
+        raise RuntimeError(f"the review of {gate.gate} was refused")

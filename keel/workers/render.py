@@ -1,0 +1,84 @@
+"""Readable text for ledgers and gates (``keel ledger``, ``keel gates``, ``keel demo``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from keel.contracts.gates import GateView
+from keel.contracts.ledger import LedgerEvent, verify_chain
+
+_Formatter = Callable[[Any], str]
+
+_FORMATS: dict[str, _Formatter] = {
+    "WorkflowStarted": lambda e: f"{e.workflow} {e.workflow_id} (input sha256 {e.input_sha256[:12]})",
+    "InputRejected": lambda e: "; ".join(e.reasons),
+    "CheckpointTaken": lambda e: f"{e.checkpoint} keys={e.keys}",
+    "AgentDecided": lambda e: (
+        f"{e.node} {e.contract} (fp {e.contract_fingerprint[:12]}) {e.provider}/{e.model} "
+        f"attempt {e.attempt}"
+        + (f" (provider call {e.activity_attempt})" if e.activity_attempt > 1 else "")
+        + ": "
+        + (_fields(e.output, "risk_level", "confidence") if e.output else f"UNPARSED ({e.parse_error})")
+        + f", tokens {e.input_tokens}/{e.output_tokens}, {e.latency_ms:.1f} ms"
+        + (f", feedback {e.feedback}" if e.feedback else "")
+    ),
+    "ValidationFailed": lambda e: f"{e.node} attempt {e.attempt} [{e.kind}]: {'; '.join(e.reasons)}",
+    "AgentRetried": lambda e: f"{e.node} -> attempt {e.next_attempt} from {e.from_checkpoint}",
+    "AgentCallFailed": lambda e: f"{e.node} attempt {e.attempt}: {e.error_type}: {e.message}",
+    "RolledBack": lambda e: f"to {e.checkpoint} ({e.reason}); discarded {e.discarded_keys}",
+    "Escalated": lambda e: f"{e.subject} -> {', '.join(e.to)}: {e.reason}",
+    "DefaultApplied": lambda e: f"{e.node}: {e.reason}",
+    "GateOpened": lambda e: (
+        f"{e.gate} '{e.title}' for {', '.join(e.reviewers) or 'anyone'}, "
+        f"deadline {e.deadline:%Y-%m-%d %H:%M}"
+    ),
+    "GateDecided": lambda e: (
+        f"{e.gate}: {e.decision} by {e.reviewer} via {e.via}"
+        + (f" from {e.device}" if e.device else "")
+        + (f", comment {e.comment!r}" if e.comment else "")
+        + (f", modifications {e.modifications}" if e.modifications else "")
+    ),
+    "ReviewRefused": lambda e: f"{e.gate} from {e.reviewer} via {e.via}: {'; '.join(e.reasons)}",
+    "GateExpired": lambda e: f"{e.gate} after {e.waited_seconds / 3600:.1f} h -> {e.default_decision}",
+    "Routed": lambda e: f"{e.rule} read {e.inputs} -> {e.route}",
+    "WorkflowCompleted": lambda e: f"{e.outcome} ({_fields(e.summary, 'decided_by', 'reason')})",
+}
+
+
+def _fields(values: dict[str, Any], *names: str) -> str:
+    return ", ".join(f"{n}={values[n]}" for n in names if n in values)
+
+
+def ledger_text(events: list[LedgerEvent]) -> str:
+    """One line per event, then the chain verification."""
+    lines = []
+    for event in events:
+        detail = _FORMATS.get(event.type, lambda e: "")(event)
+        lines.append(f"#{event.seq:<3} {event.at:%Y-%m-%d %H:%M:%S}  {event.type:<17} {detail}")
+    report = verify_chain(events)
+    if report.ok:
+        lines.append(f"hash chain verified: {report.events} events, head {report.head_hash[:16]}")
+    else:
+        lines.append(f"HASH CHAIN BROKEN at event {report.broken_at}: {report.reason}")
+    return "\n".join(lines)
+
+
+def gates_text(rows: list[tuple[str, GateView]]) -> str:
+    """The open gates across executions, as a table."""
+    if not rows:
+        return "no gates are waiting for a reviewer"
+    header = f"{'WORKFLOW ID':<44} {'GATE':<22} {'STATE':<18} {'DEADLINE (UTC)':<17} REVIEWERS"
+    lines = [header]
+    for workflow_id, gate in rows:
+        deadline = f"{gate.deadline:%Y-%m-%d %H:%M}" if gate.deadline else "-"
+        lines.append(
+            f"{workflow_id:<44} {gate.gate:<22} {gate.state.value:<18} {deadline:<17} "
+            f"{', '.join(gate.reviewers) or 'anyone'}"
+        )
+    return "\n".join(lines)
+
+
+def ui_link(ui_url: str, namespace: str, workflow_id: str, run_id: str | None) -> str:
+    tail = f"/{run_id}/history" if run_id else ""
+    return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}{tail}"

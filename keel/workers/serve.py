@@ -1,0 +1,36 @@
+"""Long-running processes: ``keel worker`` and ``keel dev``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.client import Client
+
+from keel.settings import KeelSettings
+from keel.workers.devstack import dev_server
+from keel.workers.runtime import build_worker, ensure_search_attributes
+
+
+async def run_worker(client: Client, settings: KeelSettings, stop: asyncio.Event) -> int:
+    """Serve the task queue until ``stop`` is set; in-flight tasks finish first."""
+    await ensure_search_attributes(client)
+    async with build_worker(client, settings):
+        print(
+            f"keel worker: task queue {settings.task_queue!r} on {settings.temporal_address} "
+            f"(namespace {client.namespace}, model {settings.resolved_model})",
+            flush=True,
+        )
+        await stop.wait()
+    return 0
+
+
+async def run_dev(settings: KeelSettings, stop: asyncio.Event) -> int:
+    """The embedded dev server plus a worker, until ``stop`` is set."""
+    async with dev_server(settings) as env, build_worker(env.client, settings):
+        print(
+            f"keel dev: Temporal at {settings.temporal_address}, UI at {settings.ui_url}, "
+            f"data in {settings.data_dir / 'temporal.db'}; Ctrl-C to stop",
+            flush=True,
+        )
+        await stop.wait()
+    return 0
