@@ -73,7 +73,7 @@ class KeelSettings(BaseSettings):
         if self.openai_api_key:
             return "openai:gpt-4o-mini"
         if self.anthropic_api_key:
-            return "anthropic:claude-sonnet-4-5"
+            return "anthropic:claude-sonnet-4-6"
         return "offline"
 
 

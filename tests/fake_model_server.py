@@ -67,7 +67,7 @@ class Reply:
     def malformed_body(
         cls, body: str = '{"id": "trunc', content_type: str = "application/json"
     ) -> Reply:
-        """HTTP 200 whose body is not JSON (a truncated body, or a proxy's HTML page)."""
+        """HTTP 200 with a body that is no completion: truncated JSON, a proxy's HTML page..."""
         return cls("raw", body, content_type=content_type)
 
     def delayed(self, seconds: float) -> Reply:

@@ -28,7 +28,6 @@ REQUEST = ModelRequest(
 )
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6"}
 KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-
 Provider = OpenAIProvider | AnthropicProvider
 
 

@@ -10,6 +10,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from temporalio.service import RPCError
+
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings, get_settings
 from keel.workers import commands
@@ -100,7 +102,11 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         "replay": commands.cmd_replay,
         "export": commands.cmd_export,
     }[args.command]
-    return await handler(client, settings, args)
+    try:
+        return await handler(client, settings, args)
+    except RPCError as exc:
+        print(f"keel: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def until_signal() -> asyncio.Event:

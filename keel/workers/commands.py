@@ -102,7 +102,8 @@ async def read_ledger(client: Client, workflow_id: str) -> list[LedgerEvent]:
             (s for s in SCENARIOS.values() if s.workflow_type == description.workflow_type), None
         )
         if scenario is not None:
-            result = await handle.result(result_type=scenario.result_model)
+            typed = client.get_workflow_handle(workflow_id, result_type=scenario.result_model)
+            result = await typed.result()
             return list(result.ledger)  # type: ignore[attr-defined]
     return await handle.query("ledger", result_type=list[LedgerEvent])
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from keel.activities.providers import ModelProvider, OfflineProvider, build_provider
+from keel.activities.providers import ModelProvider, OfflineProvider
 from keel.contracts.contract_review import ContractReviewResult
 from keel.contracts.gates import GateView
 from keel.samples import load_sample
@@ -26,7 +26,7 @@ from keel.settings import KeelSettings, OfflineFault
 from keel.workers import commands
 from keel.workers.devstack import dev_server
 from keel.workers.render import ledger_text, ui_link
-from keel.workers.runtime import build_worker, connect, ensure_search_attributes
+from keel.workers.runtime import connect, ensure_search_attributes, running_worker
 
 DEMO_QUEUE = "keel-demo"
 
@@ -81,14 +81,13 @@ async def run_demo(settings: KeelSettings) -> int:
             print(f"Dev server up; UI at {settings.ui_url}, data in {settings.data_dir}")
         await ensure_search_attributes(client)
         tag = time.strftime("%Y%m%d-%H%M%S")
-        provider: ModelProvider = (
-            OfflineProvider(demo_faults(tag))
-            if settings.resolved_model == "offline"
-            else build_provider(settings)
+        # With the offline model, inject faults so the recovery paths show in the ledgers.
+        provider: ModelProvider | None = (
+            OfflineProvider(demo_faults(tag)) if settings.resolved_model == "offline" else None
         )
-        print(f"Model: {provider.name}/{provider.model}\n")
+        print(f"Model: {settings.resolved_model}\n")
         results = []
-        async with build_worker(client, settings, task_queue=DEMO_QUEUE, provider=provider):
+        async with running_worker(client, settings, task_queue=DEMO_QUEUE, provider=provider):
             for risk in ("low", "medium", "high"):
                 results.append(await _review(client, settings, tag, risk))
     print("Summary")

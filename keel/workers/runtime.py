@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -18,7 +19,7 @@ from temporalio.worker import Worker
 
 from keel import SEARCH_ATTRIBUTES
 from keel.activities import AgentNodeActivities
-from keel.activities.providers import ModelProvider, build_provider
+from keel.activities.providers import ModelProvider, build_provider, close_provider
 from keel.settings import KeelSettings
 from keel.workers.telemetry import tracing_interceptors
 from keel.workflows import WORKFLOWS
@@ -62,6 +63,25 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
     )
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client,
+    settings: KeelSettings,
+    *,
+    task_queue: str | None = None,
+    provider: ModelProvider | None = None,
+) -> AsyncIterator[Worker]:
+    """Run a worker for the duration of the block; a provider built here is closed after."""
+    owned = provider is None
+    active = provider or build_provider(settings)
+    try:
+        async with build_worker(client, settings, task_queue=task_queue, provider=active) as worker:
+            yield worker
+    finally:
+        if owned:
+            await close_provider(active)
 
 
 _VALUE_TYPES = {

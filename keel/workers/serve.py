@@ -8,13 +8,13 @@ from temporalio.client import Client
 
 from keel.settings import KeelSettings
 from keel.workers.devstack import dev_server
-from keel.workers.runtime import build_worker, ensure_search_attributes
+from keel.workers.runtime import ensure_search_attributes, running_worker
 
 
 async def run_worker(client: Client, settings: KeelSettings, stop: asyncio.Event) -> int:
     """Serve the task queue until ``stop`` is set; in-flight tasks finish first."""
     await ensure_search_attributes(client)
-    async with build_worker(client, settings):
+    async with running_worker(client, settings):
         print(
             f"keel worker: task queue {settings.task_queue!r} on {settings.temporal_address} "
             f"(namespace {client.namespace}, model {settings.resolved_model})",
@@ -26,7 +26,7 @@ async def run_worker(client: Client, settings: KeelSettings, stop: asyncio.Event
 
 async def run_dev(settings: KeelSettings, stop: asyncio.Event) -> int:
     """The embedded dev server plus a worker, until ``stop`` is set."""
-    async with dev_server(settings) as env, build_worker(env.client, settings):
+    async with dev_server(settings) as env, running_worker(env.client, settings):
         print(
             f"keel dev: Temporal at {settings.temporal_address}, UI at {settings.ui_url}, "
             f"data in {settings.data_dir / 'temporal.db'}; Ctrl-C to stop",

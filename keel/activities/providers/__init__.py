@@ -30,8 +30,21 @@ def build_provider(settings: KeelSettings) -> ModelProvider:
         return AnthropicProvider(model, api_key=key, base_url=settings.anthropic_base_url)
     raise ProviderConfigError(
         f"KEEL_MODEL={spec!r} is not understood: use 'offline', 'openai:<model>' "
-        "(e.g. openai:gpt-4o-mini) or 'anthropic:<model>' (e.g. anthropic:claude-sonnet-4-5)"
+        "(e.g. openai:gpt-4o-mini) or 'anthropic:<model>' (e.g. anthropic:claude-sonnet-4-6)"
     )
 
 
-__all__ = ["ModelProvider", "ModelReply", "ModelRequest", "OfflineProvider", "build_provider"]
+async def close_provider(provider: ModelProvider) -> None:
+    """Close the provider's HTTP client, if it has one."""
+    aclose = getattr(provider, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+__all__ = ["ModelProvider",
+    "ModelReply",
+    "ModelRequest",
+    "OfflineProvider",
+    "build_provider",
+    "close_provider",
+]

@@ -1,0 +1,228 @@
+"""An agent node whose retry budget runs out takes its contract's deterministic default."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from keel.activities import AgentNodeActivities
+from keel.activities.providers import ModelProvider, OfflineProvider
+
+from keel.activities.providers.base import ModelReply, ModelRequest
+from keel.contracts import REGISTRY, AgentContract, RetryStrategy, UseDefault
+from keel.contracts.contract_review import (
+    RISK_CLASSIFIER,
+    RiskAssessment,
+    RiskClassifierInput,
+)
+from keel.contracts.ledger import (
+    AgentCallFailed,
+    AgentDecided,
+    AgentRetried,
+    DefaultApplied,
+    LedgerEvent,
+    ValidationFailed,
+    parse_ledger,
+    verify_chain,
+)
+from keel.errors import ProviderPermanentError
+from keel.samples import load_sample
+from keel.settings import OfflineFault
+from keel.workflows import WORKFLOWS
+from tests.helpers import types_of
+from tests.probe_workflows import AgentNodeProbe
+
+DEFAULT_OUTPUT = {
+    "risk_level": "high",
+    "clause_refs": [],
+    "rationale": "No usable model assessment: treat the contract as high risk.",
+    "confidence": 1.0,
+}
+DEFAULT_REASON = "classifier gave no usable answer; assume high risk"
+
+# Version 99 of the risk classifier: the offline model's rules answer it (they key on the name).
+CONTRACT = REGISTRY.register(
+    AgentContract(
+        name="risk-classifier",
+        version=99,
+        description="Test-only risk classifier that falls back to a default.",
+        input_model=RiskClassifierInput,
+        output_model=RiskAssessment,
+        system_prompt=RISK_CLASSIFIER.system_prompt,
+        prompt_template=RISK_CLASSIFIER.prompt_template,
+        max_attempts=2,
+        retry_strategy=RetryStrategy.PLAIN,
+        on_exhausted=UseDefault(output=DEFAULT_OUTPUT, reason=DEFAULT_REASON),
+    )
+)
+
+
+@dataclass
+class Probe:
+    source: str
+    attempts: int
+    output: dict[str, Any] | None
+    ledger: list[LedgerEvent]
+    ledger_head: str
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.ledger if isinstance(e, kind)]
+
+
+class RefusingProvider:
+    """A provider whose every call fails permanently (e.g. a revoked key)."""
+
+    name = "stand-in"
+    model = "stand-in-1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.calls += 1
+        raise ProviderPermanentError("invalid api key", provider=self.name, status=401)
+
+
+def probe_input(sample: str = "medium") -> dict[str, Any]:
+    raw = load_sample(f"contract-{sample}-risk")
+    return {k: raw[k] for k in RiskClassifierInput.model_fields}
+
+
+@asynccontextmanager
+async def probe_worker(
+    client: Client, *, faults: Sequence[OfflineFault] = (), provider: ModelProvider | None = None
+) -> AsyncIterator[str]:
+    """Keel's workflows and activity plus the probe workflow, on a fresh task queue.
+
+    Not ``keel_worker(extra_workflows=...)``: that builds a second worker on the queue of the
+    first one, which temporalio refuses ("Registration of multiple workers with overlapping
+    worker task types").
+    """
+    task_queue = f"test-probe-{uuid.uuid4()}"
+    nodes = AgentNodeActivities(provider or OfflineProvider(faults))
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[*WORKFLOWS, AgentNodeProbe],
+        activities=[nodes.run_agent_node],
+    ):
+        yield task_queue
+
+
+async def run_probe(ts_env: WorkflowEnvironment, **worker_args: Any) -> Probe:
+    async with probe_worker(ts_env.client, **worker_args) as tq:
+        raw = await ts_env.client.execute_workflow(
+            AgentNodeProbe.run,
+            {"contract": CONTRACT.key, "input": probe_input()},
+            id=f"probe-{uuid.uuid4()}",
+            task_queue=tq,
+        )
+    ledger = parse_ledger(raw["ledger"])
+    return Probe(raw["source"], raw["attempts"], raw["output"], ledger, raw["ledger_head"])
+
+
+def test_the_test_contract_is_valid_and_distinct() -> None:
+    assert CONTRACT.key == "risk-classifier@99"
+    assert REGISTRY.get("risk-classifier@99") is CONTRACT
+    assert CONTRACT.fingerprint != RISK_CLASSIFIER.fingerprint
+
+
+async def test_exhaustion_applies_the_default(ts_env: WorkflowEnvironment) -> None:
+    faults = [OfflineFault(kind="malformed_json", agent_attempts=[1, 2])]
+    probe = await run_probe(ts_env, faults=faults)
+
+    assert probe.source == "default"
+    assert probe.output == DEFAULT_OUTPUT
+    assert types_of(probe.ledger) == [
+        "WorkflowStarted",
+        "CheckpointTaken",
+        "AgentDecided",
+        "ValidationFailed",
+        "AgentRetried",
+        "AgentDecided",
+        "ValidationFailed",
+        "DefaultApplied",
+    ]
+    [applied] = probe.of(DefaultApplied)
+    assert (applied.node, applied.contract) == ("probe", "risk-classifier@99")
+    assert applied.output == DEFAULT_OUTPUT
+    assert applied.reason == DEFAULT_REASON
+
+    failed = probe.of(ValidationFailed)
+    assert [(f.kind, f.attempt, f.contract) for f in failed] == [
+        ("parse", 1, "risk-classifier@99"),
+        ("parse", 2, "risk-classifier@99"),
+    ]
+    assert all("not valid JSON" in f.reasons[0] for f in failed)
+    [retried] = probe.of(AgentRetried)
+    assert retried.next_attempt == 2
+    assert verify_chain(probe.ledger).ok
+    assert verify_chain(probe.ledger).head_hash == probe.ledger_head
+
+
+async def test_plain_retry_sends_the_same_prompt_without_feedback(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    faults = [OfflineFault(kind="malformed_json", agent_attempts=[1, 2])]
+    probe = await run_probe(ts_env, faults=faults)
+
+    first, second = probe.of(AgentDecided)
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert first.contract == second.contract == "risk-classifier@99"
+    assert first.contract_fingerprint == CONTRACT.fingerprint
+    assert first.output is None and first.parse_error
+    assert second.feedback == []
+    assert second.prompt_sha256 == first.prompt_sha256  # the same prompt, word for word
+    [retried] = probe.of(AgentRetried)
+    assert retried.feedback == []
+
+
+async def test_low_confidence_twice_also_falls_back(ts_env: WorkflowEnvironment) -> None:
+    faults = [OfflineFault(kind="low_confidence", agent_attempts=[1, 2])]
+    probe = await run_probe(ts_env, faults=faults)
+    assert probe.source == "default"
+    assert [(f.kind, f.attempt) for f in probe.of(ValidationFailed)] == [
+        ("confidence", 1),
+        ("confidence", 2),
+    ]
+    # The model's own (parsed, schema-valid) answers were not used.
+    assert [d.output["risk_level"] for d in probe.of(AgentDecided)] == ["medium", "medium"]
+    assert probe.output == DEFAULT_OUTPUT
+
+
+async def test_a_permanent_provider_failure_falls_back_without_retrying(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    provider = RefusingProvider()
+    probe = await run_probe(ts_env, provider=provider)
+    assert provider.calls == 1  # non-retryable: neither Temporal nor the node tries again
+    [failed] = probe.of(AgentCallFailed)
+    assert (failed.error_type, failed.retryable, failed.attempt) == (
+        "ProviderPermanentError",
+        False,
+        1,
+    )
+    assert "invalid api key" in failed.message
+    assert "AgentDecided" not in types_of(probe.ledger)
+    assert probe.source == "default"
+    assert probe.of(DefaultApplied)[0].reason == DEFAULT_REASON
+
+
+@pytest.mark.parametrize("faulty_attempts", [[], [1]], ids=["first-try", "second-try"])
+async def test_a_good_answer_within_budget_is_used(
+    ts_env: WorkflowEnvironment, faulty_attempts: list[int]
+) -> None:
+    faults = [OfflineFault(kind="malformed_json", agent_attempts=faulty_attempts)]
+    probe = await run_probe(ts_env, faults=faults)
+    assert probe.source == "agent"
+    assert probe.attempts == len(faulty_attempts) + 1
+    assert probe.output is not None and probe.output["risk_level"] == "medium"
+    assert "DefaultApplied" not in types_of(probe.ledger)

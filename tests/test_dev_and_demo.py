@@ -1,0 +1,107 @@
+"""``keel demo`` and ``keel dev`` as a user runs them: embedded server, UI, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import urllib.request
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import BIN, free_port
+
+
+def stack_env(tmp: Path, port: int, ui_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "KEEL_UI_PORT": str(ui_port),
+        "KEEL_UI_URL": f"http://127.0.0.1:{ui_port}",
+        "KEEL_DATA_DIR": str(tmp / "data"),
+        "KEEL_MODEL": "offline",
+    }
+
+
+async def keel(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "keel"), *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    return proc.returncode or 0, out.decode()
+
+
+class DevStack:
+    """``keel dev`` in the background, stopped with Ctrl-C (SIGINT)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> DevStack:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(BIN / "keel"), "dev", env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(60):
+            while b"keel dev:" not in (line := await self.proc.stdout.readline()):
+                assert line, "keel dev exited before it was ready"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(self.proc.wait(), timeout=60) == 0
+
+
+async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, free_port(), free_port())
+    code, out = await keel(env, "demo")
+    assert code == 0, out
+    assert "starting the embedded dev server" in out
+    assert "$ keel approve demo-" in out and "standard-review --reviewer legal.priya" in out
+    assert "$ keel reject demo-" in out and "general-counsel --reviewer gc.morgan" in out
+    assert out.count("hash chain verified") == 3
+    assert "ValidationFailed" in out and "(provider call 2)" in out  # recovery paths shown
+    assert len(re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)) == 3
+    summary = out.split("Summary", 1)[1]
+    assert "low     C-2026-0101: approved by rule:contract-risk-routing@1" in summary
+    assert "medium  C-2026-0102: approved by legal.priya" in summary
+    assert "high    C-2026-0103: approved by gc.morgan" in summary
+    high_id = re.search(r"(demo-\S+-contract-high)", out)
+    assert high_id is not None
+
+    async with DevStack(env):
+        code, ledger = await keel(env, "ledger", high_id.group(1))
+        assert code == 0 and "WorkflowCompleted" in ledger and "RolledBack" in ledger
+        ui = urllib.request.urlopen(env["KEEL_UI_URL"], timeout=10)  # noqa: S310 (local)
+        assert ui.status == 200
+
+
+async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, free_port(), free_port())
+    contract = tmp_path / "contract.json"
+    contract.write_text((Path(__file__).parents[1] / "keel/samples/contract-low-risk.json").read_text())
+    async with DevStack(env):
+        code, out = await keel(env, "start", "contract-review", "--input", str(contract),
+                               "--id", "persisted-1")
+        assert code == 0, out
+        async with asyncio.timeout(30):
+            while "WorkflowCompleted" not in (await keel(env, "ledger", "persisted-1"))[1]:
+                await asyncio.sleep(0.2)
+    async with DevStack(env):  # same data dir: the execution is still there
+        code, out = await keel(env, "ledger", "persisted-1")
+        assert code == 0 and "approved (decided_by=rule:contract-risk-routing@1" in out
+
+
+async def test_demo_uses_a_running_server(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    env = stack_env(tmp_path, 0, free_port())
+    env["TEMPORAL_ADDRESS"] = dev_env.client.service_client.config.target_host
+    code, out = await keel(env, "demo")
+    assert code == 0, out
+    assert "Using the Temporal server at" in out and "embedded" not in out
+    assert out.count("hash chain verified") == 3
