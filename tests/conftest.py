@@ -14,9 +14,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, OfflineProvider
 from keel.settings import KeelSettings, OfflineFault
 from keel.workers.runtime import build_worker, ensure_search_attributes
+from keel.workflows import WORKFLOWS
 
 BIN = Path(sys.executable).parent
 
@@ -47,20 +49,17 @@ async def keel_worker(
 ) -> AsyncIterator[str]:
     """A Keel worker on a fresh task queue; yields the queue name."""
     task_queue = f"test-{uuid.uuid4()}"
-    worker = build_worker(
-        client,
-        offline_settings(),
-        task_queue=task_queue,
-        provider=provider or OfflineProvider(faults),
-    )
+    model = provider or OfflineProvider(faults)
     if extra_workflows:
-        # Same activities, plus test-only workflows that exercise the building blocks.
+        # Keel's workflows and activity, plus test-only workflows exercising building blocks.
         worker = Worker(
             client,
             task_queue=task_queue,
-            workflows=[*worker.config()["workflows"], *extra_workflows],
-            activities=worker.config()["activities"],
+            workflows=[*WORKFLOWS, *extra_workflows],
+            activities=[AgentNodeActivities(model).run_agent_node],
         )
+    else:
+        worker = build_worker(client, offline_settings(), task_queue=task_queue, provider=model)
     async with worker:
         yield task_queue
 

@@ -27,7 +27,9 @@ async def start_review(
     )
 
 
-async def wait_for_gate(handle: WorkflowHandle[Any, Any], name: str, timeout: float = 30) -> GateView:
+async def wait_for_gate(
+    handle: WorkflowHandle[Any, Any], name: str, timeout: float = 30
+) -> GateView:
     """Poll the ``gates`` query until gate ``name`` waits for a reviewer."""
     async with asyncio.timeout(timeout):
         while True:

@@ -33,7 +33,9 @@ class ScriptedProvider:
     name = "stand-in"
     model = "stand-in-1"
 
-    def __init__(self, text: str, *, input_tokens: int | None = 120, output_tokens: int | None = 40):
+    def __init__(
+        self, text: str, *, input_tokens: int | None = 120, output_tokens: int | None = 40
+    ):
         self.text = text
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
@@ -96,9 +98,7 @@ async def run(
     provider: Any, req: AgentNodeRequest, *, activity_attempt: int = 1, **kwargs: Any
 ) -> AgentDecision:
     activities = AgentNodeActivities(provider, **kwargs)
-    return await environment(activity_attempt=activity_attempt).run(
-        activities.run_agent_node, req
-    )
+    return await environment(activity_attempt=activity_attempt).run(activities.run_agent_node, req)
 
 
 async def failure(provider: Any, req: AgentNodeRequest, **kwargs: Any) -> ApplicationError:
@@ -236,7 +236,9 @@ async def test_a_rate_limit_is_retryable_after_the_announced_delay() -> None:
 
 
 async def test_a_transient_error_without_retry_after_leaves_the_delay_to_temporal() -> None:
-    provider = FailingProvider(ProviderRetryableError("overloaded", provider="stand-in", status=529))
+    provider = FailingProvider(
+        ProviderRetryableError("overloaded", provider="stand-in", status=529)
+    )
     err = await failure(provider, request())
     assert (err.type, err.non_retryable, err.next_retry_delay) == (
         "ProviderRetryableError",

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
-
-from keel.activities import AgentNodeActivities
-from keel.activities.providers import ModelProvider, OfflineProvider
 
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts import REGISTRY, AgentContract, RetryStrategy, UseDefault
@@ -36,7 +29,7 @@ from keel.contracts.ledger import (
 from keel.errors import ProviderPermanentError
 from keel.samples import load_sample
 from keel.settings import OfflineFault
-from keel.workflows import WORKFLOWS
+from tests.conftest import keel_worker
 from tests.helpers import types_of
 from tests.probe_workflows import AgentNodeProbe
 
@@ -96,29 +89,8 @@ def probe_input(sample: str = "medium") -> dict[str, Any]:
     return {k: raw[k] for k in RiskClassifierInput.model_fields}
 
 
-@asynccontextmanager
-async def probe_worker(
-    client: Client, *, faults: Sequence[OfflineFault] = (), provider: ModelProvider | None = None
-) -> AsyncIterator[str]:
-    """Keel's workflows and activity plus the probe workflow, on a fresh task queue.
-
-    Not ``keel_worker(extra_workflows=...)``: that builds a second worker on the queue of the
-    first one, which temporalio refuses ("Registration of multiple workers with overlapping
-    worker task types").
-    """
-    task_queue = f"test-probe-{uuid.uuid4()}"
-    nodes = AgentNodeActivities(provider or OfflineProvider(faults))
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[*WORKFLOWS, AgentNodeProbe],
-        activities=[nodes.run_agent_node],
-    ):
-        yield task_queue
-
-
 async def run_probe(ts_env: WorkflowEnvironment, **worker_args: Any) -> Probe:
-    async with probe_worker(ts_env.client, **worker_args) as tq:
+    async with keel_worker(ts_env.client, extra_workflows=[AgentNodeProbe], **worker_args) as tq:
         raw = await ts_env.client.execute_workflow(
             AgentNodeProbe.run,
             {"contract": CONTRACT.key, "input": probe_input()},
@@ -212,7 +184,7 @@ async def test_a_permanent_provider_failure_falls_back_without_retrying(
     )
     assert "invalid api key" in failed.message
     assert "AgentDecided" not in types_of(probe.ledger)
-    assert probe.source == "default"
+    assert (probe.source, probe.attempts) == ("default", 1)
     assert probe.of(DefaultApplied)[0].reason == DEFAULT_REASON
 
 

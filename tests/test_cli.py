@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,8 +33,12 @@ class Cli:
 
     async def __call__(self, *args: str, expect: int = 0) -> str:
         proc = await asyncio.create_subprocess_exec(
-            str(BIN / "keel"), *args, env=self.env, cwd=self.tmp,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            str(BIN / "keel"),
+            *args,
+            env=self.env,
+            cwd=self.tmp,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         text = out.decode() + err.decode()
@@ -52,7 +55,9 @@ class Cli:
         async with asyncio.timeout(30):
             while True:
                 listing = await self("gates")
-                if any(workflow_id in line and f" {gate} " in line for line in listing.splitlines()):
+                if any(
+                    workflow_id in line and f" {gate} " in line for line in listing.splitlines()
+                ):
                     return listing
                 await asyncio.sleep(0.3)
 
@@ -79,11 +84,19 @@ async def test_start_gates_approve_and_ledger(cli: Cli) -> None:
     mine = [row for row in as_json if row["workflow_id"] == workflow_id]
     assert mine[0]["gate"] == "standard-review" and mine[0]["context"]["risk_level"] == "medium"
 
-    refused = await cli("approve", workflow_id, "standard-review", "--reviewer", "mallory",
-                        expect=2)
+    refused = await cli(
+        "approve", workflow_id, "standard-review", "--reviewer", "mallory", expect=2
+    )
     assert "refused" in refused and "'mallory' may not review" in refused
-    approved = await cli("approve", workflow_id, "standard-review", "--reviewer", "legal.priya",
-                         "--comment", "looks fine")
+    approved = await cli(
+        "approve",
+        workflow_id,
+        "standard-review",
+        "--reviewer",
+        "legal.priya",
+        "--comment",
+        "looks fine",
+    )
     assert "standard-review: approved" in approved
 
     text = await cli("ledger", workflow_id)
@@ -103,11 +116,25 @@ async def test_reject_reinvokes_the_agent_then_modify_approves(cli: Cli) -> None
     contract = cli.write("contract.json", load_sample("contract-high-risk"))
     await cli("start", "contract-review", "--input", contract, "--id", workflow_id)
     await cli.wait_for_listed_gate(workflow_id, "general-counsel")
-    await cli("reject", workflow_id, "general-counsel", "--reviewer", "gc.morgan",
-              "--comment", "Clause 4 hides penalties")
+    await cli(
+        "reject",
+        workflow_id,
+        "general-counsel",
+        "--reviewer",
+        "gc.morgan",
+        "--comment",
+        "Clause 4 hides penalties",
+    )
     await cli.wait_for_listed_gate(workflow_id, "general-counsel-2")
-    out = await cli("approve", workflow_id, "general-counsel-2", "--reviewer", "gc.morgan",
-                    "--modify", '{"conditions": ["cap liability"]}')
+    out = await cli(
+        "approve",
+        workflow_id,
+        "general-counsel-2",
+        "--reviewer",
+        "gc.morgan",
+        "--modify",
+        '{"conditions": ["cap liability"]}',
+    )
     assert "general-counsel-2: modified" in out
     text = await cli("ledger", workflow_id)
     assert "RolledBack" in text
@@ -149,5 +176,3 @@ async def test_replay_and_export(cli: Cli) -> None:
     exported = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert {e["workflow_id"] for e in exported} == {workflow_id}
     assert [e["type"] for e in exported][-1] == "WorkflowCompleted"
-
-

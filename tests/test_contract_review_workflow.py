@@ -37,7 +37,10 @@ async def test_low_risk_is_auto_approved_by_rule(ts_env: WorkflowEnvironment) ->
     decided = [e for e in result.ledger if isinstance(e, AgentDecided)]
     assert len(decided) == 1
     d = decided[0]
-    assert (d.contract, d.contract_fingerprint) == (RISK_CLASSIFIER.key, RISK_CLASSIFIER.fingerprint)
+    assert (d.contract, d.contract_fingerprint) == (
+        RISK_CLASSIFIER.key,
+        RISK_CLASSIFIER.fingerprint,
+    )
     assert (d.provider, d.model, d.attempt) == ("offline", "offline-rules-v1", 1)
     assert len(d.prompt_sha256) == 64 and d.prompt is None  # prompt text stays out of history
     assert d.output is not None and d.output["risk_level"] == "low"
@@ -133,8 +136,12 @@ async def test_exhaustion_escalates_to_a_human_who_supplies_the_output(
         # A human answer must still satisfy the contract's output schema.
         reason = await refused(
             handle,
-            review("risk-classification", "modify", "legal.sam",
-                   modifications={**human, "rationale": "short"}),
+            review(
+                "risk-classification",
+                "modify",
+                "legal.sam",
+                modifications={**human, "rationale": "short"},
+            ),
         )
         assert "modifications.rationale" in reason
         await handle.execute_update(
@@ -145,7 +152,7 @@ async def test_exhaustion_escalates_to_a_human_who_supplies_the_output(
         result = await handle.result()
     escalated = [e for e in result.ledger if isinstance(e, Escalated)]
     assert escalated[0].subject == "node:classify-risk"
-    routed = [e for e in result.ledger if isinstance(e, Routed)][0]
+    routed = next(e for e in result.ledger if isinstance(e, Routed))
     assert routed.inputs["source"] == "human" and routed.route == "standard-review"
     assert result.risk is not None and result.risk.confidence == 1.0
     assert result.outcome == "approved"
@@ -157,7 +164,8 @@ async def test_model_outage_escalates_after_temporal_retries(ts_env: WorkflowEnv
         handle = await start_review(ts_env.client, tq, "low")
         await wait_for_gate(handle, "risk-classification", timeout=120)
         await handle.execute_update(
-            "review", review("risk-classification", "reject", "legal.sam", comment="vendor withdrew")
+            "review",
+            review("risk-classification", "reject", "legal.sam", comment="vendor withdrew"),
         )
         result = await handle.result()
     failed = [e for e in result.ledger if e.type == "AgentCallFailed"]
@@ -167,8 +175,9 @@ async def test_model_outage_escalates_after_temporal_retries(ts_env: WorkflowEnv
 
 async def test_rate_limit_is_retried_by_temporal_and_succeeds(ts_env: WorkflowEnvironment) -> None:
     faults = [
-        OfflineFault(kind="rate_limit", agent_attempts=[1], activity_attempts=[1, 2],
-                     retry_after_seconds=2)
+        OfflineFault(
+            kind="rate_limit", agent_attempts=[1], activity_attempts=[1, 2], retry_after_seconds=2
+        )
     ]
     async with keel_worker(ts_env.client, faults=faults) as tq:
         result = await (await start_review(ts_env.client, tq, "low")).result()

@@ -27,8 +27,11 @@ def stack_env(tmp: Path, port: int, ui_port: int) -> dict[str, str]:
 
 async def keel(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        str(BIN / "keel"), *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        str(BIN / "keel"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     return proc.returncode or 0, out.decode()
@@ -43,8 +46,11 @@ class DevStack:
 
     async def __aenter__(self) -> DevStack:
         self.proc = await asyncio.create_subprocess_exec(
-            str(BIN / "keel"), "dev", env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            str(BIN / "keel"),
+            "dev",
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
         async with asyncio.timeout(60):
@@ -67,7 +73,9 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
     assert "$ keel reject demo-" in out and "general-counsel --reviewer gc.morgan" in out
     assert out.count("hash chain verified") == 3
     assert "ValidationFailed" in out and "(provider call 2)" in out  # recovery paths shown
-    assert len(re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)) == 3
+    assert (
+        len(re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)) == 3
+    )
     summary = out.split("Summary", 1)[1]
     assert "low     C-2026-0101: approved by rule:contract-risk-routing@1" in summary
     assert "medium  C-2026-0102: approved by legal.priya" in summary
@@ -78,17 +86,20 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
     async with DevStack(env):
         code, ledger = await keel(env, "ledger", high_id.group(1))
         assert code == 0 and "WorkflowCompleted" in ledger and "RolledBack" in ledger
-        ui = urllib.request.urlopen(env["KEEL_UI_URL"], timeout=10)  # noqa: S310 (local)
+        ui = urllib.request.urlopen(env["KEEL_UI_URL"], timeout=10)
         assert ui.status == 200
 
 
 async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) -> None:
     env = stack_env(tmp_path, free_port(), free_port())
     contract = tmp_path / "contract.json"
-    contract.write_text((Path(__file__).parents[1] / "keel/samples/contract-low-risk.json").read_text())
+    contract.write_text(
+        (Path(__file__).parents[1] / "keel/samples/contract-low-risk.json").read_text()
+    )
     async with DevStack(env):
-        code, out = await keel(env, "start", "contract-review", "--input", str(contract),
-                               "--id", "persisted-1")
+        code, out = await keel(
+            env, "start", "contract-review", "--input", str(contract), "--id", "persisted-1"
+        )
         assert code == 0, out
         async with asyncio.timeout(30):
             while "WorkflowCompleted" not in (await keel(env, "ledger", "persisted-1"))[1]:

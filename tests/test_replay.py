@@ -44,9 +44,12 @@ async def test_finished_histories_replay(dev_env: WorkflowEnvironment, tmp_path:
     path = tmp_path / f"{high.id}.json"
     path.write_text((await high.fetch_history()).to_json())
     proc = await asyncio.create_subprocess_exec(
-        str(BIN / "keel"), "replay", str(path),
+        str(BIN / "keel"),
+        "replay",
+        str(path),
         env={"TEMPORAL_ADDRESS": "127.0.0.1:1", "PATH": "/usr/bin:/bin"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()

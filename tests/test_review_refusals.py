@@ -114,7 +114,8 @@ CASES = [
 
 
 async def gates_of(handle: WorkflowHandle[Any, Any]) -> list[GateView]:
-    return await handle.query("gates", result_type=list[GateView])
+    views: list[GateView] = await handle.query("gates", result_type=list[GateView])
+    return views
 
 
 async def snapshot(handle: WorkflowHandle[Any, Any]) -> tuple[list[LedgerEvent], list[GateView]]:
@@ -212,7 +213,11 @@ async def test_escalation_gate_wants_the_agents_output_not_an_approval(
                 "risk-classification",
                 "modify",
                 "legal.sam",
-                modifications={"risk_level": "catastrophic", "clause_refs": [], "rationale": "x" * 20},
+                modifications={
+                    "risk_level": "catastrophic",
+                    "clause_refs": [],
+                    "rationale": "x" * 20,
+                },
             ),
         )
         assert "modifications.risk_level" in reason

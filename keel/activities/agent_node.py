@@ -66,7 +66,7 @@ class AgentNodeActivities:
                     contract=contract.key,
                     input=request.input,
                     feedback=tuple(request.feedback),
-                    workflow_id=info.workflow_id,
+                    workflow_id=info.workflow_id or "",
                     agent_attempt=request.attempt,
                     activity_attempt=info.attempt,
                 )

@@ -29,7 +29,9 @@ _HOME_JURISDICTIONS = ("delaware", "new york", "california", "england and wales"
 _CLAUSE_MENTION = re.compile(r"\b(?:clause|section|§)\s*([0-9]+(?:\.[0-9]+)*)", re.IGNORECASE)
 
 
-def classify_contract_risk(node_input: Mapping[str, Any], feedback: Sequence[str]) -> dict[str, Any]:
+def classify_contract_risk(
+    node_input: Mapping[str, Any], feedback: Sequence[str]
+) -> dict[str, Any]:
     """Score risk signals in the clauses, the deal size and governing law."""
     score = 0.0
     findings: list[str] = []

@@ -73,10 +73,13 @@ class AgentContract(BaseModel):
     def _check(self) -> AgentContract:
         if "confidence" not in self.output_model.model_fields:
             raise ValueError(f"{self.key}: output model needs a 'confidence' field")
+        template = string.Template(self.prompt_template)
+        if not template.is_valid():
+            raise ValueError(f"{self.key}: prompt template has a stray '$' (write '$$' for '$')")
         fields = set(self.input_model.model_fields) | {"input_json"}
-        for _, named, braced, _ in string.Template.pattern.findall(self.prompt_template):
-            if (named or braced) and (named or braced) not in fields:
-                raise ValueError(f"{self.key}: prompt names unknown field ${named or braced}")
+        for name in template.get_identifiers():
+            if name not in fields:
+                raise ValueError(f"{self.key}: prompt names unknown field ${name}")
         if isinstance(self.on_exhausted, UseDefault):
             self.output_model.model_validate(self.on_exhausted.output)
         return self

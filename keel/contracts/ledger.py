@@ -19,7 +19,9 @@ GENESIS_HASH = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class _Event(BaseModel):
+class EventBase(BaseModel):
+    """Fields every ledger event carries; the ledger sets them when it records the event."""
+
     seq: int = 0
     at: datetime = EPOCH
     prev_hash: str = ""
@@ -31,7 +33,7 @@ class _Event(BaseModel):
         return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
 
 
-class WorkflowStarted(_Event):
+class WorkflowStarted(EventBase):
     type: Literal["WorkflowStarted"] = "WorkflowStarted"
     workflow: str
     workflow_id: str
@@ -39,12 +41,12 @@ class WorkflowStarted(_Event):
     input_sha256: str
 
 
-class InputRejected(_Event):
+class InputRejected(EventBase):
     type: Literal["InputRejected"] = "InputRejected"
     reasons: list[str]
 
 
-class CheckpointTaken(_Event):
+class CheckpointTaken(EventBase):
     type: Literal["CheckpointTaken"] = "CheckpointTaken"
     checkpoint: str
     node: str
@@ -52,7 +54,7 @@ class CheckpointTaken(_Event):
     keys: list[str]
 
 
-class AgentDecided(_Event):
+class AgentDecided(EventBase):
     type: Literal["AgentDecided"] = "AgentDecided"
     node: str
     contract: str
@@ -73,7 +75,7 @@ class AgentDecided(_Event):
     feedback: list[str] = Field(default_factory=list)
 
 
-class ValidationFailed(_Event):
+class ValidationFailed(EventBase):
     type: Literal["ValidationFailed"] = "ValidationFailed"
     node: str
     contract: str
@@ -82,7 +84,7 @@ class ValidationFailed(_Event):
     reasons: list[str]
 
 
-class AgentRetried(_Event):
+class AgentRetried(EventBase):
     type: Literal["AgentRetried"] = "AgentRetried"
     node: str
     contract: str
@@ -91,7 +93,7 @@ class AgentRetried(_Event):
     feedback: list[str]
 
 
-class AgentCallFailed(_Event):
+class AgentCallFailed(EventBase):
     type: Literal["AgentCallFailed"] = "AgentCallFailed"
     node: str
     contract: str
@@ -101,14 +103,14 @@ class AgentCallFailed(_Event):
     retryable: bool
 
 
-class RolledBack(_Event):
+class RolledBack(EventBase):
     type: Literal["RolledBack"] = "RolledBack"
     checkpoint: str
     reason: str
     discarded_keys: list[str]
 
 
-class Escalated(_Event):
+class Escalated(EventBase):
     type: Literal["Escalated"] = "Escalated"
     subject: str
     """The node or gate that escalated."""
@@ -116,7 +118,7 @@ class Escalated(_Event):
     to: list[str]
 
 
-class DefaultApplied(_Event):
+class DefaultApplied(EventBase):
     type: Literal["DefaultApplied"] = "DefaultApplied"
     node: str
     contract: str
@@ -124,7 +126,7 @@ class DefaultApplied(_Event):
     reason: str
 
 
-class GateOpened(_Event):
+class GateOpened(EventBase):
     type: Literal["GateOpened"] = "GateOpened"
     gate: str
     title: str
@@ -134,7 +136,7 @@ class GateOpened(_Event):
     context: dict[str, Any]
 
 
-class GateDecided(_Event):
+class GateDecided(EventBase):
     type: Literal["GateDecided"] = "GateDecided"
     gate: str
     decision: str
@@ -146,7 +148,7 @@ class GateDecided(_Event):
     via: Literal["update", "signal"]
 
 
-class ReviewRefused(_Event):
+class ReviewRefused(EventBase):
     type: Literal["ReviewRefused"] = "ReviewRefused"
     gate: str | None
     reviewer: str | None
@@ -155,21 +157,21 @@ class ReviewRefused(_Event):
     payload_sha256: str
 
 
-class GateExpired(_Event):
+class GateExpired(EventBase):
     type: Literal["GateExpired"] = "GateExpired"
     gate: str
     default_decision: str
     waited_seconds: float
 
 
-class Routed(_Event):
+class Routed(EventBase):
     type: Literal["Routed"] = "Routed"
     rule: str
     inputs: dict[str, Any]
     route: str
 
 
-class WorkflowCompleted(_Event):
+class WorkflowCompleted(EventBase):
     type: Literal["WorkflowCompleted"] = "WorkflowCompleted"
     outcome: str
     summary: dict[str, Any] = Field(default_factory=dict)

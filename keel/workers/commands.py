@@ -45,7 +45,10 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     "contract-review": Scenario(
         "ContractReview",
-        ContractReviewWorkflow.run, ContractReviewInput, ContractReviewResult, MAX_INPUT_BYTES
+        ContractReviewWorkflow.run,
+        ContractReviewInput,
+        ContractReviewResult,
+        MAX_INPUT_BYTES,
     ),
 }
 
@@ -56,8 +59,13 @@ def err(message: str) -> int:
 
 
 async def start(
-    client: Client, settings: KeelSettings, scenario: str, payload: dict[str, Any], *,
-    workflow_id: str | None = None, task_queue: str | None = None,
+    client: Client,
+    settings: KeelSettings,
+    scenario: str,
+    payload: dict[str, Any],
+    *,
+    workflow_id: str | None = None,
+    task_queue: str | None = None,
 ) -> WorkflowHandle[Any, Any]:
     """Validate ``payload`` for ``scenario`` (nothing starts if it is invalid), then start it."""
     spec = SCENARIOS[scenario]
@@ -85,7 +93,9 @@ async def cmd_start(client: Client, settings: KeelSettings, args: Any) -> int:
         handle = await start(client, settings, args.scenario, payload, workflow_id=args.id)
     except ValidationError as exc:
         lines = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return err(f"{args.input} is not a valid {args.scenario} input; nothing was started:\n{lines}")
+        return err(
+            f"{args.input} is not a valid {args.scenario} input; nothing was started:\n{lines}"
+        )
     except ValueError as exc:
         return err(f"{exc}; nothing was started")
     print(f"started {handle.id} (run {handle.result_run_id})")
@@ -104,8 +114,9 @@ async def read_ledger(client: Client, workflow_id: str) -> list[LedgerEvent]:
         if scenario is not None:
             typed = client.get_workflow_handle(workflow_id, result_type=scenario.result_model)
             result = await typed.result()
-            return list(result.ledger)  # type: ignore[attr-defined]
-    return await handle.query("ledger", result_type=list[LedgerEvent])
+            return list(result.ledger)
+    events: list[LedgerEvent] = await handle.query("ledger", result_type=list[LedgerEvent])
+    return events
 
 
 async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
@@ -143,7 +154,10 @@ async def cmd_gates(client: Client, settings: KeelSettings, args: Any) -> int:
 async def send_review(client: Client, workflow_id: str, payload: dict[str, Any]) -> ReviewReceipt:
     """Decide a gate through the ``review`` update; raises if the workflow refuses it."""
     handle = client.get_workflow_handle(workflow_id)
-    return await handle.execute_update("review", payload, result_type=ReviewReceipt)
+    receipt: ReviewReceipt = await handle.execute_update(
+        "review", payload, result_type=ReviewReceipt
+    )
+    return receipt
 
 
 async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:

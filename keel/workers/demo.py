@@ -104,7 +104,11 @@ async def _review(
     workflow_id = f"demo-{tag}-contract-{risk}"
     print(f"=== Contract review: {risk} risk ({payload['title']}, {payload['vendor']})")
     handle: WorkflowHandle[Any, ContractReviewResult] = await commands.start(
-        client, settings, "contract-review", payload, workflow_id=workflow_id,
+        client,
+        settings,
+        "contract-review",
+        payload,
+        workflow_id=workflow_id,
         task_queue=DEMO_QUEUE,
     )
     result_task = asyncio.create_task(handle.result())
@@ -118,7 +122,9 @@ async def _review(
     result = result_task.result()
     print(f"--- outcome: {result.outcome} by {result.decided_by} ({result.reason})")
     print(ledger_text(result.ledger))
-    print(f"--- UI: {ui_link(settings.ui_url, client.namespace, workflow_id, handle.result_run_id)}\n")
+    print(
+        f"--- UI: {ui_link(settings.ui_url, client.namespace, workflow_id, handle.result_run_id)}\n"
+    )
     return result
 
 
@@ -132,8 +138,13 @@ async def _decide(client: Client, settings: KeelSettings, workflow_id: str, gate
     print(f"  gate {gate.gate!r} is waiting for {', '.join(gate.reviewers)}; as a reviewer would:")
     print(f"  $ {shlex.join(argv)}")
     args = argparse.Namespace(
-        command=decision, workflow_id=workflow_id, gate=gate.gate, reviewer=reviewer,
-        comment=comment, device="keel-demo", modify=json.dumps(modifications) if modifications else None,
+        command=decision,
+        workflow_id=workflow_id,
+        gate=gate.gate,
+        reviewer=reviewer,
+        comment=comment,
+        device="keel-demo",
+        modify=json.dumps(modifications) if modifications else None,
     )
     code = await commands.cmd_review(client, settings, args)
     if code != 0:

@@ -11,7 +11,9 @@ from keel.contracts.ledger import LedgerEvent, verify_chain
 _Formatter = Callable[[Any], str]
 
 _FORMATS: dict[str, _Formatter] = {
-    "WorkflowStarted": lambda e: f"{e.workflow} {e.workflow_id} (input sha256 {e.input_sha256[:12]})",
+    "WorkflowStarted": lambda e: (
+        f"{e.workflow} {e.workflow_id} (input sha256 {e.input_sha256[:12]})"
+    ),
     "InputRejected": lambda e: "; ".join(e.reasons),
     "CheckpointTaken": lambda e: f"{e.checkpoint} keys={e.keys}",
     "AgentDecided": lambda e: (
@@ -19,11 +21,17 @@ _FORMATS: dict[str, _Formatter] = {
         f"attempt {e.attempt}"
         + (f" (provider call {e.activity_attempt})" if e.activity_attempt > 1 else "")
         + ": "
-        + (_fields(e.output, "risk_level", "confidence") if e.output else f"UNPARSED ({e.parse_error})")
+        + (
+            _fields(e.output, "risk_level", "confidence")
+            if e.output
+            else f"UNPARSED ({e.parse_error})"
+        )
         + f", tokens {e.input_tokens}/{e.output_tokens}, {e.latency_ms:.1f} ms"
         + (f", feedback {e.feedback}" if e.feedback else "")
     ),
-    "ValidationFailed": lambda e: f"{e.node} attempt {e.attempt} [{e.kind}]: {'; '.join(e.reasons)}",
+    "ValidationFailed": lambda e: (
+        f"{e.node} attempt {e.attempt} [{e.kind}]: {'; '.join(e.reasons)}"
+    ),
     "AgentRetried": lambda e: f"{e.node} -> attempt {e.next_attempt} from {e.from_checkpoint}",
     "AgentCallFailed": lambda e: f"{e.node} attempt {e.attempt}: {e.error_type}: {e.message}",
     "RolledBack": lambda e: f"to {e.checkpoint} ({e.reason}); discarded {e.discarded_keys}",
@@ -40,7 +48,9 @@ _FORMATS: dict[str, _Formatter] = {
         + (f", modifications {e.modifications}" if e.modifications else "")
     ),
     "ReviewRefused": lambda e: f"{e.gate} from {e.reviewer} via {e.via}: {'; '.join(e.reasons)}",
-    "GateExpired": lambda e: f"{e.gate} after {e.waited_seconds / 3600:.1f} h -> {e.default_decision}",
+    "GateExpired": lambda e: (
+        f"{e.gate} after {e.waited_seconds / 3600:.1f} h -> {e.default_decision}"
+    ),
     "Routed": lambda e: f"{e.rule} read {e.inputs} -> {e.route}",
     "WorkflowCompleted": lambda e: f"{e.outcome} ({_fields(e.summary, 'decided_by', 'reason')})",
 }

@@ -38,7 +38,9 @@ async def connect(
         address or settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
-        interceptors=list(interceptors if interceptors is not None else tracing_interceptors(settings)),
+        interceptors=list(
+            interceptors if interceptors is not None else tracing_interceptors(settings)
+        ),
     )
 
 

@@ -20,20 +20,18 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from keel.settings import KeelSettings
 
-_configured = False
+_provider: TracerProvider | None = None
 
 
 def tracing_interceptors(
     settings: KeelSettings, *, exporter: SpanExporter | None = None
 ) -> list[Interceptor]:
     """Interceptors for ``Client.connect``; installs a tracer provider on first use."""
-    global _configured
+    global _provider
     if exporter is None and not settings.otel_exporter_otlp_endpoint and not settings.otel_console:
         return []
-    if not _configured:
+    if _provider is None:
         provider = TracerProvider(resource=Resource.create({"service.name": "keel"}))
-        if exporter is not None:
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
         if settings.otel_exporter_otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -41,5 +39,7 @@ def tracing_interceptors(
         if settings.otel_console:
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
         trace.set_tracer_provider(provider)
-        _configured = True
+        _provider = provider
+    if exporter is not None:
+        _provider.add_span_processor(SimpleSpanProcessor(exporter))
     return [TracingInterceptor()]

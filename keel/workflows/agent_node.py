@@ -81,7 +81,9 @@ class AgentNodes:
         payload = node_input.model_dump(mode="json")
         attempt_feedback = list(feedback)
         reasons: list[str] = []
-        for attempt in range(1, contract.max_attempts + 1):
+        attempt = 0
+        while attempt < contract.max_attempts:
+            attempt += 1
             workflow.set_current_details(
                 f"Agent node **{node}** ({contract.key}), attempt {attempt} of "
                 f"{contract.max_attempts}"
@@ -91,11 +93,11 @@ class AgentNodes:
             except ActivityError as err:
                 reasons = [self._record_call_failure(node, contract, attempt, err)]
                 break
-            kind, reasons = _problems(contract, decision, check)
-            if not reasons:
+            problems = _problems(contract, decision, check)
+            if problems is None:
                 output = contract.output_model.model_validate(decision.output)
                 return AgentOutcome(output, "agent", attempt, checkpoint, "accepted")
-            assert kind is not None
+            kind, reasons = problems
             self._ledger.record(
                 ValidationFailed(
                     node=node, contract=contract.key, attempt=attempt, kind=kind, reasons=reasons
@@ -113,7 +115,7 @@ class AgentNodes:
                         feedback=attempt_feedback,
                     )
                 )
-        return await self._exhausted(node, contract, reasons, checkpoint, contract.max_attempts)
+        return await self._exhausted(node, contract, reasons, checkpoint, attempt)
 
     async def _call(
         self,
@@ -123,7 +125,7 @@ class AgentNodes:
         feedback: list[str],
         attempt: int,
     ) -> AgentDecision:
-        decision = await workflow.execute_activity(
+        decision: AgentDecision = await workflow.execute_activity(
             AGENT_NODE_ACTIVITY,
             AgentNodeRequest(
                 contract=contract.key,
@@ -213,7 +215,8 @@ class AgentNodes:
 
 def _problems(
     contract: AgentContract, decision: AgentDecision, check: OutputCheck | None
-) -> tuple[Literal["parse", "schema", "rule", "confidence"] | None, list[str]]:
+) -> tuple[Literal["parse", "schema", "rule", "confidence"], list[str]] | None:
+    """Why an answer is not accepted, or ``None`` when it is."""
     if decision.output is None:
         return "parse", [decision.parse_error or "the answer could not be parsed"]
     try:
@@ -226,10 +229,10 @@ def _problems(
         rule_problems = check(output)
         if rule_problems:
             return "rule", rule_problems
-    confidence = float(output.confidence)
+    confidence = float(output.model_dump()["confidence"])
     if confidence < contract.confidence_threshold:
         return "confidence", [
             f"confidence {confidence:.2f} is below the contract's threshold "
             f"{contract.confidence_threshold:.2f}: recheck the evidence"
         ]
-    return None, []
+    return None

@@ -35,7 +35,9 @@ class WorkflowContext:
         snapshot = copy.deepcopy(self.facts)
         digest = hashlib.sha256(canonical_json(snapshot).encode()).hexdigest()
         self._ledger.record(
-            CheckpointTaken(checkpoint=name, node=node, context_sha256=digest, keys=sorted(snapshot))
+            CheckpointTaken(
+                checkpoint=name, node=node, context_sha256=digest, keys=sorted(snapshot)
+            )
         )
         return Checkpoint(name=name, facts=snapshot)
 

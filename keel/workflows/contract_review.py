@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from keel.contracts.contract_review import (
@@ -52,6 +53,11 @@ class ContractReviewWorkflow(KeelWorkflow):
 
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> ContractReviewResult:
+        result = await self._review(raw_input)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _review(self, raw_input: dict[str, Any]) -> ContractReviewResult:
         self.start(raw_input)
         workflow.set_current_details("Ingesting the contract")
         contract = self.ingest(ContractReviewInput, raw_input, max_bytes=MAX_INPUT_BYTES)
@@ -70,7 +76,6 @@ class ContractReviewWorkflow(KeelWorkflow):
         )
         clause_ids = {c.id for c in contract.clauses}
         feedback: list[str] = []
-        result: ContractReviewResult | None = None
         for assessment in range(1, MAX_ASSESSMENTS + 1):
             outcome = await self.agents.run(
                 "classify-risk",
@@ -81,8 +86,7 @@ class ContractReviewWorkflow(KeelWorkflow):
             )
             risk: RiskAssessment | None = outcome.output
             if risk is None:
-                result = self._finish(contract, "rejected", "escalation", outcome.note, None, None)
-                break
+                return self._finish(contract, "rejected", "escalation", outcome.note, None, None)
             self.context.facts["risk"] = risk.model_dump(mode="json")
             route = route_for(risk.risk_level, reassessed=assessment > 1)
             self.ledger.record(
@@ -99,8 +103,9 @@ class ContractReviewWorkflow(KeelWorkflow):
             )
             if route == "auto-approve":
                 reason = "low risk, approved by rule"
-                result = self._finish(contract, "approved", f"rule:{ROUTING_RULE}", reason, route, risk)
-                break
+                return self._finish(
+                    contract, "approved", f"rule:{ROUTING_RULE}", reason, route, risk
+                )
             gate = self.gate_book.open(
                 GATES[route],
                 {
@@ -116,30 +121,36 @@ class ContractReviewWorkflow(KeelWorkflow):
             review = gate.review
             if gate.state in (GateState.APPROVED, GateState.MODIFIED) and review:
                 conditions = (review.modifications or {}).get("conditions", [])
-                result = self._finish(
-                    contract, "approved", review.reviewer, review.comment or gate.state.value,
-                    route, risk, conditions=[str(c) for c in conditions],
+                return self._finish(
+                    contract,
+                    "approved",
+                    review.reviewer,
+                    review.comment or gate.state.value,
+                    route,
+                    risk,
+                    conditions=[str(c) for c in conditions],
                 )
-                break
             if gate.state is GateState.EXPIRED:
                 default = GATES[route].on_expiry
-                result = self._finish(
-                    contract, "approved" if default == "approve" else "rejected",
-                    f"default:{gate.name}", "no reviewer decided before the SLAs passed",
-                    route, risk,
+                return self._finish(
+                    contract,
+                    "approved" if default == "approve" else "rejected",
+                    f"default:{gate.name}",
+                    "no reviewer decided before the SLAs passed",
+                    route,
+                    risk,
                 )
-                break
-            assert review is not None  # REJECTED always carries its review
+            if review is None:
+                raise ApplicationError(
+                    f"gate {gate.name} closed without a review", non_retryable=True
+                )
             if assessment == MAX_ASSESSMENTS:
-                result = self._finish(
+                return self._finish(
                     contract, "rejected", review.reviewer, review.comment or "rejected", route, risk
                 )
-                break
             self.context.rollback(outcome.checkpoint, f"{gate.name} rejected by {review.reviewer}")
             feedback = [f"Reviewer {review.reviewer} rejected the assessment: {review.comment}"]
-        assert result is not None
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        raise ApplicationError("the review loop ended without an outcome", non_retryable=True)
 
     def _finish(
         self,

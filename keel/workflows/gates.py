@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -192,7 +191,7 @@ class GateBook:
     async def _decided_within(self, record: GateRecord, timeout: Any) -> bool:
         try:
             await workflow.wait_condition(lambda: not record.state.open, timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -233,7 +232,10 @@ def _decision_problems(spec: GateSpec, review: ReviewInput) -> list[str]:
         try:
             model.model_validate({"confidence": 1.0, **mods})
         except ValidationError as err:
-            return [f"modifications.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+            return [
+                f"modifications.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in err.errors()
+            ]
         return []
     unknown = sorted(set(mods) - set(spec.modifiable_fields))
     if unknown:

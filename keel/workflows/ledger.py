@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from keel.contracts.ledger import GENESIS_HASH, LedgerEvent
+    from keel.contracts.ledger import GENESIS_HASH, EventBase, LedgerEvent
 
-E = TypeVar("E", bound=LedgerEvent)
+E = TypeVar("E", bound=EventBase)
 
 
 class Ledger:
@@ -25,6 +25,6 @@ class Ledger:
             update={"seq": len(self.events) + 1, "at": workflow.now(), "prev_hash": self.head_hash}
         )
         sealed = stamped.model_copy(update={"hash": stamped.compute_hash()})
-        self.events.append(sealed)
+        self.events.append(cast(LedgerEvent, sealed))
         self.head_hash = sealed.hash
         return sealed

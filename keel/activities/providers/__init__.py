@@ -41,7 +41,8 @@ async def close_provider(provider: ModelProvider) -> None:
         await aclose()
 
 
-__all__ = ["ModelProvider",
+__all__ = [
+    "ModelProvider",
     "ModelReply",
     "ModelRequest",
     "OfflineProvider",
