@@ -9,7 +9,21 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FaultKind = Literal["malformed_json", "low_confidence", "timeout", "rate_limit", "server_error"]
+FaultKind = Literal[
+    "malformed_json",
+    "low_confidence",
+    "timeout",
+    "rate_limit",
+    "server_error",
+    # Plan faults: the planner's plan is made invalid in one way (only without feedback).
+    "plan_unknown_tool",
+    "plan_cycle",
+    "plan_bad_input",
+    "plan_too_many_tasks",
+    "plan_missing_dependency",
+    "plan_ungated_side_effect",
+    "plan_missing_compensation",
+]
 
 
 class OfflineFault(BaseModel):
@@ -26,6 +40,9 @@ class OfflineFault(BaseModel):
     workflow_id_prefix: str | None = None
     contract: str | None = None
     """``name@version`` of the contract, or ``None`` for every contract."""
+    rounds: list[int] | None = None
+    """Planning rounds (the ``round`` of the node input) that get the fault; ``None`` means
+    every call, with or without a round."""
     retry_after_seconds: float | None = None
     """For ``rate_limit``: the Retry-After the fake provider announces."""
 
@@ -52,6 +69,9 @@ class KeelSettings(BaseSettings):
     """Port of the embedded dev server's web UI."""
     ui_url: str = "http://127.0.0.1:8233"
     """Base URL of the Temporal UI, for links printed by the CLI."""
+    database_url: str | None = None
+    """Side-effect record: a PostgreSQL URL (``postgresql://...``); unset means the SQLite
+    file ``$KEEL_DATA_DIR/effects.sqlite3``."""
     record_prompts: bool = False
     """Put rendered prompt text in history (by default only its sha256 is recorded)."""
     offline_faults: list[OfflineFault] = Field(default_factory=list)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -46,17 +47,22 @@ async def keel_worker(
     faults: Sequence[OfflineFault] = (),
     provider: ModelProvider | None = None,
     extra_workflows: Sequence[type] = (),
+    tools: Sequence[Callable[..., Any]] | None = None,
 ) -> AsyncIterator[str]:
-    """A Keel worker on a fresh task queue; yields the queue name."""
+    """A Keel worker on a fresh task queue; yields the queue name.
+
+    ``tools`` replaces the real tool activities with stand-ins registered under the same
+    activity names.
+    """
     task_queue = f"test-{uuid.uuid4()}"
     model = provider or OfflineProvider(faults)
-    if extra_workflows:
+    if extra_workflows or tools is not None:
         # Keel's workflows and activity, plus test-only workflows exercising building blocks.
         worker = Worker(
             client,
             task_queue=task_queue,
             workflows=[*WORKFLOWS, *extra_workflows],
-            activities=[AgentNodeActivities(model).run_agent_node],
+            activities=[AgentNodeActivities(model).run_agent_node, *(tools or [])],
         )
     else:
         worker = build_worker(client, offline_settings(), task_queue=task_queue, provider=model)

@@ -37,8 +37,6 @@ SECRET_NAME = re.compile(r"(_KEY|_TOKEN|_SECRET|PASSWORD|_PWD)$")
 ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 COMMENTED_ASSIGNMENT = re.compile(r"^#\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
-# Documented in .env.example (commented out) ahead of the settings field that will read it.
-NOT_YET_IN_SETTINGS = {"KEEL_DATABASE_URL"}
 # Read by docker compose for ${...} substitution only, never by Keel.
 COMPOSE_ONLY = {"TEMPORAL_DB_PASSWORD"}
 
@@ -343,7 +341,7 @@ def test_env_example_vars_are_read_by_settings() -> None:
 
 
 def test_env_example_commented_vars_are_known() -> None:
-    known = _settings_env_names() | NOT_YET_IN_SETTINGS
+    known = _settings_env_names()
     compose_text = COMPOSE.read_text()
     for name in _env_example_commented_assignments():
         if name in COMPOSE_ONLY:

@@ -171,6 +171,88 @@ class Routed(EventBase):
     route: str
 
 
+class PlanProposed(EventBase):
+    type: Literal["PlanProposed"] = "PlanProposed"
+    round: int
+    planner: str
+    """``name@version`` of the planner contract."""
+    source: str
+    """``agent``, ``default`` or ``human``: who produced the plan."""
+    plan_sha256: str
+    done: bool
+    summary: str
+    tasks: list[dict[str, Any]]
+
+
+class PlanRejected(EventBase):
+    type: Literal["PlanRejected"] = "PlanRejected"
+    round: int
+    rejection: int
+    plan_sha256: str
+    reasons: list[str]
+    tasks: list[dict[str, Any]]
+
+
+class PlanMaterialized(EventBase):
+    type: Literal["PlanMaterialized"] = "PlanMaterialized"
+    round: int
+    levels: list[list[str]]
+    children: dict[str, str]
+    """Task ref -> child workflow id."""
+
+
+class TaskCompleted(EventBase):
+    type: Literal["TaskCompleted"] = "TaskCompleted"
+    round: int
+    ref: str
+    tool: str
+    workflow_id: str
+    output: dict[str, Any]
+    effect: dict[str, Any] | None = None
+
+
+class TaskFailed(EventBase):
+    type: Literal["TaskFailed"] = "TaskFailed"
+    round: int
+    ref: str
+    tool: str
+    workflow_id: str | None
+    error: str
+
+
+class TaskSkipped(EventBase):
+    type: Literal["TaskSkipped"] = "TaskSkipped"
+    round: int
+    ref: str
+    reason: str
+
+
+class Compensated(EventBase):
+    type: Literal["Compensated"] = "Compensated"
+    ref: str
+    """The task that was undone."""
+    round: int
+    tool: str
+    workflow_id: str
+    ok: bool
+    output: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class LedgerContinued(EventBase):
+    type: Literal["LedgerContinued"] = "LedgerContinued"
+    previous_run_id: str
+    previous_head: str
+    run: int
+    rounds_done: int
+
+
+class ContinuedAsNew(EventBase):
+    type: Literal["ContinuedAsNew"] = "ContinuedAsNew"
+    reason: str
+    rounds_done: int
+
+
 class WorkflowCompleted(EventBase):
     type: Literal["WorkflowCompleted"] = "WorkflowCompleted"
     outcome: str
@@ -193,6 +275,15 @@ LedgerEvent = Annotated[
     | ReviewRefused
     | GateExpired
     | Routed
+    | PlanProposed
+    | PlanRejected
+    | PlanMaterialized
+    | TaskCompleted
+    | TaskFailed
+    | TaskSkipped
+    | Compensated
+    | LedgerContinued
+    | ContinuedAsNew
     | WorkflowCompleted,
     Field(discriminator="type"),
 ]
@@ -210,13 +301,19 @@ class ChainReport(BaseModel):
     reason: str | None = None
 
 
-def verify_chain(events: list[LedgerEvent], *, genesis: str = GENESIS_HASH) -> ChainReport:
-    """Check sequence numbers, links and hashes of a ledger, starting from ``genesis``."""
+def verify_chain(
+    events: list[LedgerEvent], *, genesis: str = GENESIS_HASH, first_seq: int = 1
+) -> ChainReport:
+    """Check sequence numbers, links and hashes of a ledger, starting from ``genesis``.
+
+    A run after continue-as-new starts from the previous run's head and sequence number:
+    pass those as ``genesis`` and ``first_seq`` to check that run alone.
+    """
     prev = genesis
     for index, event in enumerate(events):
         problem = None
-        if event.seq != index + 1:
-            problem = f"sequence number {event.seq} where {index + 1} was expected"
+        if event.seq != first_seq + index:
+            problem = f"sequence number {event.seq} where {first_seq + index} was expected"
         elif event.prev_hash != prev:
             problem = "prev_hash does not match the previous event's hash"
         elif event.compute_hash() != event.hash:

@@ -27,7 +27,7 @@ from keel.contracts.contract_review import (
     ContractReviewResult,
 )
 from keel.contracts.gates import GateView, ReviewReceipt
-from keel.contracts.ledger import LedgerEvent
+from keel.contracts.ledger import LedgerContinued, LedgerEvent
 from keel.settings import KeelSettings
 from keel.workers.render import gates_text, ledger_text, ui_link
 from keel.workflows import WORKFLOWS, ContractReviewWorkflow
@@ -103,16 +103,31 @@ async def cmd_start(client: Client, settings: KeelSettings, args: Any) -> int:
     return 0
 
 
-async def read_ledger(client: Client, workflow_id: str) -> list[LedgerEvent]:
-    """The ledger of an execution: from its result when it completed, else by query."""
-    handle = client.get_workflow_handle(workflow_id)
+async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
+    """The ledger across every run of a workflow that continued as new, oldest first:
+    each run's first event names the run before it."""
+    events = await read_ledger(client, workflow_id)
+    while events and isinstance(events[0], LedgerContinued):
+        previous = client.get_workflow_handle(workflow_id, run_id=events[0].previous_run_id)
+        earlier: list[LedgerEvent] = await previous.query("ledger", result_type=list[LedgerEvent])
+        events = earlier + events
+    return events
+
+
+async def read_ledger(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> list[LedgerEvent]:
+    """The ledger of one run: from its result when it completed, else by query."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     description = await handle.describe()
     if description.status is WorkflowExecutionStatus.COMPLETED:
         scenario = next(
             (s for s in SCENARIOS.values() if s.workflow_type == description.workflow_type), None
         )
         if scenario is not None:
-            typed = client.get_workflow_handle(workflow_id, result_type=scenario.result_model)
+            typed = client.get_workflow_handle(
+                workflow_id, run_id=run_id, result_type=scenario.result_model
+            )
             result = await typed.result()
             return list(result.ledger)
     events: list[LedgerEvent] = await handle.query("ledger", result_type=list[LedgerEvent])
@@ -120,7 +135,7 @@ async def read_ledger(client: Client, workflow_id: str) -> list[LedgerEvent]:
 
 
 async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
-    events = await read_ledger(client, args.workflow_id)
+    events = await full_chain(client, args.workflow_id)
     if args.json:
         for event in events:
             print(event.model_dump_json())

@@ -2,8 +2,15 @@
 scenario workflows. No I/O here: all I/O is in ``keel.activities``."""
 
 from keel.workflows.contract_review import ContractReviewWorkflow
+from keel.workflows.incident import IncidentInvestigationWorkflow
+from keel.workflows.tool_task import ToolTaskWorkflow
 
-WORKFLOWS = [ContractReviewWorkflow]
+WORKFLOWS = [ContractReviewWorkflow, IncidentInvestigationWorkflow, ToolTaskWorkflow]
 """Every workflow a Keel worker registers."""
 
-__all__ = ["WORKFLOWS", "ContractReviewWorkflow"]
+__all__ = [
+    "WORKFLOWS",
+    "ContractReviewWorkflow",
+    "IncidentInvestigationWorkflow",
+    "ToolTaskWorkflow",
+]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -43,7 +44,8 @@ class GateRecord:
     deadline: datetime
     review: ReviewInput | None = None
     decided_at: datetime | None = None
-    history: list[str] = field(default_factory=list)
+    check: Callable[[dict[str, Any]], list[str]] | None = None
+    """Workflow-side check of a ``modify`` decision's modifications."""
 
     def view(self) -> GateView:
         review = self.review
@@ -70,8 +72,18 @@ class GateBook:
         self._ledger = ledger
         self._gates: dict[str, GateRecord] = {}
 
-    def open(self, spec: GateSpec, context: dict[str, Any]) -> GateRecord:
-        """Open a gate from ``spec``; a reopened spec gets a numbered name (``name-2``)."""
+    def open(
+        self,
+        spec: GateSpec,
+        context: dict[str, Any],
+        *,
+        check: Callable[[dict[str, Any]], list[str]] | None = None,
+    ) -> GateRecord:
+        """Open a gate from ``spec``; a reopened spec gets a numbered name (``name-2``).
+
+        ``check`` validates the modifications of a ``modify`` decision beyond the spec's
+        field list; its reasons refuse the review like any other.
+        """
         name, n = spec.name, 1
         while name in self._gates:
             n += 1
@@ -85,6 +97,7 @@ class GateBook:
             context=context,
             opened_at=now,
             deadline=now + spec.sla,
+            check=check,
         )
         self._gates[name] = record
         record.state = GateState.AWAITING_APPROVAL
@@ -157,6 +170,8 @@ class GateBook:
                 f"(allowed: {', '.join(record.reviewers)})"
             )
         reasons += _decision_problems(record.spec, review)
+        if not reasons and record.check and review.decision is ReviewDecision.MODIFY:
+            reasons += record.check(review.modifications or {})
         return review, reasons
 
     def apply(self, review: ReviewInput, *, via: Literal["update", "signal"]) -> ReviewReceipt:

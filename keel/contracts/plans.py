@@ -1,0 +1,190 @@
+"""Plans proposed by a planner agent, the policy they must satisfy, and their validation.
+
+Validation is pure and deterministic: the plan executor runs it in workflow code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keel.contracts.tools import ToolCatalog
+
+
+class TaskGate(BaseModel):
+    """A human gate before a task runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    reviewers: list[str] = Field(default_factory=list, max_length=20)
+    """Who may approve; empty means the policy's default reviewers."""
+
+
+class Compensation(BaseModel):
+    """A catalog tool and input that undoes a task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str
+    input: dict[str, Any]
+
+
+class PlannedTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")
+    tool: str
+    input: dict[str, Any]
+    depends_on: list[str] = Field(default_factory=list, max_length=50)
+    gate: TaskGate | None = None
+    compensation: Compensation | None = None
+    purpose: str = Field("", max_length=300)
+
+
+class PlannerOutput(BaseModel):
+    """What a planner answers each round: new tasks, or that it is done."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: bool
+    summary: str = Field(min_length=1, max_length=4_000)
+    tasks: list[PlannedTask] = Field(default_factory=list, max_length=1_000)
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class PlanPolicy(BaseModel):
+    """Limits a plan must respect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_tasks_per_plan: int = Field(8, ge=1)
+    max_fanout_width: int = Field(4, ge=1)
+    max_rounds: int = Field(5, ge=1)
+    max_plan_rejections: int = Field(2, ge=0)
+    """Re-plans allowed per round after a rejected plan."""
+    allowed_tools: tuple[str, ...]
+    side_effects_require_gate: bool = True
+    gate_exempt_tools: tuple[str, ...] = ()
+    """Side-effecting tools that may run without a gate (e.g. a note on the incident itself)."""
+    default_reviewers: tuple[str, ...] = ()
+
+
+def validate_plan(plan: PlannerOutput, catalog: ToolCatalog, policy: PlanPolicy) -> list[str]:
+    """Every reason ``plan`` cannot run; empty when it can."""
+    tasks = plan.tasks
+    reasons: list[str] = []
+    if len(tasks) > policy.max_tasks_per_plan:
+        reasons.append(
+            f"the plan has {len(tasks)} tasks; the policy allows at most "
+            f"{policy.max_tasks_per_plan}"
+        )
+    refs = [t.ref for t in tasks]
+    for ref in sorted({r for r in refs if refs.count(r) > 1}):
+        reasons.append(f"task ref {ref!r} is used more than once")
+    known = set(refs)
+    for task in tasks:
+        reasons += _task_problems(task, known, catalog, policy)
+    if reasons:
+        return reasons
+    levels = execution_levels(tasks)
+    if levels is None:
+        return [f"the dependencies form a cycle: {' -> '.join(_find_cycle(tasks))}"]
+    widest = max((len(level) for level in levels), default=0)
+    if widest > policy.max_fanout_width:
+        reasons.append(
+            f"{widest} tasks would run in parallel; the policy allows at most "
+            f"{policy.max_fanout_width}"
+        )
+    return reasons
+
+
+def _task_problems(
+    task: PlannedTask, known: set[str], catalog: ToolCatalog, policy: PlanPolicy
+) -> list[str]:
+    name = f"task {task.ref!r}"
+    spec = catalog.get(task.tool)
+    if spec is None:
+        return [f"{name}: unknown tool {task.tool!r} (catalog: {', '.join(catalog.names())})"]
+    if task.tool not in policy.allowed_tools:
+        allowed = ", ".join(policy.allowed_tools)
+        return [f"{name}: tool {task.tool!r} is not allowed here (allowed: {allowed})"]
+    problems = [f"{name}: input.{p}" for p in _schema_problems(spec.input_model, task.input)]
+    for dep in task.depends_on:
+        if dep == task.ref:
+            problems.append(f"{name} depends on itself")
+        elif dep not in known:
+            problems.append(f"{name} depends on missing task {dep!r}")
+    needs_gate = spec.needs_approval or (
+        spec.side_effects
+        and policy.side_effects_require_gate
+        and task.tool not in policy.gate_exempt_tools
+    )
+    if needs_gate and task.gate is None:
+        problems.append(f"{name}: tool {task.tool!r} has side effects and needs a human gate")
+    if spec.requires_compensation and task.compensation is None:
+        problems.append(f"{name}: tool {task.tool!r} must declare a compensation")
+    if task.compensation is not None:
+        comp = task.compensation
+        comp_spec = catalog.get(comp.tool)
+        if comp.tool not in spec.compensation_tools or comp_spec is None:
+            allowed = ", ".join(spec.compensation_tools) or "none"
+            problems.append(
+                f"{name}: {comp.tool!r} cannot compensate {task.tool!r} (allowed: {allowed})"
+            )
+        else:
+            problems += [
+                f"{name}: compensation.input.{p}"
+                for p in _schema_problems(comp_spec.input_model, comp.input)
+            ]
+    return problems
+
+
+def _schema_problems(model: type[BaseModel], value: dict[str, Any]) -> list[str]:
+    try:
+        model.model_validate(value)
+    except ValidationError as err:
+        return [
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+        ]
+    return []
+
+
+def execution_levels(tasks: Sequence[PlannedTask]) -> list[list[str]] | None:
+    """Task refs grouped by dependency depth (level 0 depends on nothing); ``None`` on a
+    cycle. Dependencies on refs outside ``tasks`` are ignored."""
+    levels = _resolvable(tasks)
+    return levels if sum(len(level) for level in levels) == len(tasks) else None
+
+
+def _find_cycle(tasks: Sequence[PlannedTask]) -> list[str]:
+    """One dependency cycle, as a path that ends where it starts."""
+    levels_done: set[str] = set()
+    for level in _resolvable(tasks):
+        levels_done.update(level)
+    # Every unresolved task depends on another unresolved one: following them must loop.
+    deps = {t.ref: [d for d in t.depends_on if d not in levels_done] for t in tasks}
+    unresolved = sorted(ref for ref in deps if ref not in levels_done)
+    path = [unresolved[0]]
+    while True:
+        nxt = next(d for d in deps[path[-1]] if d in deps and d not in levels_done)
+        if nxt in path:
+            return [*path[path.index(nxt) :], nxt]
+        path.append(nxt)
+
+
+def _resolvable(tasks: Sequence[PlannedTask]) -> list[list[str]]:
+    refs = {t.ref for t in tasks}
+    pending = {t.ref: {d for d in t.depends_on if d in refs} for t in tasks}
+    levels: list[list[str]] = []
+    done: set[str] = set()
+    while True:
+        ready = sorted(ref for ref, deps in pending.items() if deps <= done)
+        if not ready:
+            return levels
+        levels.append(ready)
+        done.update(ready)
+        for ref in ready:
+            del pending[ref]

@@ -1,0 +1,305 @@
+"""The plan executor: materialize a validated plan as child workflows, in dependency order,
+independent tasks in parallel; gates before gated tasks; compensation in reverse on failure.
+
+Deterministic workflow code; the saga stack (completed tasks with their compensations) spans
+planning rounds and is carried across continue-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ValidationError
+
+    from keel.contracts.gates import GateSpec, GateState
+    from keel.contracts.ledger import (
+        Compensated,
+        PlanMaterialized,
+        TaskCompleted,
+        TaskFailed,
+        TaskSkipped,
+    )
+    from keel.contracts.plans import (
+        Compensation,
+        PlannedTask,
+        PlannerOutput,
+        PlanPolicy,
+        TaskGate,
+        execution_levels,
+    )
+    from keel.contracts.tools import (
+        TOOL_TASK_WORKFLOW,
+        ToolCatalog,
+        ToolResult,
+        ToolTaskInput,
+    )
+
+from keel.workflows.gates import GateBook
+from keel.workflows.ledger import Ledger
+
+TASK_GATE_SLA = timedelta(minutes=30)
+TASK_GATE_ESCALATION_SLA = timedelta(hours=2)
+
+
+class CompletedTask(BaseModel):
+    """A finished task, with what undoes it."""
+
+    round: int
+    ref: str
+    tool: str
+    workflow_id: str
+    output: dict[str, Any]
+    compensation: Compensation | None = None
+
+
+@dataclass
+class PlanRun:
+    outcome: Literal["completed", "failed"]
+    results: dict[str, ToolResult] = field(default_factory=dict)
+    failure: str | None = None
+
+
+class TaskNotRun(Exception):
+    """A gate refused the task, or its child workflow failed."""
+
+
+class PlanExecutor:
+    """Runs plans for one workflow execution."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        gates: GateBook,
+        catalog: ToolCatalog,
+        policy: PlanPolicy,
+        *,
+        completed: list[CompletedTask] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._gates = gates
+        self._catalog = catalog
+        self._policy = policy
+        self.completed: list[CompletedTask] = list(completed or [])
+
+    async def run_plan(self, round_no: int, plan: PlannerOutput) -> PlanRun:
+        """Run every task of a validated ``plan``; on the first failure, stop starting new
+        tasks, let running ones finish, and report the failure (compensation is separate)."""
+        parent = workflow.info().workflow_id
+        levels = execution_levels(plan.tasks) or []
+        self._ledger.record(
+            PlanMaterialized(
+                round=round_no,
+                levels=levels,
+                children={t.ref: self.child_id(parent, round_no, t.ref) for t in plan.tasks},
+            )
+        )
+        pending = {t.ref: t for t in plan.tasks}
+        running: dict[str, asyncio.Task[ToolResult]] = {}
+        run = PlanRun(outcome="completed")
+        while pending or running:
+            if run.failure is None:
+                ready = [t for t in pending.values() if set(t.depends_on) <= set(run.results)]
+                room = self._policy.max_fanout_width - len(running)
+                for task in ready[: max(room, 0)]:
+                    del pending[task.ref]
+                    running[task.ref] = asyncio.create_task(self._run_task(round_no, task))
+            if not running:
+                break
+            await workflow.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+            for ref in [r for r, t in running.items() if t.done()]:
+                finished = running.pop(ref)
+                try:
+                    run.results[ref] = finished.result()
+                except TaskNotRun as exc:
+                    run.failure = run.failure or str(exc)
+        for ref in pending:
+            reason = f"not started: {run.failure}" if run.failure else "dependencies not met"
+            self._ledger.record(TaskSkipped(round=round_no, ref=ref, reason=reason))
+        if run.failure:
+            run.outcome = "failed"
+        return run
+
+    async def compensate(self, reason: str) -> list[str]:
+        """Undo completed tasks in reverse order of completion; returns the undone refs."""
+        undone: list[str] = []
+        parent = workflow.info().workflow_id
+        while self.completed:
+            task = self.completed.pop()
+            if task.compensation is None:
+                continue
+            workflow.set_current_details(f"Compensating `{task.ref}` ({reason})")
+            child_id = f"{task.workflow_id}/compensate"
+            try:
+                result: ToolResult = await workflow.execute_child_workflow(
+                    TOOL_TASK_WORKFLOW,
+                    ToolTaskInput(
+                        parent_workflow_id=parent,
+                        round=task.round,
+                        ref=task.ref,
+                        tool=task.compensation.tool,
+                        input=task.compensation.input,
+                        purpose=f"undo {task.tool}",
+                        compensating=task.ref,
+                    ),
+                    id=child_id,
+                    result_type=ToolResult,
+                    static_summary=f"compensate {task.ref}: {task.compensation.tool}",
+                )
+            except ChildWorkflowError as exc:
+                self._ledger.record(
+                    Compensated(
+                        ref=task.ref,
+                        round=task.round,
+                        tool=task.compensation.tool,
+                        workflow_id=child_id,
+                        ok=False,
+                        error=_cause(exc),
+                    )
+                )
+                continue
+            self._ledger.record(
+                Compensated(
+                    ref=task.ref,
+                    round=task.round,
+                    tool=task.compensation.tool,
+                    workflow_id=child_id,
+                    ok=True,
+                    output=result.output,
+                )
+            )
+            undone.append(task.ref)
+        return undone
+
+    @staticmethod
+    def child_id(parent: str, round_no: int, ref: str) -> str:
+        """Deterministic child workflow id: parent, round and task ref."""
+        return f"{parent}/r{round_no}/{ref}"
+
+    async def _run_task(self, round_no: int, task: PlannedTask) -> ToolResult:
+        task_input = dict(task.input)
+        if task.gate is not None:
+            task_input = await self._pass_gate(round_no, task, task.gate)
+        spec = self._catalog.get(task.tool)
+        parent = workflow.info().workflow_id
+        child_id = self.child_id(parent, round_no, task.ref)
+        try:
+            result: ToolResult = await workflow.execute_child_workflow(
+                TOOL_TASK_WORKFLOW,
+                ToolTaskInput(
+                    parent_workflow_id=parent,
+                    round=round_no,
+                    ref=task.ref,
+                    tool=task.tool,
+                    input=task_input,
+                    purpose=task.purpose,
+                ),
+                id=child_id,
+                result_type=ToolResult,
+                task_queue=spec.task_queue if spec and spec.task_queue else None,
+                static_summary=f"{task.tool}: {task.purpose or task.ref}"[:200],
+            )
+        except ChildWorkflowError as exc:
+            error = _cause(exc)
+            self._ledger.record(
+                TaskFailed(
+                    round=round_no, ref=task.ref, tool=task.tool, workflow_id=child_id, error=error
+                )
+            )
+            raise TaskNotRun(f"task {task.ref!r} failed: {error}") from exc
+        self._ledger.record(
+            TaskCompleted(
+                round=round_no,
+                ref=task.ref,
+                tool=task.tool,
+                workflow_id=child_id,
+                output=result.output,
+                effect=result.effect.model_dump(mode="json") if result.effect else None,
+            )
+        )
+        self.completed.append(
+            CompletedTask(
+                round=round_no,
+                ref=task.ref,
+                tool=task.tool,
+                workflow_id=child_id,
+                output=result.output,
+                compensation=task.compensation,
+            )
+        )
+        return result
+
+    async def _pass_gate(self, round_no: int, task: PlannedTask, gate: TaskGate) -> dict[str, Any]:
+        """Open the task's gate and wait; returns the (possibly modified) task input."""
+        reviewers = tuple(gate.reviewers) or self._policy.default_reviewers
+        tool = self._catalog.get(task.tool)
+        spec = GateSpec(
+            name=f"approve-{task.ref}",
+            title=gate.title,
+            reviewers=reviewers,
+            sla=TASK_GATE_SLA,
+            escalation_reviewers=tuple(
+                r for r in self._policy.default_reviewers if r not in reviewers
+            ),
+            escalation_sla=TASK_GATE_ESCALATION_SLA,
+            on_expiry="reject",
+            modifiable_fields=tuple(task.input),
+        )
+        record = self._gates.open(
+            spec,
+            {
+                "round": round_no,
+                "task": task.ref,
+                "tool": task.tool,
+                "input": task.input,
+                "purpose": task.purpose,
+                "compensation": task.compensation.model_dump() if task.compensation else None,
+            },
+            check=lambda mods: _input_problems(
+                tool.input_model if tool else None, task.input, mods
+            ),
+        )
+        await self._gates.wait(record)
+        review = record.review
+        if record.state is GateState.MODIFIED and review and review.modifications:
+            return {**task.input, **review.modifications}
+        if record.state is GateState.APPROVED:
+            return dict(task.input)
+        who = f"{review.reviewer}: {review.comment}" if review else "no reviewer before the SLAs"
+        self._ledger.record(
+            TaskSkipped(
+                round=round_no,
+                ref=task.ref,
+                reason=f"gate {record.name} {record.state.value} ({who})",
+            )
+        )
+        raise TaskNotRun(f"gate {record.name} was {record.state.value} ({who})")
+
+
+def _input_problems(
+    model: type[BaseModel] | None, base: dict[str, Any], mods: dict[str, Any]
+) -> list[str]:
+    """Why a reviewer's modified task input would not satisfy the tool's input model."""
+    if model is None:
+        return []
+    try:
+        model.model_validate({**base, **mods})
+    except ValidationError as err:
+        return [f"modifications.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+    return []
+
+
+def _cause(exc: FailureError) -> str:
+    """The innermost failure message of a child workflow error."""
+    cause: BaseException | None = exc
+    message = str(exc)
+    while cause is not None:
+        message = getattr(cause, "message", None) or str(cause) or message
+        cause = cause.__cause__ if cause.__cause__ is not cause else None
+    return message
