@@ -56,8 +56,19 @@ def rollback(ref: str, *, after: Sequence[str] = ()) -> dict[str, Any]:
     )
 
 
-def plan(*tasks: dict[str, Any], done: bool = False, summary: str = "scripted") -> dict[str, Any]:
-    return {"done": done, "summary": summary, "tasks": list(tasks), "confidence": 0.9}
+def plan(
+    *tasks: dict[str, Any],
+    done: bool = False,
+    summary: str = "scripted",
+    conclusion: str | None = "mitigated",
+) -> dict[str, Any]:
+    return {
+        "done": done,
+        "conclusion": conclusion if done else None,
+        "summary": summary,
+        "tasks": list(tasks),
+        "confidence": 0.9,
+    }
 
 
 class ScriptedPlanner:

@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from keel.activities.offline_planner import plan_incident
+
 OfflineRule = Callable[[Mapping[str, Any], Sequence[str]], dict[str, Any]]
 
 # (label, pattern, weight): evidence of risk in clause text. Negative weights mitigate.
@@ -84,5 +86,8 @@ def classify_contract_risk(
     }
 
 
-RULES: dict[str, OfflineRule] = {"risk-classifier": classify_contract_risk}
+RULES: dict[str, OfflineRule] = {
+    "risk-classifier": classify_contract_risk,
+    "incident-planner": plan_incident,
+}
 """Offline rules by contract name (the version is not part of the key)."""

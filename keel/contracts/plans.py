@@ -6,7 +6,7 @@ Validation is pure and deterministic: the plan executor runs it in workflow code
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -45,11 +45,16 @@ class PlannedTask(BaseModel):
 
 
 class PlannerOutput(BaseModel):
-    """What a planner answers each round: new tasks, or that it is done."""
+    """What a planner answers each round: new tasks, or that it is done.
+
+    A compensation runs without a gate of its own: approving a task approves its undo.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     done: bool
+    conclusion: Literal["mitigated", "unresolved"] | None = None
+    """With ``done``: whether the problem is mitigated, or still needs a human."""
     summary: str = Field(min_length=1, max_length=4_000)
     tasks: list[PlannedTask] = Field(default_factory=list, max_length=1_000)
     confidence: float = Field(ge=0.0, le=1.0)
@@ -87,11 +92,17 @@ def validate_plan(plan: PlannerOutput, catalog: ToolCatalog, policy: PlanPolicy)
     known = set(refs)
     for task in tasks:
         reasons += _task_problems(task, known, catalog, policy)
-    if reasons:
-        return reasons
-    levels = execution_levels(tasks)
+    if len(known) < len(refs):
+        return reasons  # levels need unique refs
+    # Self-dependencies are reported above; do not report them again as cycles.
+    levels = execution_levels(
+        [
+            t.model_copy(update={"depends_on": [d for d in t.depends_on if d != t.ref]})
+            for t in tasks
+        ]
+    )
     if levels is None:
-        return [f"the dependencies form a cycle: {' -> '.join(_find_cycle(tasks))}"]
+        return [*reasons, f"the dependencies form a cycle: {' -> '.join(_find_cycle(tasks))}"]
     widest = max((len(level) for level in levels), default=0)
     if widest > policy.max_fanout_width:
         reasons.append(
@@ -105,18 +116,20 @@ def _task_problems(
     task: PlannedTask, known: set[str], catalog: ToolCatalog, policy: PlanPolicy
 ) -> list[str]:
     name = f"task {task.ref!r}"
-    spec = catalog.get(task.tool)
-    if spec is None:
-        return [f"{name}: unknown tool {task.tool!r} (catalog: {', '.join(catalog.names())})"]
-    if task.tool not in policy.allowed_tools:
-        allowed = ", ".join(policy.allowed_tools)
-        return [f"{name}: tool {task.tool!r} is not allowed here (allowed: {allowed})"]
-    problems = [f"{name}: input.{p}" for p in _schema_problems(spec.input_model, task.input)]
+    problems: list[str] = []
     for dep in task.depends_on:
         if dep == task.ref:
             problems.append(f"{name} depends on itself")
         elif dep not in known:
             problems.append(f"{name} depends on missing task {dep!r}")
+    spec = catalog.get(task.tool)
+    if spec is None:
+        catalog_names = ", ".join(catalog.names())
+        return [*problems, f"{name}: unknown tool {task.tool!r} (catalog: {catalog_names})"]
+    if task.tool not in policy.allowed_tools:
+        allowed = ", ".join(policy.allowed_tools)
+        return [*problems, f"{name}: tool {task.tool!r} is not allowed here (allowed: {allowed})"]
+    problems += [f"{name}: input.{p}" for p in _schema_problems(spec.input_model, task.input)]
     needs_gate = spec.needs_approval or (
         spec.side_effects
         and policy.side_effects_require_gate
@@ -134,6 +147,8 @@ def _task_problems(
             problems.append(
                 f"{name}: {comp.tool!r} cannot compensate {task.tool!r} (allowed: {allowed})"
             )
+        elif comp.tool not in policy.allowed_tools:
+            problems.append(f"{name}: compensation tool {comp.tool!r} is not allowed here")
         else:
             problems += [
                 f"{name}: compensation.input.{p}"

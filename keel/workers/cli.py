@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="replay a history to check determinism")
     p.add_argument("target", metavar="ID|HISTORY.json")
     p = sub.add_parser("export", help="export ledgers as JSON lines")
-    p.add_argument("--query", default="WorkflowType = 'ContractReview'", help="visibility query")
+    p.add_argument(
+        "--query",
+        default="WorkflowType IN ('ContractReview', 'IncidentInvestigation')",
+        help="visibility query selecting the executions",
+    )
     p.add_argument("--out", help="file to write (default: stdout)")
     return parser
 

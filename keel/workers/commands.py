@@ -6,6 +6,7 @@ import json
 import socket
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,11 @@ from keel.contracts.contract_review import (
     ContractReviewResult,
 )
 from keel.contracts.gates import GateView, ReviewReceipt
+from keel.contracts.incident import MAX_PAGE_BYTES, IncidentPage, IncidentResult
 from keel.contracts.ledger import LedgerContinued, LedgerEvent
 from keel.settings import KeelSettings
 from keel.workers.render import gates_text, ledger_text, ui_link
-from keel.workflows import WORKFLOWS, ContractReviewWorkflow
+from keel.workflows import WORKFLOWS, ContractReviewWorkflow, IncidentInvestigationWorkflow
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class Scenario:
     input_model: type[BaseModel]
     result_model: type[BaseModel]
     max_input_bytes: int
+    wrap: Callable[[dict[str, Any]], dict[str, Any]] = lambda payload: payload
+    """Turns the user's input file into the workflow's input."""
+    title_field: str = "title"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -49,6 +54,15 @@ SCENARIOS: dict[str, Scenario] = {
         ContractReviewInput,
         ContractReviewResult,
         MAX_INPUT_BYTES,
+    ),
+    "incident": Scenario(
+        "IncidentInvestigation",
+        IncidentInvestigationWorkflow.run,
+        IncidentPage,
+        IncidentResult,
+        MAX_PAGE_BYTES,
+        wrap=lambda page: {"page": page, "carry": None},
+        title_field="alert",
     ),
 }
 
@@ -75,10 +89,10 @@ async def start(
     spec.input_model.model_validate(payload)
     return await client.start_workflow(
         spec.workflow,
-        payload,
+        spec.wrap(payload),
         id=workflow_id or f"{scenario}-{uuid.uuid4().hex[:12]}",
         task_queue=task_queue or settings.task_queue,
-        static_summary=f"{scenario}: {payload.get('title') or payload.get('contract_id', '')}",
+        static_summary=f"{scenario}: {payload.get(spec.title_field, '')}"[:200],
     )
 
 

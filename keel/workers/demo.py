@@ -14,6 +14,7 @@ import logging
 import shlex
 import time
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
@@ -45,6 +46,12 @@ REVIEWER_SCRIPT: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
         "Approved with conditions.",
         {"conditions": ["cap customer liability at 12 months of fees", "drop exclusivity"]},
     ),
+    "approve-rollback": (
+        "oncall.lead",
+        "approve",
+        "Latency spike starts two minutes after the deploy; roll back.",
+        None,
+    ),
     "risk-classification": (
         "legal.sam",
         "approve",
@@ -55,7 +62,8 @@ REVIEWER_SCRIPT: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
 
 
 def demo_faults(tag: str) -> list[OfflineFault]:
-    """Faults that show the recovery paths: a rate limit and a malformed answer."""
+    """Faults that show the recovery paths: a rate limit, a malformed answer, and an invalid
+    plan (rejected, fed back, re-planned)."""
     return [
         OfflineFault(
             kind="rate_limit",
@@ -64,6 +72,9 @@ def demo_faults(tag: str) -> list[OfflineFault]:
             retry_after_seconds=1,
         ),
         OfflineFault(kind="malformed_json", workflow_id_prefix=f"demo-{tag}-contract-medium"),
+        OfflineFault(
+            kind="plan_unknown_tool", workflow_id_prefix=f"demo-{tag}-incident", rounds=[1]
+        ),
     ]
 
 
@@ -88,28 +99,43 @@ async def run_demo(settings: KeelSettings) -> int:
         print(f"Model: {settings.resolved_model}\n")
         results = []
         async with running_worker(client, settings, task_queue=DEMO_QUEUE, provider=provider):
-            for risk in ("low", "medium", "high"):
-                results.append(await _review(client, settings, tag, risk))
+            for run in DEMO_RUNS:
+                results.append(await _run(client, settings, tag, run))
     print("Summary")
-    for risk, result in zip(("low", "medium", "high"), results, strict=True):
-        print(f"  {risk:<7} {result.contract_id}: {result.outcome} by {result.decided_by}")
+    for run, result in zip(DEMO_RUNS, results, strict=True):
+        print(f"  {run.label:<22} {result.outcome:<12} {_who(result)}")
     print(f"\nBrowse them: `keel dev`, then {settings.ui_url}")
     return 0
 
 
-async def _review(
-    client: Client, settings: KeelSettings, tag: str, risk: str
-) -> ContractReviewResult:
-    payload = load_sample(f"contract-{risk}-risk")
-    workflow_id = f"demo-{tag}-contract-{risk}"
-    print(f"=== Contract review: {risk} risk ({payload['title']}, {payload['vendor']})")
-    handle: WorkflowHandle[Any, ContractReviewResult] = await commands.start(
-        client,
-        settings,
-        "contract-review",
-        payload,
-        workflow_id=workflow_id,
-        task_queue=DEMO_QUEUE,
+@dataclass(frozen=True)
+class DemoRun:
+    label: str
+    scenario: str
+    sample: str
+    slug: str
+
+
+DEMO_RUNS = (
+    DemoRun("contract, low risk", "contract-review", "contract-low-risk", "contract-low"),
+    DemoRun("contract, medium risk", "contract-review", "contract-medium-risk", "contract-medium"),
+    DemoRun("contract, high risk", "contract-review", "contract-high-risk", "contract-high"),
+    DemoRun("incident, latency page", "incident", "incident-page", "incident"),
+)
+
+
+def _who(result: Any) -> str:
+    if isinstance(result, ContractReviewResult):
+        return f"{result.contract_id}, by {result.decided_by}"
+    return f"{result.incident_id}, {result.rounds} rounds, tasks {', '.join(result.tasks_run)}"
+
+
+async def _run(client: Client, settings: KeelSettings, tag: str, run: DemoRun) -> Any:
+    payload = load_sample(run.sample)
+    workflow_id = f"demo-{tag}-{run.slug}"
+    print(f"=== {run.label}: {payload.get('title') or payload.get('summary')}")
+    handle: WorkflowHandle[Any, Any] = await commands.start(
+        client, settings, run.scenario, payload, workflow_id=workflow_id, task_queue=DEMO_QUEUE
     )
     result_task = asyncio.create_task(handle.result())
     decided: set[str] = set()
@@ -120,8 +146,9 @@ async def _review(
                 decided.add(gate.gate)
         await asyncio.wait([result_task], timeout=0.2)
     result = result_task.result()
-    print(f"--- outcome: {result.outcome} by {result.decided_by} ({result.reason})")
-    print(ledger_text(result.ledger))
+    reason = getattr(result, "reason", None) or getattr(result, "summary", "")
+    print(f"--- outcome: {result.outcome}, {_who(result)} ({reason})")
+    print(ledger_text(result.ledger, genesis=getattr(result, "ledger_genesis", None)))
     print(
         f"--- UI: {ui_link(settings.ui_url, client.namespace, workflow_id, handle.result_run_id)}\n"
     )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from keel.contracts.gates import GateView
-from keel.contracts.ledger import LedgerEvent, verify_chain
+from keel.contracts.ledger import GENESIS_HASH, LedgerEvent, verify_chain
 
 _Formatter = Callable[[Any], str]
 
@@ -52,21 +52,53 @@ _FORMATS: dict[str, _Formatter] = {
         f"{e.gate} after {e.waited_seconds / 3600:.1f} h -> {e.default_decision}"
     ),
     "Routed": lambda e: f"{e.rule} read {e.inputs} -> {e.route}",
-    "WorkflowCompleted": lambda e: f"{e.outcome} ({_fields(e.summary, 'decided_by', 'reason')})",
+    "PlanProposed": lambda e: (
+        f"round {e.round} by {e.planner} ({e.source}): "
+        + (", ".join(_task_text(t) for t in e.tasks) or "no tasks")
+        + ("; done" if e.done else "")
+    ),
+    "PlanRejected": lambda e: f"round {e.round} #{e.rejection}: {'; '.join(e.reasons)}",
+    "PlanMaterialized": lambda e: (
+        f"round {e.round}: " + " then ".join("+".join(level) for level in e.levels)
+    ),
+    "TaskCompleted": lambda e: (
+        f"r{e.round}/{e.ref} {e.tool}"
+        + (f" effect {e.effect['provider_id']}" if e.effect else "")
+        + (" (replayed)" if e.effect and e.effect.get("replayed") else "")
+    ),
+    "TaskFailed": lambda e: f"r{e.round}/{e.ref} {e.tool}: {e.error}",
+    "TaskSkipped": lambda e: f"r{e.round}/{e.ref}: {e.reason}",
+    "Compensated": lambda e: (
+        f"r{e.round}/{e.ref} undone by {e.tool}" + ("" if e.ok else f" FAILED: {e.error}")
+    ),
+    "LedgerContinued": lambda e: f"run {e.run} continues run {e.previous_run_id}",
+    "ContinuedAsNew": lambda e: f"after {e.rounds_done} rounds: {e.reason}",
+    "WorkflowCompleted": lambda e: (
+        f"{e.outcome} ({_fields(e.summary, 'decided_by', 'reason', 'rounds', 'summary')})"
+    ),
 }
+
+
+def _task_text(task: dict[str, Any]) -> str:
+    after = f" after {'+'.join(task['depends_on'])}" if task.get("depends_on") else ""
+    gate = " [gated]" if task.get("gate") else ""
+    undo = f" [undo: {task['compensation']}]" if task.get("compensation") else ""
+    return f"{task['ref']}={task['tool']}{after}{gate}{undo}"
 
 
 def _fields(values: dict[str, Any], *names: str) -> str:
     return ", ".join(f"{n}={values[n]}" for n in names if n in values)
 
 
-def ledger_text(events: list[LedgerEvent]) -> str:
-    """One line per event, then the chain verification."""
+def ledger_text(events: list[LedgerEvent], *, genesis: str | None = None) -> str:
+    """One line per event, then the chain verification (from ``genesis`` when the events
+    are one run of a workflow that continued as new)."""
     lines = []
     for event in events:
         detail = _FORMATS.get(event.type, lambda e: "")(event)
         lines.append(f"#{event.seq:<3} {event.at:%Y-%m-%d %H:%M:%S}  {event.type:<17} {detail}")
-    report = verify_chain(events)
+    first_seq = events[0].seq if events and genesis else 1
+    report = verify_chain(events, genesis=genesis or GENESIS_HASH, first_seq=first_seq)
     if report.ok:
         lines.append(f"hash chain verified: {report.events} events, head {report.head_hash[:16]}")
     else:

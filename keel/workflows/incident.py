@@ -75,7 +75,8 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
                     undone = await self.executor.compensate(run.failure or "a task failed")
                     return self._finish(page, "compensated", run.failure or "", round_no, undone)
             if plan.done:
-                outcome: Outcome = "mitigated" if source == "agent" else "handed-over"
+                mitigated = source == "agent" and plan.conclusion == "mitigated"
+                outcome: Outcome = "mitigated" if mitigated else "handed-over"
                 return self._finish(page, outcome, plan.summary, round_no)
         return self._finish(
             page,

@@ -1,8 +1,8 @@
 """The offline model: rule-based, deterministic, honest about not being an LLM.
 
 It answers from ``keel.activities.offline_rules`` and can inject faults (malformed JSON,
-low confidence, timeouts, rate limits, server errors) chosen by ``KEEL_OFFLINE_FAULTS``,
-so demos and tests exercise every recovery path without a real model.
+low confidence, timeouts, rate limits, server errors, invalid plans) chosen by
+``KEEL_OFFLINE_FAULTS``, so demos and tests exercise every recovery path without a real model.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from keel.activities.offline_plan_faults import PLAN_FAULT_KINDS, corrupt_plan
 from keel.activities.offline_rules import RULES
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.errors import ProviderPermanentError, ProviderRetryableError
@@ -57,6 +58,8 @@ class OfflineProvider:
                 )
             if fault.kind == "low_confidence":
                 output = {**output, "confidence": 0.35}
+            if fault.kind in PLAN_FAULT_KINDS:
+                output = corrupt_plan(fault.kind, output, request.input)
         text = json.dumps(output, sort_keys=True)
         if fault is not None and fault.kind == "malformed_json":
             # What a truncated or chatty model answer looks like.
@@ -80,6 +83,10 @@ class OfflineProvider:
                 continue
             if request.agent_attempt not in fault.agent_attempts:
                 continue
+            if fault.rounds is not None and request.input.get("round") not in fault.rounds:
+                continue
+            if fault.kind in PLAN_FAULT_KINDS and request.feedback:
+                continue  # a re-plan with the rejection reasons answers a valid plan
             if (
                 fault.activity_attempts is not None
                 and request.activity_attempt not in fault.activity_attempts
