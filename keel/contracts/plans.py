@@ -95,14 +95,12 @@ def validate_plan(plan: PlannerOutput, catalog: ToolCatalog, policy: PlanPolicy)
     if len(known) < len(refs):
         return reasons  # levels need unique refs
     # Self-dependencies are reported above; do not report them again as cycles.
-    levels = execution_levels(
-        [
-            t.model_copy(update={"depends_on": [d for d in t.depends_on if d != t.ref]})
-            for t in tasks
-        ]
-    )
+    graph = [
+        t.model_copy(update={"depends_on": [d for d in t.depends_on if d != t.ref]}) for t in tasks
+    ]
+    levels = execution_levels(graph)
     if levels is None:
-        return [*reasons, f"the dependencies form a cycle: {' -> '.join(_find_cycle(tasks))}"]
+        return [*reasons, f"the dependencies form a cycle: {' -> '.join(_find_cycle(graph))}"]
     widest = max((len(level) for level in levels), default=0)
     if widest > policy.max_fanout_width:
         reasons.append(
