@@ -24,8 +24,10 @@ import asyncio
 import datetime as dt
 import gc
 import inspect
+import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -86,6 +88,10 @@ class Variant:
     """Wall time / N (ms) of each concurrent block."""
     conc_p50: list[float] = field(default_factory=list)
     conc_p99: list[float] = field(default_factory=list)
+    conc_cpu: list[float] = field(default_factory=list)
+    """CPU time (ms) of this process (worker + client) per workflow, each concurrent block."""
+    conc_server_cpu: list[float] = field(default_factory=list)
+    """CPU time (ms) of the dev server per workflow, each concurrent block (Linux only)."""
 
 
 def node_input() -> RiskClassifierInput:
@@ -98,6 +104,35 @@ def node_input() -> RiskClassifierInput:
         jurisdiction=contract.jurisdiction,
         clauses=contract.clauses,
     )
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process, all threads (the worker and the client)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_pid() -> int | None:
+    """The dev server: the child process of this one, found through /proc (Linux)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid():
+            return int(stat.parent.name)
+    return None
+
+
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds of process ``pid`` (NaN when unknown)."""
+    if pid is None:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -162,9 +197,13 @@ async def measure(client: Client, queue: str, args: argparse.Namespace) -> tuple
         variant.seq_blocks.append(statistics.fmean(latencies))
         variant.seq_latencies += latencies
 
+    server = server_pid()
     for variant in abba(variants, args.blocks):
         gc.collect()
+        cpu, srv = process_cpu(), server_cpu(server)
         wall, latencies = await concurrent(client, queue, variant, payload, args.concurrent)
+        variant.conc_cpu.append((process_cpu() - cpu) * 1000 / args.concurrent)
+        variant.conc_server_cpu.append((server_cpu(server) - srv) * 1000 / args.concurrent)
         variant.conc_blocks.append(wall / args.concurrent)
         variant.conc_p50.append(percentile(latencies, 50))
         variant.conc_p99.append(percentile(latencies, 99))
@@ -205,7 +244,20 @@ def table(bare: Variant, keel: Variant, args: argparse.Namespace) -> str:
             med(bare.conc_p99),
             med(keel.conc_p99),
         ),
+        (
+            f"{args.concurrent} concurrent, CPU of worker + client process (median of blocks)",
+            med(bare.conc_cpu),
+            med(keel.conc_cpu),
+        ),
     ]
+    if not math.isnan(med(bare.conc_server_cpu)):
+        rows.append(
+            (
+                f"{args.concurrent} concurrent, CPU of dev server (median of blocks)",
+                med(bare.conc_server_cpu),
+                med(keel.conc_server_cpu),
+            )
+        )
     lines = [
         "| scenario | bare Temporal (ms/wf) | Keel agent node (ms/wf) | ratio |",
         "|---|---:|---:|---:|",

@@ -71,15 +71,21 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
     assert "starting the embedded dev server" in out
     assert "$ keel approve demo-" in out and "standard-review --reviewer legal.priya" in out
     assert "$ keel reject demo-" in out and "general-counsel --reviewer gc.morgan" in out
-    assert out.count("hash chain verified") == 3
+    assert out.count("hash chain verified") == 4
     assert "ValidationFailed" in out and "(provider call 2)" in out  # recovery paths shown
-    assert (
-        len(re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)) == 3
-    )
+    assert "PlanRejected" in out and "unknown tool 'kubectl_exec'" in out
+    assert "$ keel approve demo-" in out and "approve-rollback --reviewer oncall.lead" in out
+    links = re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)
+    assert len(links) == 4
     summary = out.split("Summary", 1)[1]
-    assert "low     C-2026-0101: approved by rule:contract-risk-routing@1" in summary
-    assert "medium  C-2026-0102: approved by legal.priya" in summary
-    assert "high    C-2026-0103: approved by gc.morgan" in summary
+    assert re.search(r"low risk +approved +C-2026-0101, by rule:contract-risk-routing@1", summary)
+    assert re.search(r"medium risk +approved +C-2026-0102, by legal.priya", summary)
+    assert re.search(r"high risk +approved +C-2026-0103, by gc.morgan", summary)
+    assert re.search(
+        r"latency page +mitigated +INC-2026-1121, 3 rounds, tasks r1/metrics, r1/deploys, "
+        r"r1/alerts, r2/rollback, r3/update-incident",
+        summary,
+    )
     high_id = re.search(r"(demo-\S+-contract-high)", out)
     assert high_id is not None
 
@@ -115,4 +121,4 @@ async def test_demo_uses_a_running_server(dev_env: WorkflowEnvironment, tmp_path
     code, out = await keel(env, "demo")
     assert code == 0, out
     assert "Using the Temporal server at" in out and "embedded" not in out
-    assert out.count("hash chain verified") == 3
+    assert out.count("hash chain verified") == 4

@@ -98,7 +98,15 @@ async def run_demo(settings: KeelSettings) -> int:
         )
         print(f"Model: {settings.resolved_model}\n")
         results = []
-        async with running_worker(client, settings, task_queue=DEMO_QUEUE, provider=provider):
+        # The fake deploy and incident systems get a namespace per demo run, so each run
+        # starts from the scenario's initial state.
+        async with running_worker(
+            client,
+            settings,
+            task_queue=DEMO_QUEUE,
+            provider=provider,
+            world_namespace=f"demo-{tag}",
+        ):
             for run in DEMO_RUNS:
                 results.append(await _run(client, settings, tag, run))
     print("Summary")

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from keel import SEARCH_ATTRIBUTES
 from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, build_provider, close_provider
+from keel.activities.tools.incident import IncidentTools
 from keel.settings import KeelSettings
 from keel.workers.telemetry import tracing_interceptors
 from keel.workflows import WORKFLOWS
@@ -50,10 +51,15 @@ def build_worker(
     *,
     task_queue: str | None = None,
     provider: ModelProvider | None = None,
+    tools: IncidentTools | None = None,
     max_concurrent_activities: int = 100,
     max_concurrent_workflow_tasks: int = 100,
 ) -> Worker:
-    """A worker running every Keel workflow and activity on ``task_queue``."""
+    """A worker running every Keel workflow and activity on ``task_queue``.
+
+    Without ``tools`` the worker runs no tool activities (planned tasks then wait for a
+    worker that does).
+    """
     nodes = AgentNodeActivities(
         provider or build_provider(settings), record_prompts=settings.record_prompts
     )
@@ -61,7 +67,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[nodes.run_agent_node],
+        activities=[nodes.run_agent_node, *(tools.activities() if tools else [])],
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
     )
@@ -74,14 +80,20 @@ async def running_worker(
     *,
     task_queue: str | None = None,
     provider: ModelProvider | None = None,
+    world_namespace: str = "default",
 ) -> AsyncIterator[Worker]:
-    """Run a worker for the duration of the block; a provider built here is closed after."""
+    """Run a full worker (agent nodes and tools) for the duration of the block; the tools'
+    database and a provider built here are closed after."""
     owned = provider is None
     active = provider or build_provider(settings)
+    tools = IncidentTools.open(settings, namespace=world_namespace)
     try:
-        async with build_worker(client, settings, task_queue=task_queue, provider=active) as worker:
+        async with build_worker(
+            client, settings, task_queue=task_queue, provider=active, tools=tools
+        ) as worker:
             yield worker
     finally:
+        await tools.aclose()
         if owned:
             await close_provider(active)
 

@@ -69,8 +69,9 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
                 )
             if plan.tasks:
                 run = await self.executor.run_plan(round_no, plan)
-                for ref, result in run.results.items():
-                    self._learn(round_no, ref, result)
+                for task in plan.tasks:  # plan order, not completion order
+                    if task.ref in run.results:
+                        self._learn(round_no, task.ref, run.results[task.ref])
                 if run.outcome == "failed":
                     undone = await self.executor.compensate(run.failure or "a task failed")
                     return self._finish(page, "compensated", run.failure or "", round_no, undone)

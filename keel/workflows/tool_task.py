@@ -18,7 +18,14 @@ with workflow.unsafe.imports_passed_through():
         tool_activity_name,
     )
 
-PERMANENT_TOOL_ERRORS = ["InvalidToolInput", "UnknownService", "DeployConflict", "UnknownTool"]
+PERMANENT_TOOL_ERRORS = [
+    "InvalidToolInput",
+    "UnknownService",
+    "UnknownDeploy",
+    "DeployConflict",
+    "IdempotencyKeyConflict",
+    "UnknownTool",
+]
 
 
 @workflow.defn(name=TOOL_TASK_WORKFLOW)

@@ -1,0 +1,279 @@
+"""A small async SQL store over SQLite or PostgreSQL.
+
+The side-effect record and the fake provider systems of the sample worlds keep their state
+in it, so every worker pointed at the same database shares that state. SQL is written once
+with ``?`` placeholders and portable types (TEXT, INTEGER, ``ON CONFLICT ... DO UPDATE``).
+
+Two kinds of serialization:
+
+* ``Session.transaction(fn, lock=name)`` runs ``fn`` in a short write transaction that is
+  serialized against every other transaction taking the same lock (PostgreSQL: a
+  transaction-scoped advisory lock; SQLite: ``BEGIN IMMEDIATE``, which serializes all writers).
+* ``store.session(hold=name)`` holds a named lock for the whole session, across awaits and
+  processes, and the operating system releases it if the process dies (PostgreSQL: a
+  session-level advisory lock on the session's connection; SQLite: ``flock`` on one of 256
+  lock files next to the database). The side-effect record holds one while a provider acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import psycopg
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+class Tx(ABC):
+    """Statements inside one transaction; placeholders are ``?``."""
+
+    @abstractmethod
+    async def fetchall(self, sql: str, *params: Any) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, *params: Any) -> Row | None:
+        rows = await self.fetchall(sql, *params)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        await self.fetchall(sql, *params)
+
+
+class Session(ABC):
+    """One connection; see ``SqlStore.session``."""
+
+    @abstractmethod
+    async def transaction(self, fn: Callable[[Tx], Awaitable[T]], *, lock: str | None = None) -> T:
+        """Run ``fn`` in a write transaction serialized with others taking ``lock``."""
+
+
+def lock_id(name: str) -> int:
+    """A signed 64-bit advisory lock id for ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class _KeyedLocks:
+    """In-process asyncio locks by name, dropped when nobody holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(name, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[name]
+            if users == 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
+
+class SqlStore(ABC):
+    """A database shared by workers."""
+
+    def __init__(self) -> None:
+        self._schemas: set[str] = set()
+        self._held = _KeyedLocks()
+
+    @abstractmethod
+    def _open(self, hold: str | None) -> AbstractAsyncContextManager[Session]: ...
+
+    @asynccontextmanager
+    async def session(self, hold: str | None = None) -> AsyncIterator[Session]:
+        """A connection, holding the named lock ``hold`` (if given) until the session ends."""
+        if hold is None:
+            async with self._open(None) as session:
+                yield session
+            return
+        async with self._held.hold(hold), self._open(hold) as session:
+            yield session
+
+    async def transaction(self, fn: Callable[[Tx], Awaitable[T]], *, lock: str | None = None) -> T:
+        """``fn`` in a write transaction on a fresh session."""
+        async with self.session() as session:
+            return await session.transaction(fn, lock=lock)
+
+    async def ensure_schema(self, name: str, ddl: Sequence[str]) -> None:
+        """Run the ``CREATE ... IF NOT EXISTS`` statements of ``name`` once per store."""
+        if name in self._schemas:
+            return
+
+        async def create(tx: Tx) -> None:
+            for statement in ddl:
+                await tx.execute(statement)
+
+        await self.transaction(create, lock="keel-schema")
+        self._schemas.add(name)
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook)
+        """Release resources (connections are per session, so there is nothing pooled)."""
+
+
+# --- SQLite ----------------------------------------------------------------------------------
+
+
+class _SqliteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def fetchall(self, sql: str, *params: Any) -> list[Row]:
+        return await asyncio.to_thread(lambda: self.conn.execute(sql, params).fetchall())
+
+
+class _SqliteSession(Session):
+    def __init__(self, conn: sqlite3.Connection, writer: asyncio.Lock) -> None:
+        self.conn = conn
+        self.writer = writer
+
+    async def transaction(self, fn: Callable[[Tx], Awaitable[T]], *, lock: str | None = None) -> T:
+        # One writer per process at a time (SQLite has one writer anyway), so at most one
+        # thread waits in BEGIN IMMEDIATE and the thread pool cannot fill with waiters.
+        async with self.writer:
+            try:
+                await asyncio.to_thread(self.conn.execute, "BEGIN IMMEDIATE")
+                result = await fn(_SqliteTx(self.conn))
+            except BaseException:
+                self.conn.rollback()
+                raise
+            await asyncio.to_thread(self.conn.commit)
+            return result
+
+
+class SqliteStore(SqlStore):
+    """A SQLite file in WAL mode (the directory is created)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_seconds: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.busy_timeout_seconds = busy_timeout_seconds
+        self._writer = asyncio.Lock()
+        self._wal = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_seconds,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_seconds * 1000)}")
+            if not self._wal:
+                self._enable_wal(conn)
+                self._wal = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (persistent); SQLite does not wait on a busy switch, we do."""
+        deadline = time.monotonic() + self.busy_timeout_seconds
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    @asynccontextmanager
+    async def _open(self, hold: str | None) -> AsyncIterator[Session]:
+        lock_file = await self._flock(hold) if hold is not None else None
+        try:
+            conn = await asyncio.to_thread(self._connect)
+            try:
+                yield _SqliteSession(conn, self._writer)
+            finally:
+                conn.close()
+        finally:
+            if lock_file is not None:
+                lock_file.close()  # releases the flock
+
+    async def _flock(self, name: str) -> IO[bytes]:
+        """Exclusive ``flock`` on the lock file of ``name``'s stripe, polled without a thread."""
+        directory = self.path.with_name(self.path.name + ".locks")
+        directory.mkdir(parents=True, exist_ok=True)
+        stripe = hashlib.sha256(name.encode()).hexdigest()[:2]
+        lock_file = open(directory / f"{stripe}.lock", "ab")  # noqa: SIM115 (returned open)
+        delay = 0.002
+        try:
+            while True:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return lock_file
+                except BlockingIOError:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+        except BaseException:
+            lock_file.close()
+            raise
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+class _PgTx(Tx):
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def fetchall(self, sql: str, *params: Any) -> list[Row]:
+        cursor = await self.conn.execute(sql.replace("?", "%s"), params)
+        return await cursor.fetchall() if cursor.description else []
+
+
+class _PgSession(Session):
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def transaction(self, fn: Callable[[Tx], Awaitable[T]], *, lock: str | None = None) -> T:
+        async with self.conn.transaction():
+            if lock is not None:
+                await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(lock),))
+            return await fn(_PgTx(self.conn))
+
+
+class PostgresStore(SqlStore):
+    """A PostgreSQL database; one connection per session (no pool to tune or leak)."""
+
+    def __init__(self, url: str, *, connect_timeout_seconds: int = 10) -> None:
+        super().__init__()
+        self.url = url
+        self.connect_timeout_seconds = connect_timeout_seconds
+
+    def __repr__(self) -> str:
+        return "PostgresStore(<url>)"  # the URL may hold a password
+
+    @asynccontextmanager
+    async def _open(self, hold: str | None) -> AsyncIterator[Session]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=self.connect_timeout_seconds
+        )
+        try:
+            if hold is not None:
+                # Session-level: held across transactions, released when the connection ends.
+                await conn.execute("SELECT pg_advisory_lock(%s)", (lock_id(hold),))
+            yield _PgSession(conn)
+        finally:
+            await conn.close()

@@ -1,0 +1,201 @@
+"""The incident tools as Temporal activities (``keel.tool.<name>``), over the sample world.
+
+Each activity takes a ``ToolCall``, validates its input into the tool's input model and
+returns a ``ToolResult`` whose ``output`` is the tool's output model dumped as JSON.
+Side-effecting tools run through the side-effect record with the call's idempotency key,
+which is also passed to the fake provider, and return the ``EffectReceipt``.
+
+Non-retryable ``ApplicationError`` types: ``InvalidToolInput``, ``UnknownService``,
+``UnknownDeploy``, ``DeployConflict``, ``IdempotencyKeyConflict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from keel.activities.effects import EffectConflictError, EffectRecord, open_effect_record
+from keel.activities.tools.fake_systems import IncidentWorld, WorldError
+from keel.contracts.incident import (
+    ALERT_CORRELATION,
+    DEPLOY_HISTORY,
+    METRICS_LOOKUP,
+    ROLL_FORWARD,
+    ROLLBACK_DEPLOY,
+    UPDATE_INCIDENT,
+    AlertCorrelationInput,
+    DeployHistoryInput,
+    MetricsLookupInput,
+    RollbackDeployInput,
+    RollForwardInput,
+    UpdateIncidentInput,
+)
+from keel.contracts.tools import ToolCall, ToolResult, ToolSpec, tool_activity_name
+from keel.settings import KeelSettings
+
+M = TypeVar("M", bound=BaseModel)
+INCIDENT_TOOLS = (
+    METRICS_LOOKUP,
+    DEPLOY_HISTORY,
+    ALERT_CORRELATION,
+    ROLLBACK_DEPLOY,
+    ROLL_FORWARD,
+    UPDATE_INCIDENT,
+)
+
+
+def _input(spec: ToolSpec, model: type[M], call: ToolCall) -> M:
+    """The call's input as ``model``, or a non-retryable ``InvalidToolInput``."""
+    if call.tool != spec.name:
+        raise ApplicationError(
+            f"activity {tool_activity_name(spec.name)} was called for tool {call.tool!r}",
+            type="InvalidToolInput",
+            non_retryable=True,
+        )
+    if spec.side_effects and not call.idempotency_key:
+        raise ApplicationError(
+            f"{spec.name} has side effects and needs an idempotency key",
+            type="InvalidToolInput",
+            non_retryable=True,
+        )
+    try:
+        return model.model_validate(call.input)
+    except ValidationError as err:
+        reasons = [
+            {"loc": ".".join(str(p) for p in e["loc"]) or "(input)", "msg": e["msg"]}
+            for e in err.errors(include_url=False)
+        ]
+        summary = "; ".join(f"{r['loc']}: {r['msg']}" for r in reasons)
+        raise ApplicationError(
+            f"invalid input for {spec.name}: {summary}",
+            reasons,
+            type="InvalidToolInput",
+            non_retryable=True,
+        ) from err
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The world's refusals and key misuse as non-retryable errors; anything else retries."""
+    try:
+        yield
+    except WorldError as err:
+        raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from err
+    except EffectConflictError as err:
+        raise ApplicationError(str(err), type="IdempotencyKeyConflict", non_retryable=True) from err
+
+
+class IncidentTools:
+    """The six incident tools; register ``activities()`` on a worker, ``aclose()`` at the end."""
+
+    def __init__(self, world: IncidentWorld, effects: EffectRecord) -> None:
+        self.world = world
+        self.effects = effects
+
+    @classmethod
+    def open(cls, settings: KeelSettings, *, namespace: str = "default") -> IncidentTools:
+        """The tools over the side-effect record of ``settings``, the fakes in the same database."""
+        effects = open_effect_record(settings)
+        return cls(IncidentWorld(effects.store, namespace=namespace), effects)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.metrics_lookup,
+            self.deploy_history,
+            self.alert_correlation,
+            self.rollback_deploy,
+            self.roll_forward_deploy,
+            self.update_incident,
+        ]
+
+    async def aclose(self) -> None:
+        await self.effects.aclose()
+
+    async def _effect(
+        self,
+        spec: ToolSpec,
+        call: ToolCall,
+        args: BaseModel,
+        act: Callable[[str], Awaitable[BaseModel]],
+        provider_id_field: str,
+    ) -> ToolResult:
+        async def perform(key: str) -> tuple[str, dict[str, Any]]:
+            result = (await act(key)).model_dump(mode="json")
+            return str(result[provider_id_field]), result
+
+        with _refusals():
+            receipt, output = await self.effects.perform_once(
+                call.idempotency_key, spec.name, args.model_dump(mode="json"), perform
+            )
+        return ToolResult(tool=spec.name, output=output, effect=receipt)
+
+    # --- read-only ---------------------------------------------------------------------------
+
+    @activity.defn(name=tool_activity_name(METRICS_LOOKUP.name))
+    async def metrics_lookup(self, call: ToolCall) -> ToolResult:
+        args = _input(METRICS_LOOKUP, MetricsLookupInput, call)
+        with _refusals():
+            output = self.world.metrics(args.service, args.metric, args.window_minutes)
+        return ToolResult(tool=METRICS_LOOKUP.name, output=output.model_dump(mode="json"))
+
+    @activity.defn(name=tool_activity_name(DEPLOY_HISTORY.name))
+    async def deploy_history(self, call: ToolCall) -> ToolResult:
+        args = _input(DEPLOY_HISTORY, DeployHistoryInput, call)
+        with _refusals():
+            output = await self.world.history(args.service, args.since_hours)
+        return ToolResult(tool=DEPLOY_HISTORY.name, output=output.model_dump(mode="json"))
+
+    @activity.defn(name=tool_activity_name(ALERT_CORRELATION.name))
+    async def alert_correlation(self, call: ToolCall) -> ToolResult:
+        args = _input(ALERT_CORRELATION, AlertCorrelationInput, call)
+        with _refusals():
+            output = self.world.correlate(args.service, args.window_minutes)
+        return ToolResult(tool=ALERT_CORRELATION.name, output=output.model_dump(mode="json"))
+
+    # --- side-effecting ----------------------------------------------------------------------
+
+    @activity.defn(name=tool_activity_name(ROLLBACK_DEPLOY.name))
+    async def rollback_deploy(self, call: ToolCall) -> ToolResult:
+        args = _input(ROLLBACK_DEPLOY, RollbackDeployInput, call)
+        return await self._effect(
+            ROLLBACK_DEPLOY,
+            call,
+            args,
+            lambda key: self.world.rollback(key, args.service, args.deploy_id, args.to_version),
+            "action_id",
+        )
+
+    @activity.defn(name=tool_activity_name(ROLL_FORWARD.name))
+    async def roll_forward_deploy(self, call: ToolCall) -> ToolResult:
+        args = _input(ROLL_FORWARD, RollForwardInput, call)
+        return await self._effect(
+            ROLL_FORWARD,
+            call,
+            args,
+            lambda key: self.world.roll_forward(key, args.service, args.to_version),
+            "action_id",
+        )
+
+    @activity.defn(name=tool_activity_name(UPDATE_INCIDENT.name))
+    async def update_incident(self, call: ToolCall) -> ToolResult:
+        args = _input(UPDATE_INCIDENT, UpdateIncidentInput, call)
+        return await self._effect(
+            UPDATE_INCIDENT,
+            call,
+            args,
+            lambda key: self.world.add_note(key, args.incident_id, args.status, args.note),
+            "note_id",
+        )
+
+
+def incident_tool_activities(
+    settings: KeelSettings, *, namespace: str = "default"
+) -> tuple[list[Callable[..., Any]], Callable[[], Awaitable[None]]]:
+    """The incident activities for a worker, and the coroutine function that closes them."""
+    tools = IncidentTools.open(settings, namespace=namespace)
+    return tools.activities(), tools.aclose
