@@ -12,8 +12,9 @@ converter, one task queue), it runs two workflows that both take the low-risk sa
 
 It measures end-to-end latency per workflow (start to result) sequentially and with N
 workflows in flight at once, in blocks that alternate the variants (ABBA order, so slow
-drift of a noisy machine does not favour either), and reports the median of the blocks.
-The table goes to stdout and to ``benchmarks/results/agent_node_overhead.md``.
+drift of a noisy machine does not favour either), and reports the median of the blocks,
+plus the CPU each variant costs the worker process and the dev server. The table goes to
+stdout and to ``benchmarks/results/agent_node_overhead.md``; see ``benchmarks/README.md``.
 """
 
 # ruff: noqa: E402  (imports follow the sys.path set-up below)
@@ -116,10 +117,10 @@ def server_pid() -> int | None:
     """The dev server: the child process of this one, found through /proc (Linux)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            name, rest = stat.read_text().rsplit(")", 1)
+        except (OSError, ValueError):
             continue
-        if int(fields[1]) == os.getpid():
+        if "temporal" in name and int(rest.split()[1]) == os.getpid():
             return int(stat.parent.name)
     return None
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
+from typing import Any
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from keel.samples import load_sample
 from keel.settings import OfflineFault
 from keel.workflows import WORKFLOWS
 from tests.conftest import BIN, keel_worker
@@ -68,3 +71,42 @@ async def test_replay_detects_a_changed_workflow(dev_env: WorkflowEnvironment) -
         await handle.fetch_history(), raise_on_replay_failure=False
     )
     assert outcome.replay_failure is not None
+
+
+async def test_incident_histories_replay(dev_env: WorkflowEnvironment) -> None:
+    """Plans, fan-out, gates, compensation and continue-as-new all replay deterministically."""
+    from tests.standins import ScriptedPlanner, StandInTools, plan, rollback, task
+
+    client = dev_env.client
+    planner = ScriptedPlanner(
+        plan(task("metrics", "metrics_lookup"), task("deploys", "deploy_history")),
+        plan(rollback("undo-me"), task("notify", "update_incident", after=["undo-me"])),
+    )
+    tools = StandInTools(fail=["notify"])
+    async with keel_worker(client, provider=planner, tools=tools.activities()) as tq:
+        page = {**load_sample("incident-page"), "continue_after_rounds": 1}
+        handle = await client.start_workflow(
+            "IncidentInvestigation",
+            {"page": page, "carry": None},
+            id=f"replay-incident-{uuid.uuid4()}",
+            task_queue=tq,
+        )
+        await wait_for_gate(handle, "approve-undo-me")
+        await handle.execute_update("review", review("approve-undo-me", "approve", "oncall.lead"))
+        result = await handle.result()
+        assert result["outcome"] == "compensated"
+        histories = [
+            await client.get_workflow_handle(e.id, run_id=e.run_id).fetch_history()
+            async for e in client.list_workflows(f"WorkflowId STARTS_WITH '{handle.id}'")
+        ]
+    # Two runs of the parent, four task children and one compensation child.
+    assert len(histories) == 7
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    async with replayer.workflow_replay_iterator(_aiter(histories)) as results:
+        async for outcome in results:
+            assert outcome.replay_failure is None, outcome.replay_failure
+
+
+async def _aiter(items: list[Any]) -> Any:
+    for item in items:
+        yield item
