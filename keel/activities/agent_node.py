@@ -60,7 +60,7 @@ class AgentNodeActivities:
                 ModelRequest(
                     system=contract.system_prompt,
                     prompt=prompt,
-                    output_schema=contract.output_model.model_json_schema(),
+                    output_schema=contract.output_schema,
                     schema_name=contract.schema_name,
                     timeout_seconds=contract.time_budget.total_seconds() * 0.9,
                     contract=contract.key,

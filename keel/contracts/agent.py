@@ -8,6 +8,7 @@ import string
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -89,9 +90,14 @@ class AgentContract(BaseModel):
         """``name@version``: the registry key recorded with every decision."""
         return f"{self.name}@{self.version}"
 
-    @property
+    @cached_property
+    def output_schema(self) -> dict[str, Any]:
+        """JSON schema of the output model (computed once: contracts are immutable)."""
+        return self.output_model.model_json_schema()
+
+    @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the contract's content and schemas."""
+        """sha256 of the contract's content and schemas (computed once)."""
         content = {
             "name": self.name,
             "version": self.version,
@@ -105,7 +111,7 @@ class AgentContract(BaseModel):
             "provider_attempts": self.provider_attempts,
             "on_exhausted": self.on_exhausted.model_dump(mode="json"),
             "input_schema": self.input_model.model_json_schema(),
-            "output_schema": self.output_model.model_json_schema(),
+            "output_schema": self.output_schema,
         }
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
@@ -122,7 +128,7 @@ class AgentContract(BaseModel):
         if feedback:
             lines = "\n".join(f"- {item}" for item in feedback)
             text += f"\n\nYour previous answer was not accepted. Address this:\n{lines}"
-        schema = canonical_json(self.output_model.model_json_schema())
+        schema = canonical_json(self.output_schema)
         return f"{text}\n\nAnswer with one JSON object that follows this schema:\n{schema}"
 
 

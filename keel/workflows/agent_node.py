@@ -93,11 +93,10 @@ class AgentNodes:
             except ActivityError as err:
                 reasons = [self._record_call_failure(node, contract, attempt, err)]
                 break
-            problems = _problems(contract, decision, check)
-            if problems is None:
-                output = contract.output_model.model_validate(decision.output)
-                return AgentOutcome(output, "agent", attempt, checkpoint, "accepted")
-            kind, reasons = problems
+            verdict = _judge(contract, decision, check)
+            if isinstance(verdict, BaseModel):
+                return AgentOutcome(verdict, "agent", attempt, checkpoint, "accepted")
+            kind, reasons = verdict
             self._ledger.record(
                 ValidationFailed(
                     node=node, contract=contract.key, attempt=attempt, kind=kind, reasons=reasons
@@ -213,10 +212,13 @@ class AgentNodes:
         return AgentOutcome(None, "none", attempts, checkpoint, note)
 
 
-def _problems(
+Rejection = tuple[Literal["parse", "schema", "rule", "confidence"], list[str]]
+
+
+def _judge(
     contract: AgentContract, decision: AgentDecision, check: OutputCheck | None
-) -> tuple[Literal["parse", "schema", "rule", "confidence"], list[str]] | None:
-    """Why an answer is not accepted, or ``None`` when it is."""
+) -> BaseModel | Rejection:
+    """The validated output of an accepted answer, or why the answer is rejected."""
     if decision.output is None:
         return "parse", [decision.parse_error or "the answer could not be parsed"]
     try:
@@ -229,10 +231,10 @@ def _problems(
         rule_problems = check(output)
         if rule_problems:
             return "rule", rule_problems
-    confidence = float(output.model_dump()["confidence"])
+    confidence = float(decision.output["confidence"])
     if confidence < contract.confidence_threshold:
         return "confidence", [
             f"confidence {confidence:.2f} is below the contract's threshold "
             f"{contract.confidence_threshold:.2f}: recheck the evidence"
         ]
-    return None
+    return output
