@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, OfflineProvider
 from keel.settings import KeelSettings, OfflineFault
-from keel.workers.runtime import build_worker, ensure_search_attributes
+from keel.workers.runtime import build_worker, ensure_search_attributes, workflow_runner
 from keel.workflows import WORKFLOWS
 
 BIN = Path(sys.executable).parent
@@ -63,6 +63,7 @@ async def keel_worker(
             task_queue=task_queue,
             workflows=[*WORKFLOWS, *extra_workflows],
             activities=[AgentNodeActivities(model).run_agent_node, *(tools or [])],
+            workflow_runner=workflow_runner(),
         )
     else:
         worker = build_worker(client, offline_settings(), task_queue=task_queue, provider=model)
