@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.keel-installed
+# The browser tests (tests/test_ui_browser.py) drive Debian's chromium through playwright;
+# playwright's own browser download is not used (and cannot reach the internet here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test dev lint typecheck bench clean
+.PHONY: demo test browser dev lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +21,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/keel demo
 
-test: $(STAMP)
+browser:
+	@test -x $(CHROMIUM) || { \
+		command -v apt-get >/dev/null || { echo "install chromium at $(CHROMIUM)" >&2; exit 1; }; \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check keel tests benchmarks
 	$(BIN)/mypy keel
 	$(BIN)/python -m pytest

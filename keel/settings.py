@@ -23,6 +23,8 @@ FaultKind = Literal[
     "plan_missing_dependency",
     "plan_ungated_side_effect",
     "plan_missing_compensation",
+    # A drafted reply breaks the support policy (only without feedback: a repair fixes it).
+    "reply_policy_violation",
 ]
 
 
@@ -72,6 +74,10 @@ class KeelSettings(BaseSettings):
     database_url: str | None = None
     """Side-effect record: a PostgreSQL URL (``postgresql://...``); unset means the SQLite
     file ``$KEEL_DATA_DIR/effects.sqlite3``."""
+    smtp_host: str = "127.0.0.1"
+    """SMTP server the support scenario sends replies through."""
+    smtp_port: int = 2525
+    smtp_sender: str = "support@keel.example"
     record_prompts: bool = False
     """Put rendered prompt text in history (by default only its sha256 is recorded)."""
     offline_faults: list[OfflineFault] = Field(default_factory=list)

@@ -15,10 +15,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, OfflineProvider
 from keel.settings import KeelSettings, OfflineFault
-from keel.workers.runtime import build_worker, ensure_search_attributes, workflow_runner
+from keel.workers.runtime import (
+    agent_node_activities,
+    build_worker,
+    ensure_search_attributes,
+    workflow_runner,
+)
 from keel.workflows import WORKFLOWS
 
 BIN = Path(sys.executable).parent
@@ -62,7 +66,10 @@ async def keel_worker(
             client,
             task_queue=task_queue,
             workflows=[*WORKFLOWS, *extra_workflows],
-            activities=[AgentNodeActivities(model).run_agent_node, *(tools or [])],
+            activities=[
+                agent_node_activities(offline_settings(), model).run_agent_node,
+                *(tools or []),
+            ],
             workflow_runner=workflow_runner(),
         )
     else:

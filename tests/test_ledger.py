@@ -140,7 +140,8 @@ def test_every_event_round_trips_through_its_json_form(
         assert verify_chain(parsed).ok
         seen |= set(types_of(ledger))
     # DefaultApplied needs a UseDefault contract: tests/test_agent_node_default.py has it.
-    # DefaultApplied: tests/test_agent_node_default.py; plan events: the incident tests.
+    # DefaultApplied: tests/test_agent_node_default.py; plan events: the incident tests;
+    # ProviderFallback and PolicyApplied: tests/test_fallback_and_guardrails.py.
     plan_events = {
         "PlanProposed",
         "PlanRejected",
@@ -151,6 +152,8 @@ def test_every_event_round_trips_through_its_json_form(
         "Compensated",
         "LedgerContinued",
         "ContinuedAsNew",
+        "ProviderFallback",
+        "PolicyApplied",
     }
     assert ALL_TYPES - seen == {"DefaultApplied"} | plan_events
 

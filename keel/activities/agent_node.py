@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from keel.activities.providers import close_provider
 from keel.activities.providers.base import ModelProvider, ModelRequest
 from keel.contracts import REGISTRY, AgentDecision, AgentNodeRequest, ContractRegistry
 from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
@@ -32,10 +34,32 @@ class AgentNodeActivities:
         *,
         record_prompts: bool = False,
         registry: ContractRegistry = REGISTRY,
+        fallback: Callable[[str], ModelProvider] | None = None,
     ) -> None:
         self.provider = provider
         self.record_prompts = record_prompts
         self.registry = registry
+        self._fallback = fallback
+        self._fallbacks: dict[str, ModelProvider] = {}
+
+    def provider_for(self, model: str | None) -> ModelProvider:
+        """The worker's provider, or the fallback named by a contract (built once)."""
+        if model is None:
+            return self.provider
+        if model not in self._fallbacks:
+            if self._fallback is None:
+                raise ApplicationError(
+                    f"this worker cannot build fallback model {model!r}",
+                    type="ProviderConfigError",
+                    non_retryable=True,
+                )
+            self._fallbacks[model] = self._fallback(model)
+        return self._fallbacks[model]
+
+    async def aclose(self) -> None:
+        """Close the fallback providers this worker built."""
+        for provider in self._fallbacks.values():
+            await close_provider(provider)
 
     @activity.defn(name=AGENT_NODE_ACTIVITY)
     async def run_agent_node(self, request: AgentNodeRequest) -> AgentDecision:
@@ -56,7 +80,11 @@ class AgentNodeActivities:
         info = activity.info()
         started = time.perf_counter()
         try:
-            reply = await self.provider.complete(
+            provider = self.provider_for(request.model)
+        except KeelUserError as err:
+            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+        try:
+            reply = await provider.complete(
                 ModelRequest(
                     system=contract.system_prompt,
                     prompt=prompt,

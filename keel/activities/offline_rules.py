@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from keel.activities.offline_planner import plan_incident
+from keel.activities.offline_support import draft_reply, triage_email
 
 OfflineRule = Callable[[Mapping[str, Any], Sequence[str]], dict[str, Any]]
 
@@ -89,5 +90,7 @@ def classify_contract_risk(
 RULES: dict[str, OfflineRule] = {
     "risk-classifier": classify_contract_risk,
     "incident-planner": plan_incident,
+    "support-triage": triage_email,
+    "support-reply": draft_reply,
 }
 """Offline rules by contract name (the version is not part of the key)."""

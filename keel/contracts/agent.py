@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.contracts.gates import GateSpec
+from keel.contracts.guardrails import GuardrailConfig
 
 
 class RetryStrategy(StrEnum):
@@ -69,6 +70,12 @@ class AgentContract(BaseModel):
     on_exhausted: EscalateToGate | UseDefault
     provider_attempts: int = Field(5, ge=1)
     """Temporal activity attempts per agent attempt for transient provider errors."""
+    fallback_models: tuple[str, ...] = ()
+    """Model specs (``offline``, ``openai:<model>``, ``anthropic:<model>``) to try, in order,
+    when the worker's model keeps failing after Temporal's retries."""
+    guardrails: GuardrailConfig = GuardrailConfig()
+    """Policies run in workflow code before every model call: prompt-injection check on the
+    untrusted fields, PII scrubbing, the workflow's token budget."""
 
     @model_validator(mode="after")
     def _check(self) -> AgentContract:
@@ -83,6 +90,10 @@ class AgentContract(BaseModel):
                 raise ValueError(f"{self.key}: prompt names unknown field ${name}")
         if isinstance(self.on_exhausted, UseDefault):
             self.output_model.model_validate(self.on_exhausted.output)
+        fields = set(self.input_model.model_fields)
+        unknown = {f.split(".", 1)[0] for f in self.guardrails.untrusted_fields} - fields
+        if unknown:
+            raise ValueError(f"{self.key}: untrusted_fields names unknown fields {sorted(unknown)}")
         return self
 
     @property
@@ -109,6 +120,8 @@ class AgentContract(BaseModel):
             "max_attempts": self.max_attempts,
             "retry_strategy": self.retry_strategy.value,
             "provider_attempts": self.provider_attempts,
+            "fallback_models": list(self.fallback_models),
+            "guardrails": self.guardrails.model_dump(mode="json"),
             "on_exhausted": self.on_exhausted.model_dump(mode="json"),
             "input_schema": self.input_model.model_json_schema(),
             "output_schema": self.output_schema,

@@ -21,6 +21,8 @@ class AgentNodeRequest(BaseModel):
     input: dict[str, Any]
     feedback: list[str] = Field(default_factory=list)
     attempt: int = Field(ge=1)
+    model: str | None = None
+    """A fallback model spec from the contract; ``None`` means the worker's own model."""
 
 
 class AgentDecision(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.contracts.agent import AgentContract, UseDefault
+from keel.contracts.guardrails import GuardrailConfig
 from keel.contracts.ledger import LedgerEvent
 from keel.contracts.plans import PlannerOutput, PlanPolicy
 from keel.contracts.registry import REGISTRY
@@ -233,6 +234,8 @@ INCIDENT_PLANNER = REGISTRY.register(
         time_budget=timedelta(seconds=90),
         confidence_threshold=0.5,
         max_attempts=2,
+        # Findings grow each round: a larger budget per run than the default.
+        guardrails=GuardrailConfig(token_budget=200_000),
         on_exhausted=UseDefault(
             output={
                 "done": True,

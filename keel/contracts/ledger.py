@@ -103,6 +103,27 @@ class AgentCallFailed(EventBase):
     retryable: bool
 
 
+class ProviderFallback(EventBase):
+    type: Literal["ProviderFallback"] = "ProviderFallback"
+    node: str
+    contract: str
+    attempt: int
+    from_model: str
+    to_model: str
+    reason: str
+
+
+class PolicyApplied(EventBase):
+    type: Literal["PolicyApplied"] = "PolicyApplied"
+    node: str
+    contract: str
+    attempt: int
+    policy: str
+    action: Literal["allow", "deny", "modify"]
+    reason: str
+    changes: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class RolledBack(EventBase):
     type: Literal["RolledBack"] = "RolledBack"
     checkpoint: str
@@ -267,6 +288,8 @@ LedgerEvent = Annotated[
     | ValidationFailed
     | AgentRetried
     | AgentCallFailed
+    | ProviderFallback
+    | PolicyApplied
     | RolledBack
     | Escalated
     | DefaultApplied

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export ledgers as JSON lines")
     p.add_argument(
         "--query",
-        default="WorkflowType IN ('ContractReview', 'IncidentInvestigation')",
+        default="WorkflowType IN ('ContractReview', 'IncidentInvestigation', 'SupportEmail')",
         help="visibility query selecting the executions",
     )
     p.add_argument("--out", help="file to write (default: stdout)")

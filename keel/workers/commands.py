@@ -30,9 +30,15 @@ from keel.contracts.contract_review import (
 from keel.contracts.gates import GateView, ReviewReceipt
 from keel.contracts.incident import MAX_PAGE_BYTES, IncidentPage, IncidentResult
 from keel.contracts.ledger import LedgerContinued, LedgerEvent
+from keel.contracts.support import MAX_EMAIL_BYTES, SupportEmail, SupportResult
 from keel.settings import KeelSettings
 from keel.workers.render import gates_text, ledger_text, ui_link
-from keel.workflows import WORKFLOWS, ContractReviewWorkflow, IncidentInvestigationWorkflow
+from keel.workflows import (
+    WORKFLOWS,
+    ContractReviewWorkflow,
+    IncidentInvestigationWorkflow,
+    SupportEmailWorkflow,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,14 @@ SCENARIOS: dict[str, Scenario] = {
         wrap=lambda page: {"page": page, "carry": None},
         title_field="alert",
     ),
+    "support-email": Scenario(
+        "SupportEmail",
+        SupportEmailWorkflow.run,
+        SupportEmail,
+        SupportResult,
+        MAX_EMAIL_BYTES,
+        title_field="subject",
+    ),
 }
 
 
@@ -93,7 +107,18 @@ async def start(
         id=workflow_id or f"{scenario}-{uuid.uuid4().hex[:12]}",
         task_queue=task_queue or settings.task_queue,
         static_summary=f"{scenario}: {payload.get(spec.title_field, '')}"[:200],
+        static_details=_facts(payload),
     )
+
+
+def _facts(payload: dict[str, Any]) -> str:
+    """The input's short scalar fields, as Markdown for the UI's Details card."""
+    lines = [
+        f"- **{name}**: {value}"
+        for name, value in payload.items()
+        if isinstance(value, str | int | float) and len(str(value)) <= 80
+    ]
+    return "\n".join(lines[:8])
 
 
 async def cmd_start(client: Client, settings: KeelSettings, args: Any) -> int:

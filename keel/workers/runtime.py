@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -21,7 +22,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from keel import SEARCH_ATTRIBUTES
 from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, build_provider, close_provider
+from keel.activities.tools.email import EmailSender
 from keel.activities.tools.incident import IncidentTools
+from keel.activities.tools.support import SupportDesk
 from keel.settings import KeelSettings
 from keel.workers.telemetry import tracing_interceptors
 from keel.workflows import WORKFLOWS
@@ -52,23 +55,19 @@ def build_worker(
     *,
     task_queue: str | None = None,
     provider: ModelProvider | None = None,
-    tools: IncidentTools | None = None,
+    nodes: AgentNodeActivities | None = None,
+    activities: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 100,
     max_concurrent_workflow_tasks: int = 100,
 ) -> Worker:
-    """A worker running every Keel workflow and activity on ``task_queue``.
-
-    Without ``tools`` the worker runs no tool activities (planned tasks then wait for a
-    worker that does).
-    """
-    nodes = AgentNodeActivities(
-        provider or build_provider(settings), record_prompts=settings.record_prompts
-    )
+    """A worker running every Keel workflow, the agent-node activity and ``activities``
+    (tools) on ``task_queue``. ``running_worker`` adds every tool."""
+    nodes = nodes or agent_node_activities(settings, provider)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[nodes.run_agent_node, *(tools.activities() if tools else [])],
+        activities=[nodes.run_agent_node, *activities],
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         workflow_runner=workflow_runner(),
@@ -84,20 +83,41 @@ async def running_worker(
     provider: ModelProvider | None = None,
     world_namespace: str = "default",
 ) -> AsyncIterator[Worker]:
-    """Run a full worker (agent nodes and tools) for the duration of the block; the tools'
-    database and a provider built here are closed after."""
-    owned = provider is None
-    active = provider or build_provider(settings)
-    tools = IncidentTools.open(settings, namespace=world_namespace)
+    """Run a full worker (agent nodes and every tool) for the duration of the block; what it
+    opened (databases, model clients built here) is closed after."""
+    nodes = agent_node_activities(settings, provider)
+    incident = IncidentTools.open(settings, namespace=world_namespace)
+    desk = SupportDesk()
+    email = EmailSender.open(
+        settings, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_sender
+    )
     try:
         async with build_worker(
-            client, settings, task_queue=task_queue, provider=active, tools=tools
+            client,
+            settings,
+            task_queue=task_queue,
+            nodes=nodes,
+            activities=[*incident.activities(), *desk.activities(), *email.activities()],
         ) as worker:
             yield worker
     finally:
-        await tools.aclose()
-        if owned:
-            await close_provider(active)
+        await incident.aclose()
+        await email.aclose()
+        await nodes.aclose()
+        if provider is None:
+            await close_provider(nodes.provider)
+
+
+def agent_node_activities(
+    settings: KeelSettings, provider: ModelProvider | None = None
+) -> AgentNodeActivities:
+    """The agent-node activity over ``provider`` (default: ``KEEL_MODEL``), able to build
+    the fallback models contracts name."""
+    return AgentNodeActivities(
+        provider or build_provider(settings),
+        record_prompts=settings.record_prompts,
+        fallback=lambda spec: build_provider(settings.model_copy(update={"model": spec})),
+    )
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

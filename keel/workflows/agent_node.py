@@ -21,12 +21,20 @@ with workflow.unsafe.imports_passed_through():
     from keel.contracts.agent import AgentContract, RetryStrategy, UseDefault
     from keel.contracts.agent_node import AGENT_NODE_ACTIVITY, AgentDecision, AgentNodeRequest
     from keel.contracts.gates import GateState
+    from keel.contracts.guardrails import (
+        GuardrailOutcome,
+        GuardrailState,
+        apply_guardrails,
+        prompt_overhead_tokens,
+    )
     from keel.contracts.ledger import (
         AgentCallFailed,
         AgentDecided,
         AgentRetried,
         DefaultApplied,
         Escalated,
+        PolicyApplied,
+        ProviderFallback,
         ValidationFailed,
     )
 
@@ -53,7 +61,7 @@ class AgentOutcome:
     """
 
     output: Any
-    source: Literal["agent", "default", "human", "none"]
+    source: Literal["agent", "default", "human", "none", "denied"]
     attempts: int
     checkpoint: Checkpoint
     note: str
@@ -66,6 +74,8 @@ class AgentNodes:
         self._ledger = ledger
         self._context = context
         self._gates = gates
+        self.tokens_used = 0
+        """Tokens of this run's model calls so far (what the providers reported)."""
 
     async def run(
         self,
@@ -81,6 +91,8 @@ class AgentNodes:
         payload = node_input.model_dump(mode="json")
         attempt_feedback = list(feedback)
         reasons: list[str] = []
+        # The worker's model first, then the contract's fallbacks; a fallback sticks.
+        models: list[str | None] = [None, *contract.fallback_models]
         attempt = 0
         while attempt < contract.max_attempts:
             attempt += 1
@@ -88,10 +100,30 @@ class AgentNodes:
                 f"Agent node **{node}** ({contract.key}), attempt {attempt} of "
                 f"{contract.max_attempts}"
             )
+            guarded = self._guard(node, contract, payload, attempt_feedback, attempt)
+            if guarded.denied is not None:
+                return AgentOutcome(None, "denied", attempt, checkpoint, guarded.message)
             try:
-                decision = await self._call(node, contract, payload, attempt_feedback, attempt)
+                decision = await self._call(
+                    node, contract, guarded.payload, attempt_feedback, attempt, models[0]
+                )
             except ActivityError as err:
-                reasons = [self._record_call_failure(node, contract, attempt, err)]
+                reason, retryable = self._record_call_failure(node, contract, attempt, err)
+                if retryable and len(models) > 1:
+                    self._ledger.record(
+                        ProviderFallback(
+                            node=node,
+                            contract=contract.key,
+                            attempt=attempt,
+                            from_model=models[0] or "the worker's model",
+                            to_model=models[1] or "the worker's model",
+                            reason=reason,
+                        )
+                    )
+                    models.pop(0)
+                    attempt -= 1  # the provider failed, not the answer: same attempt again
+                    continue
+                reasons = [reason]
                 break
             verdict = _judge(contract, decision, check)
             if isinstance(verdict, BaseModel):
@@ -116,6 +148,38 @@ class AgentNodes:
                 )
         return await self._exhausted(node, contract, reasons, checkpoint, attempt)
 
+    def _guard(
+        self,
+        node: str,
+        contract: AgentContract,
+        payload: dict[str, Any],
+        feedback: list[str],
+        attempt: int,
+    ) -> GuardrailOutcome:
+        """Run the contract's guardrails before a model call, and record their decisions
+        (every decision on the first attempt, the ones that acted afterwards)."""
+        state = GuardrailState(
+            tokens_used=self.tokens_used,
+            prompt_tokens_estimate=prompt_overhead_tokens(
+                contract.system_prompt, contract.prompt_template, contract.output_schema, feedback
+            ),
+        )
+        outcome = apply_guardrails(payload, contract.guardrails, state)
+        for decision in outcome.decisions:
+            if attempt == 1 or decision.action != "allow":
+                self._ledger.record(
+                    PolicyApplied(
+                        node=node,
+                        contract=contract.key,
+                        attempt=attempt,
+                        policy=decision.policy,
+                        action=decision.action,
+                        reason=decision.reason,
+                        changes=[c.model_dump(mode="json") for c in decision.changes],
+                    )
+                )
+        return outcome
+
     async def _call(
         self,
         node: str,
@@ -123,6 +187,7 @@ class AgentNodes:
         payload: dict[str, Any],
         feedback: list[str],
         attempt: int,
+        model: str | None,
     ) -> AgentDecision:
         decision: AgentDecision = await workflow.execute_activity(
             AGENT_NODE_ACTIVITY,
@@ -133,6 +198,7 @@ class AgentNodes:
                 input=payload,
                 feedback=feedback,
                 attempt=attempt,
+                model=model,
             ),
             result_type=AgentDecision,
             start_to_close_timeout=contract.time_budget,
@@ -143,8 +209,9 @@ class AgentNodes:
                 maximum_attempts=contract.provider_attempts,
                 non_retryable_error_types=PERMANENT_ERRORS,
             ),
-            summary=f"{node}: {contract.key}, attempt {attempt}",
+            summary=f"{node}: {contract.key}, try {attempt} of {contract.max_attempts}",
         )
+        self.tokens_used += (decision.input_tokens or 0) + (decision.output_tokens or 0)
         self._ledger.record(
             AgentDecided(
                 node=node,
@@ -156,7 +223,7 @@ class AgentNodes:
 
     def _record_call_failure(
         self, node: str, contract: AgentContract, attempt: int, err: ActivityError
-    ) -> str:
+    ) -> tuple[str, bool]:
         cause = err.cause
         message = str(cause) if cause else str(err)
         error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else "Error"
@@ -171,7 +238,10 @@ class AgentNodes:
                 retryable=retryable,
             )
         )
-        return f"the model call failed ({error_type}): {message}"
+        return (
+            f"the model call failed ({error_type}): {message}",
+            retryable,
+        )
 
     async def _exhausted(
         self,

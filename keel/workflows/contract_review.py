@@ -86,7 +86,8 @@ class ContractReviewWorkflow(KeelWorkflow):
             )
             risk: RiskAssessment | None = outcome.output
             if risk is None:
-                return self._finish(contract, "rejected", "escalation", outcome.note, None, None)
+                by = "guardrail" if outcome.source == "denied" else "escalation"
+                return self._finish(contract, "rejected", by, outcome.note, None, None)
             self.context.facts["risk"] = risk.model_dump(mode="json")
             route = route_for(risk.risk_level, reassessed=assessment > 1)
             self.ledger.record(

@@ -220,7 +220,7 @@ class GateBook:
     def _details(record: GateRecord) -> str:
         who = ", ".join(record.reviewers) or "any reviewer"
         return (
-            f"Waiting at gate **{record.name}** ({record.spec.title}), state "
+            f"Waiting at gate **{record.name}**: {record.spec.title}. State "
             f"`{record.state.value}`, for {who}; deadline {record.deadline:%Y-%m-%d %H:%M} UTC"
         )
 

@@ -64,9 +64,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
                 self._continue_as_new(page, round_no - 1)
             plan, source = await self._plan(round_no, page)
             if plan is None:
-                return self._finish(
-                    page, "handed-over", "every plan this round was rejected", round_no
-                )
+                return self._finish(page, "handed-over", source, round_no)
             if plan.tasks:
                 run = await self.executor.run_plan(round_no, plan)
                 for task in plan.tasks:  # plan order, not completion order
@@ -87,7 +85,10 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
         )
 
     async def _plan(self, round_no: int, page: IncidentPage) -> tuple[PlannerOutput | None, str]:
-        """Ask the planner; a plan that fails validation is recorded and fed back, bounded."""
+        """Ask the planner; a plan that fails validation is recorded and fed back, bounded.
+
+        Returns the plan and who made it, or ``None`` and why there is no plan.
+        """
         feedback: list[str] = []
         for rejection in range(1, INCIDENT_POLICY.max_plan_rejections + 2):
             outcome = await self.agents.run(
@@ -103,7 +104,9 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
                 ),
                 feedback=feedback,
             )
-            plan: PlannerOutput = outcome.output
+            plan: PlannerOutput | None = outcome.output
+            if plan is None:  # a guardrail denied the call, or the escalation ended unanswered
+                return None, outcome.note
             digest = hashlib.sha256(canonical_json(plan.model_dump(mode="json")).encode())
             tasks = [_task_view(t.model_dump(mode="json")) for t in plan.tasks]
             reasons = validate_plan(plan, CATALOG, INCIDENT_POLICY)
@@ -130,7 +133,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
                 )
             )
             feedback = [f"The plan was rejected: {reason}" for reason in reasons]
-        return None, "none"
+        return None, "every plan this round was rejected"
 
     def _learn(self, round_no: int, ref: str, result: ToolResult) -> None:
         self.tasks_run.append(f"r{round_no}/{ref}")

@@ -43,6 +43,16 @@ class ToolTaskWorkflow:
             )
         doing = f"compensating {task.compensating}" if task.compensating else task.purpose
         workflow.set_current_details(f"Running **{task.tool}** for task `{task.ref}`: {doing}")
+        try:
+            result = await self._run_tool(task)
+        except Exception as exc:
+            workflow.set_current_details(f"Failed: **{task.tool}** for task `{task.ref}`: {exc}")
+            raise
+        effect = f", effect {result.effect.provider_id}" if result.effect else ""
+        workflow.set_current_details(f"Done: **{task.tool}** for task `{task.ref}`{effect}")
+        return result
+
+    async def _run_tool(self, task: ToolTaskInput) -> ToolResult:
         result: ToolResult = await workflow.execute_activity(
             tool_activity_name(task.tool),
             ToolCall(tool=task.tool, input=task.input, idempotency_key=workflow.info().workflow_id),

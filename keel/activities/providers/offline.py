@@ -60,6 +60,13 @@ class OfflineProvider:
                 output = {**output, "confidence": 0.35}
             if fault.kind in PLAN_FAULT_KINDS:
                 output = corrupt_plan(fault.kind, output, request.input)
+            if fault.kind == "reply_policy_violation" and "body" in output:
+                # What an overeager draft looks like: a forbidden promise, a mistyped order.
+                output = {
+                    **output,
+                    "body": output["body"] + "\nWe guarantee a $50 voucher for the trouble.",
+                    "order_number": "AB-000000",
+                }
         text = json.dumps(output, sort_keys=True)
         if fault is not None and fault.kind == "malformed_json":
             # What a truncated or chatty model answer looks like.
@@ -85,7 +92,9 @@ class OfflineProvider:
                 continue
             if fault.rounds is not None and request.input.get("round") not in fault.rounds:
                 continue
-            if fault.kind in PLAN_FAULT_KINDS and request.feedback:
+            if request.feedback and (
+                fault.kind in PLAN_FAULT_KINDS or fault.kind == "reply_policy_violation"
+            ):
                 continue  # a re-plan with the rejection reasons answers a valid plan
             if (
                 fault.activity_attempts is not None

@@ -1,0 +1,187 @@
+"""Customer support email: triage (agent), order and policy in parallel, draft (agent) under
+a guard with repair, refund approval, then the reply sent exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from keel.activities.tools.support import LOOKUP_ORDER, REFUND_POLICY, OrderQuery
+    from keel.contracts.gates import GateState
+    from keel.contracts.ledger import TaskCompleted, WorkflowCompleted
+    from keel.contracts.support import (
+        MAX_EMAIL_BYTES,
+        REFUND_APPROVAL,
+        SUPPORT_REPLY,
+        SUPPORT_TRIAGE,
+        Order,
+        RefundPolicy,
+        Reply,
+        ReplyInput,
+        SupportEmail,
+        SupportResult,
+        Triage,
+        TriageInput,
+        reply_problems,
+    )
+    from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
+
+from keel.workflows.base import KeelWorkflow
+
+Outcome = Literal["replied", "escalated", "denied", "rejected"]
+SEND_RETRIES = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+    non_retryable_error_types=["InvalidToolInput", "SmtpRejected", "IdempotencyKeyConflict"],
+)
+
+
+@workflow.defn(name="SupportEmail")
+class SupportEmailWorkflow(KeelWorkflow):
+    token_budget = 20_000
+
+    @workflow.run
+    async def run(self, raw_input: dict[str, Any]) -> SupportResult:
+        result = await self._handle(raw_input)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _handle(self, raw_input: dict[str, Any]) -> SupportResult:
+        self.start(raw_input)
+        email = self.ingest(SupportEmail, raw_input, max_bytes=MAX_EMAIL_BYTES)
+        triaged = await self.agents.run(
+            "triage", SUPPORT_TRIAGE, TriageInput(subject=email.subject, body=email.body)
+        )
+        triage: Triage | None = triaged.output
+        if triage is None:
+            outcome: Outcome = "denied" if triaged.source == "denied" else "escalated"
+            return self._finish(email, outcome, triaged.note)
+        workflow.set_current_details("Fetching the order and the refund policy")
+        order, policy = await asyncio.gather(
+            self._lookup_order(email, triage), self._refund_policy()
+        )
+        drafted = await self.agents.run(
+            "draft-reply",
+            SUPPORT_REPLY,
+            ReplyInput(
+                customer_text=email.body,
+                triage=triage.model_dump(mode="json"),
+                order=order.model_dump(mode="json") if order else None,
+                policy=policy.model_dump(mode="json"),
+            ),
+            check=lambda reply: reply_problems(reply, order, policy),
+        )
+        reply: Reply | None = drafted.output
+        if reply is None:
+            outcome = "denied" if drafted.source == "denied" else "escalated"
+            return self._finish(email, outcome, drafted.note, triage)
+        if reply.refund_usd:
+            gate = self.gate_book.open(
+                REFUND_APPROVAL,
+                {
+                    "order": order.model_dump(mode="json") if order else None,
+                    "refund_usd": reply.refund_usd,
+                    "reply_subject": reply.subject,
+                    "reply_body": reply.body,
+                    "customer": email.from_address,
+                },
+            )
+            await self.gate_book.wait(gate)
+            if gate.state is not GateState.APPROVED:
+                why = gate.review.comment if gate.review else "no decision before the SLAs"
+                return self._finish(email, "rejected", f"refund not approved: {why}", triage, reply)
+        sent = await self._send(email, reply)
+        return self._finish(
+            email,
+            "replied",
+            "reply sent",
+            triage,
+            reply,
+            sent.effect.provider_id if sent.effect else None,
+        )
+
+    async def _lookup_order(self, email: SupportEmail, triage: Triage) -> Order | None:
+        if triage.order_number is None:
+            return None
+        order: Order | None = await workflow.execute_local_activity(
+            LOOKUP_ORDER,
+            OrderQuery(order_number=triage.order_number, customer_email=email.from_address),
+            result_type=Order | None,  # type: ignore[arg-type]
+            start_to_close_timeout=timedelta(seconds=10),
+            summary=f"lookup order {triage.order_number}",
+        )
+        return order
+
+    async def _refund_policy(self) -> RefundPolicy:
+        policy: RefundPolicy = await workflow.execute_local_activity(
+            REFUND_POLICY,
+            result_type=RefundPolicy,
+            start_to_close_timeout=timedelta(seconds=10),
+            summary="refund policy",
+        )
+        return policy
+
+    async def _send(self, email: SupportEmail, reply: Reply) -> ToolResult:
+        workflow.set_current_details(f"Sending the reply to {email.from_address}")
+        key = f"{workflow.info().workflow_id}/send-reply"
+        result: ToolResult = await workflow.execute_activity(
+            tool_activity_name("send_email"),
+            ToolCall(
+                tool="send_email",
+                idempotency_key=key,
+                input={
+                    "to": email.from_address,
+                    "subject": reply.subject,
+                    "body": reply.body,
+                    "in_reply_to": email.message_id,
+                },
+            ),
+            result_type=ToolResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=SEND_RETRIES,
+            summary=f"send reply to {email.from_address}",
+        )
+        self.ledger.record(
+            TaskCompleted(
+                round=0,
+                ref="send-reply",
+                tool="send_email",
+                workflow_id=workflow.info().workflow_id,
+                output=result.output,
+                effect=result.effect.model_dump(mode="json") if result.effect else None,
+            )
+        )
+        return result
+
+    def _finish(
+        self,
+        email: SupportEmail,
+        outcome: Outcome,
+        reason: str,
+        triage: Triage | None = None,
+        reply: Reply | None = None,
+        reply_message_id: str | None = None,
+    ) -> SupportResult:
+        self.ledger.record(
+            WorkflowCompleted(
+                outcome=outcome, summary={"reason": reason, "message": email.message_id}
+            )
+        )
+        workflow.set_current_details(f"Finished: **{outcome}** ({reason})")
+        return SupportResult(
+            message_id=email.message_id,
+            outcome=outcome,
+            reason=reason,
+            intent=triage.intent if triage else None,
+            order_number=triage.order_number if triage else None,
+            refund_usd=reply.refund_usd if reply else None,
+            reply_message_id=reply_message_id,
+            ledger=list(self.ledger.events),
+            ledger_head=self.ledger.head_hash,
+        )

@@ -1,0 +1,149 @@
+"""Support email on the time-skipping server: PII scrubbed before the model, a guard that
+repairs a bad draft, refund approval, a prompt injection denied, the reply sent once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from keel.activities.providers import OfflineProvider
+from keel.activities.providers.base import ModelReply, ModelRequest
+from keel.activities.tools.email import EmailSender
+from keel.activities.tools.smtp_sink import SmtpSink
+from keel.activities.tools.support import SupportDesk
+from keel.contracts.email import message_id_for
+from keel.contracts.ledger import verify_chain
+from keel.contracts.support import SupportResult
+from keel.samples import load_sample
+from keel.settings import OfflineFault
+from keel.workflows import SupportEmailWorkflow
+from tests.conftest import keel_worker, offline_settings
+from tests.helpers import review, types_of, wait_for_gate
+
+PHONE = "+44 20 7946 0958"
+
+
+class Recording:
+    """The offline model, keeping every request it was sent."""
+
+    def __init__(self, faults: list[OfflineFault] | None = None) -> None:
+        self.inner = OfflineProvider(faults or [])
+        self.name, self.model = self.inner.name, self.inner.model
+        self.requests: list[ModelRequest] = []
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.requests.append(request)
+        return await self.inner.complete(request)
+
+
+@asynccontextmanager
+async def support_worker(
+    env: WorkflowEnvironment, tmp: Path, model: Recording
+) -> AsyncIterator[tuple[str, SmtpSink]]:
+    with SmtpSink() as sink:
+        sender = EmailSender.open(
+            offline_settings(data_dir=tmp),
+            host="127.0.0.1",
+            port=sink.port,
+            sender="support@keel.example",
+        )
+        tools = [*SupportDesk().activities(), *sender.activities()]
+        try:
+            async with keel_worker(env.client, provider=model, tools=tools) as tq:
+                yield tq, sink
+        finally:
+            await sender.aclose()
+
+
+async def start(
+    env: WorkflowEnvironment, tq: str, sample: str
+) -> WorkflowHandle[Any, SupportResult]:
+    return await env.client.start_workflow(
+        SupportEmailWorkflow.run, load_sample(sample), id=f"support-{uuid.uuid4()}", task_queue=tq
+    )
+
+
+async def test_refund_is_approved_then_sent_exactly_once(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    model = Recording()
+    async with support_worker(ts_env, tmp_path, model) as (tq, sink):
+        handle = await start(ts_env, tq, "support-refund")
+        gate = await wait_for_gate(handle, "approve-refund")
+        assert gate.context["refund_usd"] == 89.0 and gate.reviewers == ["support.lead.chen"]
+        await handle.execute_update(
+            "review", review("approve-refund", "approve", "support.lead.chen")
+        )
+        result = await handle.result()
+        received = list(sink.messages)
+    assert (result.outcome, result.intent, result.order_number) == (
+        "replied",
+        "refund",
+        "AB-104233",
+    )
+    expected_id = message_id_for(f"{handle.id}/send-reply")
+    assert result.reply_message_id == expected_id
+    assert [m.message_id for m in received] == [expected_id]
+    assert received[0].rcpt_tos == ["maya.lindqvist@example.com"]
+    assert "AB-104233" in received[0].body and "$89.00" in received[0].body
+    # PII never reached the model; the redaction is in the ledger, without the number itself.
+    assert all(PHONE not in r.prompt and PHONE not in str(r.input) for r in model.requests)
+    scrubbed = [e for e in result.ledger if e.type == "PolicyApplied" and e.action == "modify"]
+    assert scrubbed and scrubbed[0].policy == "pii-scrubber"
+    assert PHONE not in str([e.model_dump() for e in result.ledger if e.type == "PolicyApplied"])
+    assert verify_chain(result.ledger).ok
+
+
+async def test_a_bad_draft_is_repaired_with_the_violations_fed_back(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    model = Recording([OfflineFault(kind="reply_policy_violation", contract="support-reply@1")])
+    async with support_worker(ts_env, tmp_path, model) as (tq, sink):
+        handle = await start(ts_env, tq, "support-refund")
+        await wait_for_gate(handle, "approve-refund")
+        await handle.execute_update(
+            "review", review("approve-refund", "approve", "support.lead.chen")
+        )
+        result = await handle.result()
+        assert sink.count() == 1
+    failed = [e for e in result.ledger if e.type == "ValidationFailed"]
+    assert [(f.node, f.kind) for f in failed] == [("draft-reply", "rule")]
+    reasons = " ".join(failed[0].reasons)
+    assert "'AB-000000'" in reasons and "'guarantee'" in reasons and "'voucher'" in reasons
+    repair = [r for r in model.requests if r.contract == "support-reply@1"][1]
+    assert list(repair.feedback) == failed[0].reasons  # the repair saw every violation
+    assert result.outcome == "replied"
+
+
+async def test_prompt_injection_is_denied_and_nothing_is_sent(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    model = Recording()
+    async with support_worker(ts_env, tmp_path, model) as (tq, sink):
+        result = await (await start(ts_env, tq, "support-injection")).result()
+        assert sink.count() == 0
+    assert result.outcome == "denied"
+    assert "prompt-injection" in result.reason and "body" in result.reason
+    assert model.requests == []  # the model was never called
+    denied = [e for e in result.ledger if e.type == "PolicyApplied" and e.action == "deny"]
+    assert len(denied) == 1 and denied[0].node == "triage"
+    assert "AgentDecided" not in types_of(result.ledger)
+
+
+async def test_a_rejected_refund_sends_nothing(ts_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async with support_worker(ts_env, tmp_path, Recording()) as (tq, sink):
+        handle = await start(ts_env, tq, "support-refund")
+        await wait_for_gate(handle, "approve-refund")
+        await handle.execute_update(
+            "review",
+            review("approve-refund", "reject", "support.lead.chen", comment="item was misused"),
+        )
+        result = await handle.result()
+        assert sink.count() == 0
+    assert (result.outcome, result.reason) == ("rejected", "refund not approved: item was misused")
