@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ def stack_env(tmp: Path, port: int, ui_port: int) -> dict[str, str]:
         "KEEL_UI_URL": f"http://127.0.0.1:{ui_port}",
         "KEEL_DATA_DIR": str(tmp / "data"),
         "KEEL_MODEL": "offline",
+        "KEEL_SMTP_PORT": str(free_port()),
     }
 
 
@@ -71,12 +73,12 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
     assert "starting the embedded dev server" in out
     assert "$ keel approve demo-" in out and "standard-review --reviewer legal.priya" in out
     assert "$ keel reject demo-" in out and "general-counsel --reviewer gc.morgan" in out
-    assert out.count("hash chain verified") == 4
+    assert out.count("hash chain verified") == 6
     assert "ValidationFailed" in out and "(provider call 2)" in out  # recovery paths shown
     assert "PlanRejected" in out and "unknown tool 'kubectl_exec'" in out
     assert "$ keel approve demo-" in out and "approve-rollback --reviewer oncall.lead" in out
     links = re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)
-    assert len(links) == 4
+    assert len(links) == 6
     summary = out.split("Summary", 1)[1]
     assert re.search(r"low risk +approved +C-2026-0101, by rule:contract-risk-routing@1", summary)
     assert re.search(r"medium risk +approved +C-2026-0102, by legal.priya", summary)
@@ -86,6 +88,15 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
         r"r1/alerts, r2/rollback, r3/update-incident",
         summary,
     )
+    # Support: the draft broke policy and was repaired; the refund was approved; one email.
+    assert "draft-reply attempt 1 [rule]: the reply quotes order 'AB-000000'" in out
+    assert "$ keel approve demo-" in out and "approve-refund --reviewer support.lead.chen" in out
+    assert "SMTP server received 1 message(s) with that Message-ID" in out
+    assert re.search(
+        r"refund request +replied +refund, AB-104233, reply <[0-9a-f]{32}@keel>", summary
+    )
+    assert re.search(r"injection +denied +untriaged, no order", summary)
+    assert "triage prompt-injection: deny" in out
     high_id = re.search(r"(demo-\S+-contract-high)", out)
     assert high_id is not None
 
@@ -115,10 +126,36 @@ async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) ->
         assert code == 0 and "approved (decided_by=rule:contract-risk-routing@1" in out
 
 
+async def test_support_email_through_the_cli_sends_one_reply(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, free_port(), free_port())
+    email = tmp_path / "email.json"
+    email.write_text((Path(__file__).parents[1] / "keel/samples/support-refund.json").read_text())
+    async with DevStack(env):
+        code, out = await keel(
+            env, "start", "support-email", "--input", str(email), "--id", "mail-1"
+        )
+        assert code == 0, out
+        async with asyncio.timeout(30):
+            while "approve-refund" not in (await keel(env, "gates"))[1]:
+                await asyncio.sleep(0.3)
+        code, out = await keel(
+            env, "approve", "mail-1", "approve-refund", "--reviewer", "support.lead.chen"
+        )
+        assert code == 0 and "approve-refund: approved" in out, out
+        async with asyncio.timeout(30):
+            while "WorkflowCompleted" not in (ledger := (await keel(env, "ledger", "mail-1"))[1]):
+                await asyncio.sleep(0.2)
+    assert "replied" in ledger and "send-reply send_email effect <" in ledger
+    mailbox = [
+        json.loads(line) for line in (tmp_path / "data" / "mailbox.jsonl").read_text().splitlines()
+    ]
+    assert len(mailbox) == 1 and mailbox[0]["rcpt_tos"] == ["maya.lindqvist@example.com"]
+
+
 async def test_demo_uses_a_running_server(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
     env = stack_env(tmp_path, 0, free_port())
     env["TEMPORAL_ADDRESS"] = dev_env.client.service_client.config.target_host
     code, out = await keel(env, "demo")
     assert code == 0, out
     assert "Using the Temporal server at" in out and "embedded" not in out
-    assert out.count("hash chain verified") == 4
+    assert out.count("hash chain verified") == 6

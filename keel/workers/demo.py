@@ -20,8 +20,10 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from keel.activities.providers import ModelProvider, OfflineProvider
+from keel.activities.tools.smtp_sink import SmtpSink
 from keel.contracts.contract_review import ContractReviewResult
 from keel.contracts.gates import GateView
+from keel.contracts.support import SupportResult
 from keel.samples import load_sample
 from keel.settings import KeelSettings, OfflineFault
 from keel.workers import commands
@@ -46,6 +48,12 @@ REVIEWER_SCRIPT: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
         "Approved with conditions.",
         {"conditions": ["cap customer liability at 12 months of fees", "drop exclusivity"]},
     ),
+    "approve-refund": (
+        "support.lead.chen",
+        "approve",
+        "Damage is plausible for this model; refund approved.",
+        None,
+    ),
     "approve-rollback": (
         "oncall.lead",
         "approve",
@@ -62,8 +70,8 @@ REVIEWER_SCRIPT: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
 
 
 def demo_faults(tag: str) -> list[OfflineFault]:
-    """Faults that show the recovery paths: a rate limit, a malformed answer, and an invalid
-    plan (rejected, fed back, re-planned)."""
+    """Faults that show the recovery paths: a rate limit, a malformed answer, an invalid plan
+    (rejected, fed back, re-planned) and a reply draft that breaks policy (repaired)."""
     return [
         OfflineFault(
             kind="rate_limit",
@@ -74,6 +82,11 @@ def demo_faults(tag: str) -> list[OfflineFault]:
         OfflineFault(kind="malformed_json", workflow_id_prefix=f"demo-{tag}-contract-medium"),
         OfflineFault(
             kind="plan_unknown_tool", workflow_id_prefix=f"demo-{tag}-incident", rounds=[1]
+        ),
+        OfflineFault(
+            kind="reply_policy_violation",
+            workflow_id_prefix=f"demo-{tag}-support-refund",
+            contract="support-reply@1",
         ),
     ]
 
@@ -96,7 +109,12 @@ async def run_demo(settings: KeelSettings) -> int:
         provider: ModelProvider | None = (
             OfflineProvider(demo_faults(tag)) if settings.resolved_model == "offline" else None
         )
-        print(f"Model: {settings.resolved_model}\n")
+        print(f"Model: {settings.resolved_model}")
+        # Replies go over SMTP to a local server that keeps what it receives.
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        sink = stack.enter_context(SmtpSink(mailbox=settings.data_dir / "mailbox.jsonl"))
+        settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.port})
+        print(f"SMTP: 127.0.0.1:{sink.port}, mailbox {sink.mailbox}\n")
         results = []
         # The fake deploy and incident systems get a namespace per demo run, so each run
         # starts from the scenario's initial state.
@@ -109,6 +127,9 @@ async def run_demo(settings: KeelSettings) -> int:
         ):
             for run in DEMO_RUNS:
                 results.append(await _run(client, settings, tag, run))
+                if isinstance(result := results[-1], SupportResult) and result.reply_message_id:
+                    received = sink.count(result.reply_message_id)
+                    print(f"--- SMTP server received {received} message(s) with that Message-ID\n")
     print("Summary")
     for run, result in zip(DEMO_RUNS, results, strict=True):
         print(f"  {run.label:<22} {result.outcome:<12} {_who(result)}")
@@ -129,19 +150,25 @@ DEMO_RUNS = (
     DemoRun("contract, medium risk", "contract-review", "contract-medium-risk", "contract-medium"),
     DemoRun("contract, high risk", "contract-review", "contract-high-risk", "contract-high"),
     DemoRun("incident, latency page", "incident", "incident-page", "incident"),
+    DemoRun("support, refund request", "support-email", "support-refund", "support-refund"),
+    DemoRun("support, injection", "support-email", "support-injection", "support-injection"),
 )
 
 
 def _who(result: Any) -> str:
     if isinstance(result, ContractReviewResult):
         return f"{result.contract_id}, by {result.decided_by}"
+    if isinstance(result, SupportResult):
+        sent = f", reply {result.reply_message_id}" if result.reply_message_id else ""
+        return f"{result.intent or 'untriaged'}, {result.order_number or 'no order'}{sent}"
     return f"{result.incident_id}, {result.rounds} rounds, tasks {', '.join(result.tasks_run)}"
 
 
 async def _run(client: Client, settings: KeelSettings, tag: str, run: DemoRun) -> Any:
     payload = load_sample(run.sample)
     workflow_id = f"demo-{tag}-{run.slug}"
-    print(f"=== {run.label}: {payload.get('title') or payload.get('summary')}")
+    title = payload.get("title") or payload.get("summary") or payload.get("subject")
+    print(f"=== {run.label}: {title}")
     handle: WorkflowHandle[Any, Any] = await commands.start(
         client, settings, run.scenario, payload, workflow_id=workflow_id, task_queue=DEMO_QUEUE
     )

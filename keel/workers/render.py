@@ -34,6 +34,14 @@ _FORMATS: dict[str, _Formatter] = {
     ),
     "AgentRetried": lambda e: f"{e.node} -> attempt {e.next_attempt} from {e.from_checkpoint}",
     "AgentCallFailed": lambda e: f"{e.node} attempt {e.attempt}: {e.error_type}: {e.message}",
+    "PolicyApplied": lambda e: (
+        f"{e.node} {e.policy}: {e.action}"
+        + (f", {len(e.changes)} redaction(s)" if e.changes else "")
+        + (f" ({e.reason})" if e.action == "deny" else "")
+    ),
+    "ProviderFallback": lambda e: (
+        f"{e.node} attempt {e.attempt}: {e.from_model} -> {e.to_model} ({e.reason})"
+    ),
     "RolledBack": lambda e: f"to {e.checkpoint} ({e.reason}); discarded {e.discarded_keys}",
     "Escalated": lambda e: f"{e.subject} -> {', '.join(e.to)}: {e.reason}",
     "DefaultApplied": lambda e: f"{e.node}: {e.reason}",

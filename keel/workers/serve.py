@@ -6,6 +6,7 @@ import asyncio
 
 from temporalio.client import Client
 
+from keel.activities.tools.smtp_sink import SmtpSink
 from keel.settings import KeelSettings
 from keel.workers.devstack import dev_server
 from keel.workers.runtime import ensure_search_attributes, running_worker
@@ -25,12 +26,16 @@ async def run_worker(client: Client, settings: KeelSettings, stop: asyncio.Event
 
 
 async def run_dev(settings: KeelSettings, stop: asyncio.Event) -> int:
-    """The embedded dev server plus a worker, until ``stop`` is set."""
-    async with dev_server(settings) as env, running_worker(env.client, settings):
-        print(
-            f"keel dev: Temporal at {settings.temporal_address}, UI at {settings.ui_url}, "
-            f"data in {settings.data_dir / 'temporal.db'}; Ctrl-C to stop",
-            flush=True,
-        )
-        await stop.wait()
+    """The embedded dev server, a local SMTP server and a worker, until ``stop`` is set."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mailbox = settings.data_dir / "mailbox.jsonl"
+    with SmtpSink(settings.smtp_port, mailbox=mailbox) as sink:
+        async with dev_server(settings) as env, running_worker(env.client, settings):
+            print(
+                f"keel dev: Temporal at {settings.temporal_address}, UI at {settings.ui_url}, "
+                f"SMTP at 127.0.0.1:{sink.port} (mailbox {mailbox}), data in "
+                f"{settings.data_dir / 'temporal.db'}; Ctrl-C to stop",
+                flush=True,
+            )
+            await stop.wait()
     return 0
