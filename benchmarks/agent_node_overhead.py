@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import datetime as dt
 import gc
-import inspect
 import math
 import os
 import platform
@@ -47,9 +46,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from keel.activities import AgentNodeActivities
 from keel.activities.providers import OfflineProvider
 from keel.contracts.contract_review import (
     ContractReviewInput,
@@ -58,6 +55,7 @@ from keel.contracts.contract_review import (
     RiskLevel,
 )
 from keel.samples import load_sample
+from keel.settings import KeelSettings
 from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
@@ -332,16 +330,15 @@ async def main(args: argparse.Namespace) -> None:
     )
     try:
         queue = f"bench-{uuid.uuid4()}"
-        # Keel's worker settings (build_worker's defaults), with the two benchmark workflows.
-        defaults = inspect.signature(build_worker).parameters
-        nodes = AgentNodeActivities(OfflineProvider())
-        worker = Worker(
+        # Keel's own worker (its sandbox runner, concurrency bounds and model queue), with
+        # the two benchmark workflows and the bare activity on the same task queue.
+        worker = build_worker(
             env.client,
+            KeelSettings(_env_file=None, model="offline"),  # type: ignore[call-arg]
             task_queue=queue,
+            provider=OfflineProvider(),
+            activities=[bare_activity],
             workflows=[BenchBareActivity, BenchKeelAgentNode],
-            activities=[bare_activity, nodes.run_agent_node],
-            max_concurrent_activities=defaults["max_concurrent_activities"].default,
-            max_concurrent_workflow_tasks=defaults["max_concurrent_workflow_tasks"].default,
         )
         async with worker:
             bare, keel = await measure(env.client, queue, args)

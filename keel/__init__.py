@@ -16,4 +16,11 @@ PENDING_GATES = SearchAttributeKey.for_keyword_list("KeelPendingGates")
 
 SEARCH_ATTRIBUTES = (PENDING_GATES,)
 
-__all__ = ["PENDING_GATES", "SEARCH_ATTRIBUTES", "TASK_QUEUE", "__version__"]
+
+def model_queue(task_queue: str) -> str:
+    """The task queue of the agent-node activity for workflows on ``task_queue``: model calls
+    get their own queue so a rate limit and a concurrency bound apply to them alone."""
+    return f"{task_queue}-models"
+
+
+__all__ = ["PENDING_GATES", "SEARCH_ATTRIBUTES", "TASK_QUEUE", "__version__", "model_queue"]

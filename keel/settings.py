@@ -78,6 +78,14 @@ class KeelSettings(BaseSettings):
     """SMTP server the support scenario sends replies through."""
     smtp_port: int = 2525
     smtp_sender: str = "support@keel.example"
+    max_concurrent_activities: int = Field(50, ge=1)
+    """Tool activities one worker runs at once: a burst of workflows queues instead."""
+    max_concurrent_workflow_tasks: int = Field(50, ge=1)
+    max_concurrent_model_calls: int = Field(20, ge=1)
+    """Agent-node activities (model calls) one worker runs at once."""
+    model_calls_per_second: float | None = Field(None, gt=0)
+    """Rate limit of model calls across every worker of the task queue (enforced by the
+    Temporal server on the model queue); unset means no limit."""
     record_prompts: bool = False
     """Put rendered prompt text in history (by default only its sha256 is recorded)."""
     offline_faults: list[OfflineFault] = Field(default_factory=list)

@@ -13,17 +13,13 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from keel.activities.providers import ModelProvider, OfflineProvider
 from keel.settings import KeelSettings, OfflineFault
 from keel.workers.runtime import (
-    agent_node_activities,
     build_worker,
     ensure_search_attributes,
-    workflow_runner,
 )
-from keel.workflows import WORKFLOWS
 
 BIN = Path(sys.executable).parent
 
@@ -60,20 +56,14 @@ async def keel_worker(
     """
     task_queue = f"test-{uuid.uuid4()}"
     model = provider or OfflineProvider(faults)
-    if extra_workflows or tools is not None:
-        # Keel's workflows and activity, plus test-only workflows exercising building blocks.
-        worker = Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[*WORKFLOWS, *extra_workflows],
-            activities=[
-                agent_node_activities(offline_settings(), model).run_agent_node,
-                *(tools or []),
-            ],
-            workflow_runner=workflow_runner(),
-        )
-    else:
-        worker = build_worker(client, offline_settings(), task_queue=task_queue, provider=model)
+    worker = build_worker(
+        client,
+        offline_settings(),
+        task_queue=task_queue,
+        provider=model,
+        activities=tools or [],
+        workflows=extra_workflows,
+    )
     async with worker:
         yield task_queue
 

@@ -228,6 +228,7 @@ async def test_a_rate_limit_is_retryable_after_the_announced_delay() -> None:
         ProviderRetryableError("rate limited", provider="stand-in", status=429, retry_after=7)
     )
     err = await failure(provider, request())
+    assert provider.calls == 1  # a Retry-After wait belongs to Temporal, not to the activity
     assert err.type == "ProviderRetryableError"
     assert err.non_retryable is False
     assert err.next_retry_delay == timedelta(seconds=7)
@@ -240,6 +241,7 @@ async def test_a_transient_error_without_retry_after_leaves_the_delay_to_tempora
         ProviderRetryableError("overloaded", provider="stand-in", status=529)
     )
     err = await failure(provider, request())
+    assert provider.calls == 3  # two quick retries in place, then Temporal's policy
     assert (err.type, err.non_retryable, err.next_retry_delay) == (
         "ProviderRetryableError",
         False,
@@ -247,11 +249,29 @@ async def test_a_transient_error_without_retry_after_leaves_the_delay_to_tempora
     )
 
 
+class BlipThenAnswer(ScriptedProvider):
+    """Fails once without guidance (a connection blip), then answers."""
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        if not self.requests:
+            self.requests.append(request)
+            raise ProviderRetryableError("connection reset", provider=self.name)
+        return await super().complete(request)
+
+
+async def test_a_blip_is_retried_inside_the_activity() -> None:
+    provider = BlipThenAnswer(json.dumps(ANSWER))
+    decision = await run(provider, request())
+    assert decision.provider_calls == 2 and decision.activity_attempt == 1
+    assert decision.output == ANSWER
+
+
 async def test_a_permanent_provider_error_is_not_retried() -> None:
     provider = FailingProvider(
         ProviderPermanentError("invalid api key", provider="stand-in", status=401)
     )
     err = await failure(provider, request())
+    assert provider.calls == 1
     assert err.type == "ProviderPermanentError"
     assert err.non_retryable is True
     assert err.next_retry_delay is None

@@ -116,6 +116,8 @@ async def test_exhaustion_applies_the_default(ts_env: WorkflowEnvironment) -> No
     assert types_of(probe.ledger) == [
         "WorkflowStarted",
         "CheckpointTaken",
+        "PolicyApplied",  # pii-scrubber: allow (every decision is recorded on attempt 1)
+        "PolicyApplied",  # token-budget: allow
         "AgentDecided",
         "ValidationFailed",
         "AgentRetried",

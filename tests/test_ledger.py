@@ -141,7 +141,7 @@ def test_every_event_round_trips_through_its_json_form(
         seen |= set(types_of(ledger))
     # DefaultApplied needs a UseDefault contract: tests/test_agent_node_default.py has it.
     # DefaultApplied: tests/test_agent_node_default.py; plan events: the incident tests;
-    # ProviderFallback and PolicyApplied: tests/test_fallback_and_guardrails.py.
+    # ProviderFallback: tests/test_fallback_and_guardrails.py.
     plan_events = {
         "PlanProposed",
         "PlanRejected",
@@ -153,7 +153,6 @@ def test_every_event_round_trips_through_its_json_form(
         "LedgerContinued",
         "ContinuedAsNew",
         "ProviderFallback",
-        "PolicyApplied",
     }
     assert ALL_TYPES - seen == {"DefaultApplied"} | plan_events
 

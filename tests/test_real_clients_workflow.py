@@ -77,7 +77,9 @@ async def test_rate_limit_is_retried_by_temporal(ts_env: WorkflowEnvironment, wi
             result = await (await start_review(ts_env.client, tq, "low")).result()
         assert server.calls == 3  # the client never retried on its own (max_retries=0)
     decided = [e for e in result.ledger if isinstance(e, AgentDecided)]
-    assert [(d.attempt, d.activity_attempt) for d in decided] == [(1, 3)]
+    # The 429 carried Retry-After: Temporal waited and retried (activity attempt 2). The 500
+    # carried none: the activity retried it in place (second provider call of attempt 2).
+    assert [(d.attempt, d.activity_attempt, d.provider_calls) for d in decided] == [(1, 2, 2)]
     assert result.outcome == "approved"
 
 

@@ -14,14 +14,23 @@ from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from keel.activities.providers import close_provider
 from keel.activities.providers.base import ModelProvider, ModelRequest
 from keel.contracts import REGISTRY, AgentDecision, AgentNodeRequest, ContractRegistry
 from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
-from keel.errors import KeelUserError, ProviderError
+from keel.errors import KeelUserError, ProviderError, ProviderRetryableError
 
 MAX_RAW_RESPONSE_CHARS = 32_000
+QUICK_RETRIES = 2
+"""In-activity retries of a provider blip before Temporal's retry policy takes over."""
 """Longer answers are cut in history (the parsed output is kept whole when it parsed)."""
 
 
@@ -83,22 +92,35 @@ class AgentNodeActivities:
             provider = self.provider_for(request.model)
         except KeelUserError as err:
             raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+        model_request = ModelRequest(
+            system=contract.system_prompt,
+            prompt=prompt,
+            output_schema=contract.output_schema,
+            schema_name=contract.schema_name,
+            timeout_seconds=contract.time_budget.total_seconds() * 0.9,
+            contract=contract.key,
+            input=request.input,
+            feedback=tuple(request.feedback),
+            workflow_id=info.workflow_id or "",
+            agent_attempt=request.attempt,
+            activity_attempt=info.attempt,
+        )
+        calls = 0
         try:
-            reply = await provider.complete(
-                ModelRequest(
-                    system=contract.system_prompt,
-                    prompt=prompt,
-                    output_schema=contract.output_schema,
-                    schema_name=contract.schema_name,
-                    timeout_seconds=contract.time_budget.total_seconds() * 0.9,
-                    contract=contract.key,
-                    input=request.input,
-                    feedback=tuple(request.feedback),
-                    workflow_id=info.workflow_id or "",
-                    agent_attempt=request.attempt,
-                    activity_attempt=info.attempt,
-                )
-            )
+            # tenacity owns quick retries of blips the provider gave no guidance on (no
+            # Retry-After): a few calls within a third of the time budget, no history events.
+            # Temporal's retry policy owns the rest: Retry-After (next_retry_delay) and
+            # failures that persist, durably and visibly.
+            async for try_ in AsyncRetrying(
+                retry=retry_if_exception(_blip),
+                wait=wait_exponential(multiplier=0.2, max=1.0),
+                stop=stop_after_attempt(QUICK_RETRIES + 1)
+                | stop_after_delay(contract.time_budget.total_seconds() / 3),
+                reraise=True,
+            ):
+                with try_:
+                    calls += 1
+                    reply = await provider.complete(model_request)
         except ProviderError as err:
             retry_after = getattr(err, "retry_after", None)
             raise ApplicationError(
@@ -127,7 +149,13 @@ class AgentNodeActivities:
             latency_ms=round(latency_ms, 3),
             attempt=request.attempt,
             activity_attempt=info.attempt,
+            provider_calls=calls,
         )
+
+
+def _blip(error: BaseException) -> bool:
+    """A transient provider failure with no Retry-After: worth a quick retry in place."""
+    return isinstance(error, ProviderRetryableError) and error.retry_after is None
 
 
 def _parse(text: str) -> tuple[dict[str, object] | None, str | None]:

@@ -44,3 +44,5 @@ class AgentDecision(BaseModel):
     latency_ms: float
     attempt: int
     activity_attempt: int
+    provider_calls: int = 1
+    """Calls to the provider in this activity attempt (quick in-activity retries of blips)."""

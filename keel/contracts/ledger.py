@@ -72,6 +72,7 @@ class AgentDecided(EventBase):
     latency_ms: float
     attempt: int
     activity_attempt: int
+    provider_calls: int = 1
     feedback: list[str] = Field(default_factory=list)
 
 

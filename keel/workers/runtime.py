@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from keel import SEARCH_ATTRIBUTES
+from keel import SEARCH_ATTRIBUTES, model_queue
 from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, build_provider, close_provider
 from keel.activities.tools.email import EmailSender
@@ -49,6 +49,24 @@ async def connect(
     )
 
 
+class KeelWorker:
+    """The two Temporal workers of one Keel worker process: workflows and tools on the task
+    queue, model calls on its model queue (``keel.model_queue``)."""
+
+    def __init__(self, main: Worker, models: Worker) -> None:
+        self.main = main
+        self.models = models
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> KeelWorker:
+        await self._stack.enter_async_context(self.main)
+        await self._stack.enter_async_context(self.models)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
 def build_worker(
     client: Client,
     settings: KeelSettings,
@@ -57,21 +75,30 @@ def build_worker(
     provider: ModelProvider | None = None,
     nodes: AgentNodeActivities | None = None,
     activities: Sequence[Callable[..., Any]] = (),
-    max_concurrent_activities: int = 100,
-    max_concurrent_workflow_tasks: int = 100,
-) -> Worker:
-    """A worker running every Keel workflow, the agent-node activity and ``activities``
-    (tools) on ``task_queue``. ``running_worker`` adds every tool."""
+    workflows: Sequence[type] = (),
+) -> KeelWorker:
+    """A worker running every Keel workflow (plus ``workflows``) and ``activities`` (tools)
+    on ``task_queue``, and the agent-node activity on its model queue, with the concurrency
+    bounds and model rate limit of ``settings``. ``running_worker`` adds every tool."""
+    queue = task_queue or settings.task_queue
     nodes = nodes or agent_node_activities(settings, provider)
-    return Worker(
+    main = Worker(
         client,
-        task_queue=task_queue or settings.task_queue,
-        workflows=WORKFLOWS,
-        activities=[nodes.run_agent_node, *activities],
-        max_concurrent_activities=max_concurrent_activities,
-        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        task_queue=queue,
+        workflows=[*WORKFLOWS, *workflows],
+        activities=list(activities),
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         workflow_runner=workflow_runner(),
     )
+    models = Worker(
+        client,
+        task_queue=model_queue(queue),
+        activities=[nodes.run_agent_node],
+        max_concurrent_activities=settings.max_concurrent_model_calls,
+        max_task_queue_activities_per_second=settings.model_calls_per_second,
+    )
+    return KeelWorker(main, models)
 
 
 @asynccontextmanager
@@ -82,7 +109,7 @@ async def running_worker(
     task_queue: str | None = None,
     provider: ModelProvider | None = None,
     world_namespace: str = "default",
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[KeelWorker]:
     """Run a full worker (agent nodes and every tool) for the duration of the block; what it
     opened (databases, model clients built here) is closed after."""
     nodes = agent_node_activities(settings, provider)

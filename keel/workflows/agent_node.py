@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
+    from keel import model_queue
     from keel.contracts.agent import AgentContract, RetryStrategy, UseDefault
     from keel.contracts.agent_node import AGENT_NODE_ACTIVITY, AgentDecision, AgentNodeRequest
     from keel.contracts.gates import GateState
@@ -201,6 +202,7 @@ class AgentNodes:
                 model=model,
             ),
             result_type=AgentDecision,
+            task_queue=model_queue(workflow.info().task_queue),
             start_to_close_timeout=contract.time_budget,
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),
