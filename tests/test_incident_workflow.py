@@ -234,3 +234,26 @@ async def test_continue_as_new_keeps_the_chain_verifiable(ts_env: WorkflowEnviro
         result.ledger, genesis=result.ledger_genesis, first_seq=result.ledger[0].seq
     ).ok
     assert not verify_chain(result.ledger, genesis=result.ledger_genesis).ok  # seq continues
+
+
+async def test_a_failing_compensation_is_recorded_and_the_rest_still_run(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    planner = ScriptedPlanner(
+        plan(
+            rollback("first"),
+            rollback("second", after=["first"]),
+            task("notify", "update_incident", after=["second"]),
+        ),
+    )
+    tools = StandInTools(fail=["notify", "second/compensate"])
+    async with keel_worker(ts_env.client, provider=planner, tools=tools.activities()) as tq:
+        handle = await start_incident(ts_env.client, tq)
+        for gate in ("approve-first", "approve-second"):
+            await wait_for_gate(handle, gate)
+            await handle.execute_update("review", review(gate, "approve", "oncall.lead"))
+        result = await handle.result()
+    compensated = of(result.ledger, "Compensated")
+    assert [(c.ref, c.ok) for c in compensated] == [("second", False), ("first", True)]
+    assert "stand-in roll_forward_deploy failed" in compensated[0].error
+    assert result.outcome == "compensated" and result.compensated == ["first"]

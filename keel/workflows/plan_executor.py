@@ -136,6 +136,8 @@ class PlanExecutor:
                 continue
             workflow.set_current_details(f"Compensating `{task.ref}` ({reason})")
             child_id = f"{task.workflow_id}/compensate"
+            output: dict[str, Any] | None = None
+            error: str | None = None
             try:
                 result: ToolResult = await workflow.execute_child_workflow(
                     TOOL_TASK_WORKFLOW,
@@ -152,29 +154,22 @@ class PlanExecutor:
                     result_type=ToolResult,
                     static_summary=f"compensate {task.ref}: {task.compensation.tool}",
                 )
+                output = result.output
             except ChildWorkflowError as exc:
-                self._ledger.record(
-                    Compensated(
-                        ref=task.ref,
-                        round=task.round,
-                        tool=task.compensation.tool,
-                        workflow_id=child_id,
-                        ok=False,
-                        error=_cause(exc),
-                    )
-                )
-                continue
+                error = _cause(exc)  # recorded; the remaining compensations still run
             self._ledger.record(
                 Compensated(
                     ref=task.ref,
                     round=task.round,
                     tool=task.compensation.tool,
                     workflow_id=child_id,
-                    ok=True,
-                    output=result.output,
+                    ok=error is None,
+                    output=output,
+                    error=error,
                 )
             )
-            undone.append(task.ref)
+            if error is None:
+                undone.append(task.ref)
         return undone
 
     @staticmethod
