@@ -3,6 +3,7 @@ repairs a bad draft, refund approval, a prompt injection denied, the reply sent 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from keel.samples import load_sample
 from keel.settings import OfflineFault
 from keel.workflows import SupportEmailWorkflow
 from tests.conftest import keel_worker, offline_settings
-from tests.helpers import review, types_of, wait_for_gate
+from tests.helpers import refused, review, types_of, wait_for_gate
 
 PHONE = "+44 20 7946 0958"
 
@@ -147,3 +148,50 @@ async def test_a_rejected_refund_sends_nothing(ts_env: WorkflowEnvironment, tmp_
         result = await handle.result()
         assert sink.count() == 0
     assert (result.outcome, result.reason) == ("rejected", "refund not approved: item was misused")
+
+
+class AlwaysOverpromising(Recording):
+    """Drafts that keep breaking the policy, repair or not."""
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        reply = await super().complete(request)
+        if request.contract != "support-reply@1":
+            return reply
+        draft = json.loads(reply.text)
+        draft["body"] += " We guarantee a voucher."
+        return ModelReply(text=json.dumps(draft), provider=reply.provider, model=reply.model)
+
+
+async def test_a_draft_that_stays_bad_escalates_to_a_person_who_writes_it(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with support_worker(ts_env, tmp_path, AlwaysOverpromising()) as (tq, sink):
+        handle = await start(ts_env, tq, "support-refund")
+        gate = await wait_for_gate(handle, "write-reply")
+        assert "voucher" in " ".join(gate.context["last_problems"])
+        written = {
+            "subject": "Re: your order AB-104233",
+            "body": "Hello Maya, we will refund $89.00 for order AB-104233 within 5 days.",
+            "order_number": "AB-104233",
+            "refund_usd": 89.0,
+        }
+        # A person is held to the same guard: an overpromising reply is refused.
+        promising = {**written, "body": written["body"] + " We guarantee it."}
+        reason = await refused(
+            handle, review("write-reply", "modify", "support.agent.ana", modifications=promising)
+        )
+        assert "promises 'guarantee'" in reason
+        await handle.execute_update(
+            "review", review("write-reply", "modify", "support.agent.ana", modifications=written)
+        )
+        await wait_for_gate(handle, "approve-refund")
+        await handle.execute_update(
+            "review", review("approve-refund", "approve", "support.lead.chen")
+        )
+        result = await handle.result()
+        received = list(sink.messages)
+    failed = [e for e in result.ledger if e.type == "ValidationFailed" and e.node == "draft-reply"]
+    assert len(failed) == 3  # the contract's retry budget, each repair fed the violations
+    assert [e.subject for e in result.ledger if e.type == "Escalated"] == ["node:draft-reply"]
+    assert result.outcome == "replied"
+    assert len(received) == 1 and "Hello Maya" in received[0].body

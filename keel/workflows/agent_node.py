@@ -147,7 +147,7 @@ class AgentNodes:
                         feedback=attempt_feedback,
                     )
                 )
-        return await self._exhausted(node, contract, reasons, checkpoint, attempt)
+        return await self._exhausted(node, contract, reasons, checkpoint, attempt, check)
 
     def _guard(
         self,
@@ -252,6 +252,7 @@ class AgentNodes:
         reasons: list[str],
         checkpoint: Checkpoint,
         attempts: int,
+        check: OutputCheck | None,
     ) -> AgentOutcome:
         policy = contract.on_exhausted
         if isinstance(policy, UseDefault):
@@ -271,7 +272,10 @@ class AgentNodes:
             )
         )
         record = self._gates.open(
-            spec, {"node": node, "contract": contract.key, "last_problems": reasons}
+            spec,
+            {"node": node, "contract": contract.key, "last_problems": reasons},
+            # A person's answer must pass the same content check the agent's had to.
+            check=(lambda mods: _human_problems(contract, mods, check)) if check else None,
         )
         await self._gates.wait(record)
         review = record.review
@@ -282,6 +286,16 @@ class AgentNodes:
             return AgentOutcome(output, "human", attempts, checkpoint, f"by {review.reviewer}")
         note = f"escalation gate {record.name} ended {record.state.value}"
         return AgentOutcome(None, "none", attempts, checkpoint, note)
+
+
+def _human_problems(
+    contract: AgentContract, modifications: dict[str, Any], check: OutputCheck
+) -> list[str]:
+    try:
+        output = contract.output_model.model_validate({"confidence": 1.0, **modifications})
+    except ValidationError:
+        return []  # the gate's own schema check reports these
+    return check(output)
 
 
 Rejection = tuple[Literal["parse", "schema", "rule", "confidence"], list[str]]
