@@ -10,10 +10,12 @@
 Both parents return counts, never their ledger or children's results: the Keel parent's ledger
 holds N ``TaskCompleted`` events, and a result that big would only measure payload size.
 
-The workflow sandbox re-imports this module for every workflow run, so it stays import-safe
-and light: Keel's modules come in through ``imports_passed_through`` (the bare child must not
-pay for importing Keel's workflows package on every run). The ``bench_noop`` tool itself is
-registered in Keel's process-wide catalog by ``plan_fanout.py``, outside the sandbox.
+The workflow sandbox imports this module for workflow runs, so it stays import-safe: Keel's
+modules come in through ``imports_passed_through``. ``plan_fanout.py`` runs it with Keel's
+sandbox (``keel.workers.runtime.workflow_runner``, which passes ``keel`` through) and passes
+this module through as well, so that neither variant's children pay a per-run re-import.
+The ``bench_noop`` tool itself is registered in Keel's process-wide catalog by
+``plan_fanout.py``, outside the sandbox.
 """
 
 from __future__ import annotations
@@ -132,7 +134,6 @@ class BenchBareChildren:
                     BenchBareChild.run,
                     ToolCall(tool=BENCH_TOOL, input={"n": i}, idempotency_key=f"{parent}/c{i}"),
                     id=f"{parent}/c{i}",
-                    result_type=ToolResult,
                 )
                 for i in range(params.tasks)
             )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -131,8 +133,8 @@ class AgentNodeActivities:
                 next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
             ) from err
         latency_ms = (time.perf_counter() - started) * 1000
-        output, parse_error = _parse(reply.text)
-        confidence = output.get("confidence") if output else None
+        text = _clean(reply.text)
+        output, parse_error = _parse(text)
         return AgentDecision(
             contract=contract.key,
             contract_fingerprint=contract.fingerprint,
@@ -140,10 +142,10 @@ class AgentNodeActivities:
             model=reply.model,
             prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
             prompt=prompt if self.record_prompts else None,
-            raw_response=reply.text[:MAX_RAW_RESPONSE_CHARS],
+            raw_response=text[:MAX_RAW_RESPONSE_CHARS],
             output=output,
             parse_error=parse_error,
-            confidence=float(confidence) if isinstance(confidence, int | float) else None,
+            confidence=_confidence(output),
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
             latency_ms=round(latency_ms, 3),
@@ -158,8 +160,13 @@ def _blip(error: BaseException) -> bool:
     return isinstance(error, ProviderRetryableError) and error.retry_after is None
 
 
-def _parse(text: str) -> tuple[dict[str, object] | None, str | None]:
-    """The JSON object in ``text``, tolerating a Markdown code fence around it."""
+def _parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object in ``text``, tolerating a Markdown code fence around it.
+
+    Whatever a model sends, this returns: an answer Python cannot decode (nesting too
+    deep, an integer too long, ...) is a parse error like any other, so the node retries
+    it with feedback instead of failing the activity.
+    """
     stripped = text.strip()
     if stripped.startswith("```"):
         stripped = stripped.strip("`").removeprefix("json").strip()
@@ -167,6 +174,32 @@ def _parse(text: str) -> tuple[dict[str, object] | None, str | None]:
         value = json.loads(stripped)
     except json.JSONDecodeError as err:
         return None, f"the answer is not valid JSON: {err.msg} at line {err.lineno} col {err.colno}"
+    except (ValueError, RecursionError) as err:
+        return None, f"the answer cannot be decoded: {type(err).__name__}: {str(err)[:200]}"
     if not isinstance(value, dict):
         return None, f"the answer is JSON but not an object (got {type(value).__name__})"
-    return value, None
+    cleaned: dict[str, Any] = _clean(value)
+    return cleaned, None
+
+
+def _confidence(output: dict[str, Any] | None) -> float | None:
+    """The answer's self-reported confidence, when it is a finite number."""
+    value = output.get("confidence") if output else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with lone UTF-16 surrogates replaced, so it can always be encoded."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value

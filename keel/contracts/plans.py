@@ -5,6 +5,7 @@ Validation is pure and deterministic: the plan executor runs it in workflow code
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -87,7 +88,7 @@ def validate_plan(plan: PlannerOutput, catalog: ToolCatalog, policy: PlanPolicy)
             f"{policy.max_tasks_per_plan}"
         )
     refs = [t.ref for t in tasks]
-    for ref in sorted({r for r in refs if refs.count(r) > 1}):
+    for ref in sorted(r for r, n in Counter(refs).items() if n > 1):
         reasons.append(f"task ref {ref!r} is used more than once")
     known = set(refs)
     for task in tasks:

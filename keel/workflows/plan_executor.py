@@ -8,8 +8,10 @@ planning rounds and is carried across continue-as-new.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -100,25 +102,38 @@ class PlanExecutor:
                 children={t.ref: self.child_id(parent, round_no, t.ref) for t in plan.tasks},
             )
         )
+        # Each wake-up costs only what finished: unmet-dependency counts and a ready queue
+        # (plan order) instead of rescanning every task, completions pushed by callbacks.
         pending = {t.ref: t for t in plan.tasks}
+        unmet = {t.ref: len(set(t.depends_on)) for t in plan.tasks}
+        dependents: dict[str, list[str]] = {t.ref: [] for t in plan.tasks}
+        for t in plan.tasks:
+            for dep in set(t.depends_on):
+                dependents[dep].append(t.ref)
+        ready = deque(t.ref for t in plan.tasks if unmet[t.ref] == 0)
         running: dict[str, asyncio.Task[ToolResult]] = {}
+        finished: deque[str] = deque()
         run = PlanRun(outcome="completed")
         while pending or running:
-            if run.failure is None:
-                ready = [t for t in pending.values() if set(t.depends_on) <= set(run.results)]
-                room = self._policy.max_fanout_width - len(running)
-                for task in ready[: max(room, 0)]:
-                    del pending[task.ref]
-                    running[task.ref] = asyncio.create_task(self._run_task(round_no, task))
+            while run.failure is None and ready and len(running) < self._policy.max_fanout_width:
+                task = pending.pop(ready.popleft())
+                started = asyncio.create_task(self._run_task(round_no, task))
+                started.add_done_callback(partial(_push, finished, task.ref))
+                running[task.ref] = started
             if not running:
                 break
-            await workflow.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
-            for ref in [r for r, t in running.items() if t.done()]:
-                finished = running.pop(ref)
+            await workflow.wait_condition(lambda: bool(finished))
+            while finished:
+                ref = finished.popleft()
                 try:
-                    run.results[ref] = finished.result()
+                    run.results[ref] = running.pop(ref).result()
                 except TaskNotRun as exc:
                     run.failure = run.failure or str(exc)
+                    continue
+                for follower in dependents[ref]:
+                    unmet[follower] -= 1
+                    if unmet[follower] == 0:
+                        ready.append(follower)
         for ref in pending:
             reason = f"not started: {run.failure}" if run.failure else "dependencies not met"
             self._ledger.record(TaskSkipped(round=round_no, ref=ref, reason=reason))
@@ -275,6 +290,10 @@ class PlanExecutor:
             )
         )
         raise TaskNotRun(f"gate {record.name} was {record.state.value} ({who})")
+
+
+def _push(queue: deque[str], ref: str, _task: object) -> None:
+    queue.append(ref)
 
 
 def _input_problems(
