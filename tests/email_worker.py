@@ -22,7 +22,6 @@ import keel.contracts.email  # noqa: F401  (registers send_email in the catalog)
 from keel.activities.tools.email import EmailSender
 from keel.settings import KeelSettings
 from keel.workflows.tool_task import ToolTaskWorkflow
-from tests.email_probe import QuickToolTask
 
 SENDER = "support@keel.test"
 
@@ -45,7 +44,7 @@ async def main() -> None:
         async with Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[ToolTaskWorkflow, QuickToolTask],
+            workflows=[ToolTaskWorkflow],
             activities=email.activities(),
             # A killed worker's sticky queue holds the next workflow task for this long before
             # it goes to the normal queue (default 10 s): keep the test short.

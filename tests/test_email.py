@@ -47,7 +47,9 @@ from keel.contracts.tools import (
 from keel.settings import KeelSettings
 from keel.workflows.tool_task import ToolTaskWorkflow
 from tests.conftest import free_port
-from tests.email_probe import ACTIVITY_TIMEOUT, QUICK_TOOL_TASK
+
+ACTIVITY_TIMEOUT = timedelta(seconds=4)
+"""The kill test's tool timeout: how long the dead worker's attempt goes unnoticed."""
 from tests.email_worker import SENDER
 from tests.test_effects import PG_URL
 
@@ -408,6 +410,7 @@ async def test_a_worker_killed_mid_send_does_not_send_twice(
         ref="send-reply",
         tool="send_email",
         input=REPLY,
+        timeout_seconds=ACTIVITY_TIMEOUT.total_seconds(),
     )
     record = open_effect_record(settings)
     mailbox = tmp_path / "mailbox.jsonl"
@@ -415,7 +418,7 @@ async def test_a_worker_killed_mid_send_does_not_send_twice(
         env["KEEL_TEST_SMTP_PORT"] = str(sink.port)
         doomed = await WorkerProcess.start(env | {FAULT_EXIT_AFTER_EFFECT_ENV: "send_email"})
         handle = await dev_env.client.start_workflow(
-            QUICK_TOOL_TASK,
+            TOOL_TASK_WORKFLOW,
             task,
             id=workflow_id,
             task_queue=env["KEEL_TASK_QUEUE"],

@@ -113,3 +113,6 @@ class ToolTaskInput(BaseModel):
     purpose: str = ""
     compensating: str | None = None
     """The task ref this run compensates, if it is a compensation."""
+    timeout_seconds: float = Field(60.0, gt=0, le=3_600)
+    """Start-to-close timeout of one tool activity attempt: how long a worker that died
+    mid-call goes unnoticed before another retries it."""

@@ -57,7 +57,7 @@ class ToolTaskWorkflow:
             tool_activity_name(task.tool),
             ToolCall(tool=task.tool, input=task.input, idempotency_key=workflow.info().workflow_id),
             result_type=ToolResult,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(seconds=task.timeout_seconds),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 maximum_interval=timedelta(seconds=30),
