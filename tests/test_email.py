@@ -47,11 +47,11 @@ from keel.contracts.tools import (
 from keel.settings import KeelSettings
 from keel.workflows.tool_task import ToolTaskWorkflow
 from tests.conftest import free_port
+from tests.email_worker import SENDER
+from tests.test_effects import PG_URL
 
 ACTIVITY_TIMEOUT = timedelta(seconds=4)
 """The kill test's tool timeout: how long the dead worker's attempt goes unnoticed."""
-from tests.email_worker import SENDER
-from tests.test_effects import PG_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLY = {
