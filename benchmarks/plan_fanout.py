@@ -44,6 +44,7 @@ import sys
 import time
 import types
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -396,6 +397,13 @@ async def _drive_run_plan(plan: PlannerOutput, one_per_wakeup: bool) -> tuple[in
         wakeups += 1
         return await real_wait(*args, **kwargs)
 
+    async def counted_wait_condition(condition: Callable[[], bool], **_kwargs: Any) -> None:
+        # What the workflow event loop does: re-check the condition as the loop turns.
+        nonlocal wakeups
+        wakeups += 1
+        while not condition():
+            await asyncio.sleep(0)
+
     ledger = Ledger()
     policy = bench_policy(len(plan.tasks))
     executor = PlanExecutor(ledger, GateBook(ledger), CATALOG, policy)
@@ -406,6 +414,7 @@ async def _drive_run_plan(plan: PlannerOutput, one_per_wakeup: bool) -> tuple[in
         mock.patch.object(workflow, "now", lambda: now),
         mock.patch.object(workflow, "execute_child_workflow", child),
         mock.patch.object(workflow, "wait", counted_wait),
+        mock.patch.object(workflow, "wait_condition", counted_wait_condition),
     ):
         started = time.thread_time()
         task = asyncio.create_task(executor.run_plan(1, plan))
