@@ -27,7 +27,6 @@ import gc
 import math
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_workflows import BARE_ACTIVITY, BenchBareActivity, BenchKeelAgentNode
+from measure import percentile, process_cpu, server_cpu, server_pid
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -103,42 +103,6 @@ def node_input() -> RiskClassifierInput:
         jurisdiction=contract.jurisdiction,
         clauses=contract.clauses,
     )
-
-
-def process_cpu() -> float:
-    """CPU seconds of this process, all threads (the worker and the client)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def server_pid() -> int | None:
-    """The dev server: the child process of this one, found through /proc (Linux)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, rest = stat.read_text().rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        if "temporal" in name and int(rest.split()[1]) == os.getpid():
-            return int(stat.parent.name)
-    return None
-
-
-def server_cpu(pid: int | None) -> float:
-    """CPU seconds of process ``pid`` (NaN when unknown)."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 async def one(client: Client, queue: str, variant: Variant, payload: RiskClassifierInput) -> float:

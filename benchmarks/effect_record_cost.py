@@ -29,7 +29,6 @@ import datetime as dt
 import gc
 import os
 import platform
-import resource
 import shutil
 import statistics
 import sys
@@ -47,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import psycopg
+from measure import percentile, process_cpu
 
 from keel.activities.effects import (
     EFFECTS_TABLE,
@@ -109,18 +109,6 @@ class Backend:
 
     def of(self, scenario: str, concurrent: bool) -> Figures:
         return self.figures.setdefault((scenario, concurrent), Figures())
-
-
-def process_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 async def timed(call: Callable[[], Awaitable[Any]], latencies: list[float]) -> Any:

@@ -35,10 +35,8 @@ import dataclasses
 import datetime as dt
 import gc
 import itertools
-import math
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -56,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import plan_bench_workflows
+from measure import process_cpu, server_cpu, server_pid
 from plan_bench_workflows import (
     BARE_CHILD_WORKFLOW,
     BARE_PARENT_WORKFLOW,
@@ -242,35 +241,6 @@ class Variant:
 
     def median(self, n: int, attr: str) -> float:
         return float(statistics.median(getattr(r, attr) for r in self.runs[n]))
-
-
-def process_cpu() -> float:
-    """CPU seconds of this process, all threads (the worker and the client)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def server_pid() -> int | None:
-    """The dev server: the child process of this one, found through /proc (Linux)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, rest = stat.read_text().rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        if "temporal" in name and int(rest.split()[1]) == os.getpid():
-            return int(stat.parent.name)
-    return None
-
-
-def server_cpu(pid: int | None) -> float:
-    """CPU seconds of process ``pid`` (NaN when unknown)."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def workflow_tasks(events: list[Any]) -> int:

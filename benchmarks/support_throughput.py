@@ -34,7 +34,6 @@ import gc
 import math
 import os
 import platform
-import resource
 import shutil
 import statistics
 import sys
@@ -54,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 # Runnable from a checkout without installing Keel; the worker imports this file as a module.
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+from measure import percentile, process_cpu, server_cpu, server_pid
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -267,42 +267,6 @@ def email(n: int) -> dict[str, Any]:
     raw["body"] = BODY
     raw["message_id"] = f"<bench-{n}-{uuid.uuid4().hex[:12]}@mail.example.com>"
     return raw
-
-
-def process_cpu() -> float:
-    """CPU seconds of this process, all threads (worker, client and SMTP sink)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def server_pid() -> int | None:
-    """The dev server: the child process of this one, found through /proc (Linux)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, rest = stat.read_text().rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        if "temporal" in name and int(rest.split()[1]) == os.getpid():
-            return int(stat.parent.name)
-    return None
-
-
-def server_cpu(pid: int | None) -> float:
-    """CPU seconds of process ``pid`` (NaN when unknown)."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 async def start(client: Client, queue: str, variant: Variant, n: int) -> WorkflowHandle[Any, Any]:
