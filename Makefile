@@ -42,8 +42,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy keel
 
-bench: $(STAMP)
+bench: $(STAMP)  # about 12 minutes on 2 cores; each writes its table to benchmarks/results/
 	$(BIN)/python benchmarks/agent_node_overhead.py
+	$(BIN)/python benchmarks/plan_fanout.py
+	$(BIN)/python benchmarks/support_throughput.py
+	$(BIN)/python benchmarks/effect_record_cost.py
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache
