@@ -6,13 +6,14 @@ happen in workflow code, so a rejected answer costs no extra activity.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -31,6 +32,7 @@ from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
 from keel.errors import KeelUserError, ProviderError, ProviderRetryableError
 
 MAX_RAW_RESPONSE_CHARS = 32_000
+T = TypeVar("T")
 QUICK_RETRIES = 2
 """In-activity retries of a provider blip before Temporal's retry policy takes over."""
 """Longer answers are cut in history (the parsed output is kept whole when it parsed)."""
@@ -122,7 +124,7 @@ class AgentNodeActivities:
             ):
                 with try_:
                     calls += 1
-                    reply = await provider.complete(model_request)
+                    reply = await _heartbeating(provider.complete(model_request))
         except ProviderError as err:
             retry_after = getattr(err, "retry_after", None)
             raise ApplicationError(
@@ -153,6 +155,26 @@ class AgentNodeActivities:
             activity_attempt=info.attempt,
             provider_calls=calls,
         )
+
+
+HEARTBEAT_EVERY_SECONDS = 2.0
+"""How often a model call in flight tells Temporal its worker is alive (the SDK throttles)."""
+
+
+async def _heartbeating(call: Awaitable[T]) -> T:
+    """Await ``call`` while heartbeating, so a worker that dies mid-call is noticed within
+    the heartbeat timeout instead of the contract's whole time budget."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+
+    beater = asyncio.create_task(beat())
+    try:
+        return await call
+    finally:
+        beater.cancel()
 
 
 def _blip(error: BaseException) -> bool:

@@ -46,6 +46,8 @@ from keel.workflows.ledger import Ledger
 OutputCheck = Callable[[Any], list[str]]
 """A deterministic check of a schema-valid output; returns reasons to reject it."""
 
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+
 PERMANENT_ERRORS = [
     "ProviderPermanentError",
     "ProviderConfigError",
@@ -204,6 +206,8 @@ class AgentNodes:
             result_type=AgentDecision,
             task_queue=model_queue(workflow.info().task_queue),
             start_to_close_timeout=contract.time_budget,
+            # The activity heartbeats during the model call: a dead worker is noticed fast.
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 backoff_coefficient=2.0,
