@@ -132,7 +132,7 @@ async def run_demo(settings: KeelSettings) -> int:
                     print(f"--- SMTP server received {received} message(s) with that Message-ID\n")
     print("Summary")
     for run, result in zip(DEMO_RUNS, results, strict=True):
-        print(f"  {run.label:<22} {result.outcome:<12} {_who(result)}")
+        print(f"  {run.label:<24} {result.outcome:<10} {_who(result)}")
     print(f"\nBrowse them: `keel dev`, then {settings.ui_url}")
     return 0
 
