@@ -63,3 +63,21 @@ async def refused(handle: WorkflowHandle[Any, Any], payload: Any) -> str:
         assert err.cause.type == "ReviewRefused"
         return err.cause.message
     raise AssertionError(f"review {payload!r} was accepted")
+
+
+async def start_keel_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``keel worker`` as a separate process with ``env``, once it says it is ready."""
+    from tests.conftest import BIN
+
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "keel"),
+        "worker",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        while b"keel worker:" not in (line := await proc.stdout.readline()):
+            assert line, "keel worker exited before it was ready"
+    return proc

@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.samples import load_sample
 from tests.conftest import BIN
+from tests.helpers import start_keel_worker
 
 
 class Stack:
@@ -42,18 +43,7 @@ class Stack:
         return text
 
     async def worker(self) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            str(BIN / "keel"),
-            "worker",
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        assert proc.stdout is not None
-        async with asyncio.timeout(30):
-            while b"keel worker:" not in (line := await proc.stdout.readline()):
-                assert line, "keel worker exited before it was ready"
-        return proc
+        return await start_keel_worker(self.env)
 
     async def until(self, workflow_id: str, text: str, *args: str) -> str:
         async with asyncio.timeout(60):

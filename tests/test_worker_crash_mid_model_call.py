@@ -12,9 +12,9 @@ from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.testing import WorkflowEnvironment
 
 from keel.contracts.ledger import AgentDecided
-from tests.conftest import BIN, free_port
+from tests.conftest import free_port
 from tests.fake_model_server import FakeModelServer, Reply
-from tests.helpers import start_review
+from tests.helpers import start_keel_worker, start_review
 
 LOW = {
     "risk_level": "low",
@@ -22,21 +22,6 @@ LOW = {
     "rationale": "Capped liability and a short term.",
     "confidence": 0.9,
 }
-
-
-async def worker(env: dict[str, str]) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "keel"),
-        "worker",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    async with asyncio.timeout(30):
-        while b"keel worker:" not in (line := await proc.stdout.readline()):
-            assert line, "keel worker exited before it was ready"
-    return proc
 
 
 async def test_a_killed_worker_is_noticed_by_heartbeat(
@@ -53,14 +38,14 @@ async def test_a_killed_worker_is_noticed_by_heartbeat(
             "KEEL_DATA_DIR": str(tmp_path),
             "KEEL_SMTP_PORT": str(free_port()),
         }
-        first = await worker(env)
+        first = await start_keel_worker(env)
         handle = await start_review(dev_env.client, env["KEEL_TASK_QUEUE"], "low", prefix="crash")
         async with asyncio.timeout(30):
             while server.calls == 0:
                 await asyncio.sleep(0.1)
         first.send_signal(signal.SIGKILL)
         await first.wait()
-        second = await worker(env)
+        second = await start_keel_worker(env)
         try:
             result = await asyncio.wait_for(handle.result(), timeout=40)
         finally:

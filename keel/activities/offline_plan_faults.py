@@ -12,23 +12,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from datetime import UTC
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from keel.contracts.incident import INCIDENT_POLICY, Deploy, DeployHistoryOutput
+from keel.settings import FaultKind
 
-PLAN_FAULT_KINDS = frozenset(
-    {
-        "plan_unknown_tool",
-        "plan_cycle",
-        "plan_bad_input",
-        "plan_too_many_tasks",
-        "plan_missing_dependency",
-        "plan_ungated_side_effect",
-        "plan_missing_compensation",
-    }
-)
+PLAN_FAULT_KINDS = frozenset(kind for kind in get_args(FaultKind) if kind.startswith("plan_"))
 UNKNOWN_TOOL = "kubectl_exec"
 MISSING_REF = "baseline-check"
 # Field -> a value its tool's schema refuses (the type or the range is wrong).

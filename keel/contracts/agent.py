@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.contracts.gates import GateSpec
-from keel.contracts.guardrails import GuardrailConfig
+from keel.contracts.guardrails import GuardrailConfig, prompt_overhead_tokens
 
 
 class RetryStrategy(StrEnum):
@@ -105,6 +105,12 @@ class AgentContract(BaseModel):
     def output_schema(self) -> dict[str, Any]:
         """JSON schema of the output model (computed once: contracts are immutable)."""
         return self.output_model.model_json_schema()
+
+    @cached_property
+    def prompt_overhead_tokens(self) -> int:
+        """Estimated tokens of the prompt around the input (system prompt, template, output
+        schema), computed once; the guardrails add the input and any feedback."""
+        return prompt_overhead_tokens(self.system_prompt, self.prompt_template, self.output_schema)
 
     @cached_property
     def fingerprint(self) -> str:

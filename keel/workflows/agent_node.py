@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         GuardrailOutcome,
         GuardrailState,
         apply_guardrails,
-        prompt_overhead_tokens,
+        estimate_tokens,
     )
     from keel.contracts.ledger import (
         AgentCallFailed,
@@ -163,9 +163,8 @@ class AgentNodes:
         (every decision on the first attempt, the ones that acted afterwards)."""
         state = GuardrailState(
             tokens_used=self.tokens_used,
-            prompt_tokens_estimate=prompt_overhead_tokens(
-                contract.system_prompt, contract.prompt_template, contract.output_schema, feedback
-            ),
+            prompt_tokens_estimate=contract.prompt_overhead_tokens
+            + sum(estimate_tokens(item) for item in feedback),
         )
         outcome = apply_guardrails(payload, contract.guardrails, state)
         for decision in outcome.decisions:

@@ -25,6 +25,7 @@ from keel.workflows.gates import GateBook, payload_digest, refusal
 from keel.workflows.ledger import Ledger
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 
 
 class KeelWorkflow:
@@ -48,6 +49,12 @@ class KeelWorkflow:
                 input_sha256=digest,
             )
         )
+
+    async def settle(self, result: R) -> R:
+        """Return ``result`` once every update and signal handler has finished, so no
+        reviewer's call is cut off by the run completing."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
 
     def ingest(self, model: type[M], raw_input: Any, *, max_bytes: int) -> M:
         """Validate the input; a malformed one is recorded and fails the run, non-retryably."""

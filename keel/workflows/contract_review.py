@@ -53,9 +53,7 @@ class ContractReviewWorkflow(KeelWorkflow):
 
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> ContractReviewResult:
-        result = await self._review(raw_input)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        return await self.settle(await self._review(raw_input))
 
     async def _review(self, raw_input: dict[str, Any]) -> ContractReviewResult:
         self.start(raw_input)

@@ -50,9 +50,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
 
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> IncidentResult:
-        result = await self._investigate(raw_input)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        return await self.settle(await self._investigate(raw_input))
 
     async def _investigate(self, raw_input: dict[str, Any]) -> IncidentResult:
         carry = self._resume(raw_input.get("carry"))

@@ -48,9 +48,7 @@ class SupportEmailWorkflow(KeelWorkflow):
 
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> SupportResult:
-        result = await self._handle(raw_input)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        return await self.settle(await self._handle(raw_input))
 
     async def _handle(self, raw_input: dict[str, Any]) -> SupportResult:
         self.start(raw_input)
