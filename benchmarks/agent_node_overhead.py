@@ -41,21 +41,22 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_workflows import BARE_ACTIVITY, BenchBareActivity, BenchKeelAgentNode
+from keel.samples import load_sample
 from measure import percentile, process_cpu, server_cpu, server_pid
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from keel.activities.providers import OfflineProvider
-from keel.contracts.contract_review import (
+from keel.offline import OfflineProvider
+from keel.scenarios.contract_review.contracts import (
     ContractReviewInput,
     RiskAssessment,
     RiskClassifierInput,
     RiskLevel,
 )
-from keel.samples import load_sample
 from keel.settings import KeelSettings
+from keel.workers.apps import resolve_apps
 from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
@@ -298,7 +299,7 @@ async def main(args: argparse.Namespace) -> None:
         # the two benchmark workflows and the bare activity on the same task queue.
         worker = build_worker(
             env.client,
-            KeelSettings(_env_file=None, model="offline"),  # type: ignore[call-arg]
+            KeelSettings(_env_file=None, apps=resolve_apps(), model="offline"),  # type: ignore[call-arg]
             task_queue=queue,
             provider=OfflineProvider(),
             activities=[bare_activity],

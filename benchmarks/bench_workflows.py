@@ -13,7 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from keel.contracts.contract_review import (
+    from keel.scenarios.contract_review.contracts import (
         RISK_CLASSIFIER,
         RiskAssessment,
         RiskClassifierInput,

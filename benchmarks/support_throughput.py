@@ -53,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 # Runnable from a checkout without installing Keel; the worker imports this file as a module.
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+from keel.samples import load_sample
 from measure import percentile, process_cpu, server_cpu, server_pid
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
@@ -62,13 +63,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from keel import SEARCH_ATTRIBUTES
 from keel.activities.providers import close_provider
 from keel.activities.tools.email import EmailSender, build_message, smtp_send
-from keel.activities.tools.smtp_sink import SmtpSink
-from keel.activities.tools.support import SupportDesk
 from keel.contracts.email import SendEmailInput, SendEmailOutput, message_id_for
-from keel.contracts.support import (
+from keel.contracts.names import SEARCH_ATTRIBUTES
+from keel.scenarios.support_email import SupportEmailWorkflow
+from keel.scenarios.support_email.contracts import (
     SUPPORT_REPLY,
     SUPPORT_TRIAGE,
     Order,
@@ -80,12 +80,13 @@ from keel.contracts.support import (
     Triage,
     TriageInput,
 )
-from keel.samples import load_sample
+from keel.scenarios.support_email.tools import SupportDesk
+from keel.scenarios.support_email.workflow import SEND_RETRIES
 from keel.settings import KeelSettings
 from keel.workers import runtime
+from keel.workers.apps import resolve_apps
 from keel.workers.runtime import agent_node_activities, build_worker
-from keel.workflows import SupportEmailWorkflow
-from keel.workflows.support import SEND_RETRIES
+from keel.workers.smtp_sink import SmtpSink
 
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "results" / "support_throughput.md"
@@ -527,6 +528,7 @@ async def main(args: argparse.Namespace) -> None:
                 worker = build_worker(
                     env.client,
                     settings,
+                    apps=resolve_apps(),
                     task_queue=queue,
                     nodes=nodes,
                     activities=[

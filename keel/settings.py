@@ -4,49 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FaultKind = Literal[
-    "malformed_json",
-    "low_confidence",
-    "timeout",
-    "rate_limit",
-    "server_error",
-    # Plan faults: the planner's plan is made invalid in one way (only without feedback).
-    "plan_unknown_tool",
-    "plan_cycle",
-    "plan_bad_input",
-    "plan_too_many_tasks",
-    "plan_missing_dependency",
-    "plan_ungated_side_effect",
-    "plan_missing_compensation",
-    # A drafted reply breaks the support policy (only without feedback: a repair fixes it).
-    "reply_policy_violation",
-]
-
-
-class OfflineFault(BaseModel):
-    """A fault the offline model injects, so demos and tests can show recovery paths.
-
-    A fault applies to a call when every given filter matches.
-    """
-
-    kind: FaultKind
-    agent_attempts: list[int] = Field(default_factory=lambda: [1])
-    """Agent-node attempts (1-based) that get the fault."""
-    activity_attempts: list[int] | None = None
-    """Temporal activity attempts that get the fault; ``None`` means every one."""
-    workflow_id_prefix: str | None = None
-    contract: str | None = None
-    """``name@version`` of the contract, or ``None`` for every contract."""
-    rounds: list[int] | None = None
-    """Planning rounds (the ``round`` of the node input) that get the fault; ``None`` means
-    every call, with or without a round."""
-    retry_after_seconds: float | None = None
-    """For ``rate_limit``: the Retry-After the fake provider announces."""
+from keel.contracts.faults import OfflineFault
 
 
 class KeelSettings(BaseSettings):

@@ -14,8 +14,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from keel.activities.providers import ModelProvider, OfflineProvider
-from keel.settings import KeelSettings, OfflineFault
+from keel.activities.providers import ModelProvider
+from keel.offline import OfflineFault, OfflineProvider
+from keel.settings import KeelSettings
+from keel.workers.apps import resolve_apps
 from keel.workers.runtime import (
     build_worker,
     ensure_search_attributes,
@@ -59,6 +61,7 @@ async def keel_worker(
     worker = build_worker(
         client,
         offline_settings(),
+        apps=resolve_apps(),
         task_queue=task_queue,
         provider=model,
         activities=tools or [],
@@ -79,7 +82,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (in memory) for integration and replay tests."""
-    from keel import SEARCH_ATTRIBUTES
+    from keel.contracts.names import SEARCH_ATTRIBUTES
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),

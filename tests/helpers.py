@@ -8,11 +8,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from keel.contracts.contract_review import ContractReviewResult
 from keel.contracts.gates import GateView
 from keel.contracts.ledger import LedgerEvent
-from keel.samples import load_sample
-from keel.workflows import ContractReviewWorkflow
+from keel.scenarios.contract_review import ContractReviewWorkflow
+from keel.scenarios.contract_review.contracts import ContractReviewResult
+from tests.samples import load_sample
 
 
 async def start_review(

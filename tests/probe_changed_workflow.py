@@ -8,8 +8,8 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from keel.contracts.contract_review import ContractReviewResult
-    from keel.workflows.contract_review import ContractReviewWorkflow
+    from keel.scenarios.contract_review.contracts import ContractReviewResult
+    from keel.scenarios.contract_review.workflow import ContractReviewWorkflow
 
 
 @workflow.defn(name="ContractReview")

@@ -11,8 +11,8 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from keel.contracts.contract_review import RiskClassifierInput
     from keel.contracts.registry import REGISTRY
+    from keel.scenarios.contract_review.contracts import RiskClassifierInput
 
 from keel.workflows.base import KeelWorkflow
 

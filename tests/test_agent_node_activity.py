@@ -15,9 +15,9 @@ from temporalio.testing import ActivityEnvironment
 from keel.activities.agent_node import MAX_RAW_RESPONSE_CHARS, AgentNodeActivities
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts import AgentDecision, AgentNodeRequest, ContractRegistry
-from keel.contracts.contract_review import RISK_CLASSIFIER, RiskClassifierInput
 from keel.errors import ProviderPermanentError, ProviderRetryableError
-from keel.samples import load_sample
+from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER, RiskClassifierInput
+from tests.samples import load_sample
 
 ANSWER = {
     "risk_level": "medium",

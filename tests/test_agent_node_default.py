@@ -11,11 +11,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts import REGISTRY, AgentContract, RetryStrategy, UseDefault
-from keel.contracts.contract_review import (
-    RISK_CLASSIFIER,
-    RiskAssessment,
-    RiskClassifierInput,
-)
 from keel.contracts.ledger import (
     AgentCallFailed,
     AgentDecided,
@@ -27,11 +22,16 @@ from keel.contracts.ledger import (
     verify_chain,
 )
 from keel.errors import ProviderPermanentError
-from keel.samples import load_sample
-from keel.settings import OfflineFault
+from keel.offline import OfflineFault
+from keel.scenarios.contract_review.contracts import (
+    RISK_CLASSIFIER,
+    RiskAssessment,
+    RiskClassifierInput,
+)
 from tests.conftest import keel_worker
 from tests.helpers import types_of
 from tests.probe_workflows import AgentNodeProbe
+from tests.samples import load_sample
 
 DEFAULT_OUTPUT = {
     "risk_level": "high",

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from keel.activities.providers import OfflineProvider
-from keel.samples import load_sample
+from keel.offline import OfflineProvider
+from keel.workers.apps import resolve_apps
 from keel.workers.runtime import build_worker
 from tests.conftest import BIN, offline_settings
+from tests.samples import load_sample
 
 
 class Cli:
@@ -66,7 +67,11 @@ class Cli:
 async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli]:
     task_queue = f"cli-{uuid.uuid4()}"
     async with build_worker(
-        dev_env.client, offline_settings(), task_queue=task_queue, provider=OfflineProvider()
+        dev_env.client,
+        offline_settings(),
+        apps=resolve_apps(),
+        task_queue=task_queue,
+        provider=OfflineProvider(),
     ):
         yield Cli(dev_env.client.service_client.config.target_host, task_queue, tmp_path)
 

@@ -252,8 +252,8 @@ def test_worker_command_uses_the_console_script(compose: dict[str, Any]) -> None
 
 
 def test_worker_command_is_a_cli_subcommand(compose: dict[str, Any]) -> None:
-    """Needs keel.workers.cli.build_parser() -> argparse.ArgumentParser."""
-    from keel.workers.cli import build_parser
+    """Needs keel.cli.main.build_parser() -> argparse.ArgumentParser."""
+    from keel.cli.main import build_parser
 
     command = _command(_service(compose, "keel-worker"))
     parser = build_parser()

@@ -9,7 +9,6 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from keel.contracts.contract_review import RISK_CLASSIFIER
 from keel.contracts.ledger import (
     AgentDecided,
     AgentRetried,
@@ -19,10 +18,11 @@ from keel.contracts.ledger import (
     ValidationFailed,
     verify_chain,
 )
-from keel.samples import load_sample
-from keel.settings import OfflineFault
+from keel.offline import OfflineFault
+from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
 from tests.conftest import keel_worker
 from tests.helpers import refused, review, start_review, types_of, wait_for_gate
+from tests.samples import load_sample
 
 
 async def test_low_risk_is_auto_approved_by_rule(ts_env: WorkflowEnvironment) -> None:

@@ -111,7 +111,10 @@ async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) ->
     env = stack_env(tmp_path, free_port(), free_port())
     contract = tmp_path / "contract.json"
     contract.write_text(
-        (Path(__file__).parents[1] / "keel/samples/contract-low-risk.json").read_text()
+        (
+            Path(__file__).parents[1]
+            / "keel/scenarios/contract_review/samples/contract-low-risk.json"
+        ).read_text()
     )
     async with DevStack(env):
         code, out = await keel(
@@ -129,7 +132,11 @@ async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) ->
 async def test_support_email_through_the_cli_sends_one_reply(tmp_path: Path) -> None:
     env = stack_env(tmp_path, free_port(), free_port())
     email = tmp_path / "email.json"
-    email.write_text((Path(__file__).parents[1] / "keel/samples/support-refund.json").read_text())
+    email.write_text(
+        (
+            Path(__file__).parents[1] / "keel/scenarios/support_email/samples/support-refund.json"
+        ).read_text()
+    )
     async with DevStack(env):
         code, out = await keel(
             env, "start", "support-email", "--input", str(email), "--id", "mail-1"

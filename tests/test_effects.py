@@ -23,8 +23,8 @@ from keel.activities.effects import (
     SqliteEffectRecord,
     open_effect_record,
 )
-from keel.activities.tools.fake_systems import IncidentWorld
 from keel.errors import KeelUserError
+from keel.scenarios.incident.world import IncidentWorld
 from keel.settings import KeelSettings
 
 PG_URL = os.environ.get("KEEL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -168,7 +168,7 @@ WORKER = textwrap.dedent(
     import asyncio, json, os, sys, time
     from pathlib import Path
     from keel.activities.effects import PostgresEffectRecord, SqliteEffectRecord
-    from keel.activities.tools.fake_systems import IncidentWorld
+    from keel.scenarios.incident.world import IncidentWorld
 
     url, key, namespace, log, go, mode = sys.argv[1:7]
 

@@ -34,7 +34,6 @@ from keel.activities.effects import (
     open_effect_record,
 )
 from keel.activities.tools.email import FAULT_EXIT_AFTER_EFFECT_ENV, EmailSender
-from keel.activities.tools.smtp_sink import SmtpSink, count_mail, read_mailbox
 from keel.contracts.email import SEND_EMAIL, SendEmailOutput, message_id_for
 from keel.contracts.tools import (
     CATALOG,
@@ -45,6 +44,7 @@ from keel.contracts.tools import (
     tool_activity_name,
 )
 from keel.settings import KeelSettings
+from keel.workers.smtp_sink import SmtpSink, count_mail, read_mailbox
 from keel.workflows.tool_task import ToolTaskWorkflow
 from tests.conftest import free_port
 from tests.email_worker import SENDER

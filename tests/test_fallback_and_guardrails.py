@@ -9,13 +9,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts import REGISTRY, AgentContract, UseDefault
-from keel.contracts.contract_review import RISK_CLASSIFIER, RiskAssessment, RiskClassifierInput
 from keel.contracts.guardrails import GuardrailConfig
 from keel.contracts.ledger import LedgerEvent, parse_ledger, verify_chain
 from keel.errors import ProviderRetryableError
-from keel.samples import load_sample
+from keel.scenarios.contract_review.contracts import (
+    RISK_CLASSIFIER,
+    RiskAssessment,
+    RiskClassifierInput,
+)
 from tests.conftest import keel_worker
 from tests.probe_workflows import AgentNodeProbe
+from tests.samples import load_sample
 
 DEFAULT = {
     "risk_level": "high",

@@ -68,8 +68,6 @@ import keel
 from keel.activities.agent_node import MAX_RAW_RESPONSE_CHARS, _clean
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.activities.tools.email import FAULT_EXIT_AFTER_EFFECT_ENV
-from keel.activities.tools.smtp_sink import SmtpSink, read_mailbox
-from keel.contracts.contract_review import RISK_CLASSIFIER, ContractReviewResult, RiskAssessment
 from keel.contracts.email import message_id_for
 from keel.contracts.gates import GateView
 from keel.contracts.ledger import (
@@ -80,18 +78,26 @@ from keel.contracts.ledger import (
     ValidationFailed,
     verify_chain,
 )
-from keel.contracts.support import SUPPORT_REPLY, SUPPORT_TRIAGE, SupportResult
 from keel.contracts.tools import tool_activity_name
-from keel.samples import load_sample
+from keel.scenarios.contract_review import ContractReviewWorkflow
+from keel.scenarios.contract_review.contracts import (
+    RISK_CLASSIFIER,
+    ContractReviewResult,
+    RiskAssessment,
+)
+from keel.scenarios.support_email import SupportEmailWorkflow
+from keel.scenarios.support_email.contracts import SUPPORT_REPLY, SUPPORT_TRIAGE, SupportResult
 from keel.settings import KeelSettings
+from keel.workers.apps import resolve_apps
 from keel.workers.runtime import running_worker
-from keel.workflows import ContractReviewWorkflow, SupportEmailWorkflow
+from keel.workers.smtp_sink import SmtpSink, read_mailbox
 from tests.conftest import BIN, free_port, keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import review, wait_for_gate
+from tests.samples import load_sample
 from tests.test_effects import PG_URL
 
-ORDER = "AB-104871"  # Tom's order in keel/samples/support-world.json: in transit, no refund
+ORDER = "AB-104871"  # Tom's order in support-world.json: in transit, no refund
 REFUND_REVIEWER = "support.lead.chen"
 
 
@@ -452,7 +458,7 @@ async def test_provider_429_and_500_then_recovery(
                 for n, i in enumerate(ids)
             )
         )
-        async with running_worker(dev_env.client, settings):
+        async with running_worker(dev_env.client, settings, apps=resolve_apps()):
             results = await results_of(dev_env.client, ids, timeout=60)
         calls, received = server.calls, sink.messages
 

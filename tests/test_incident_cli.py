@@ -13,9 +13,9 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from keel.samples import load_sample
 from tests.conftest import BIN
 from tests.helpers import start_keel_worker
+from tests.samples import load_sample
 
 
 class Stack:

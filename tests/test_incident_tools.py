@@ -14,21 +14,19 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from keel.activities.effects import PostgresEffectRecord, SqliteEffectRecord
-from keel.activities.tools import (
-    INCIDENT_TOOLS,
-    IncidentTools,
-    IncidentWorld,
-    incident_tool_activities,
-)
-from keel.contracts.incident import (
+from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
+from keel.scenarios.incident import APP
+from keel.scenarios.incident.contracts import (
     AlertCorrelationOutput,
     DeployChangeOutput,
     DeployHistoryOutput,
     MetricsLookupOutput,
     UpdateIncidentOutput,
 )
-from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
+from keel.scenarios.incident.tools import INCIDENT_TOOLS, IncidentTools
+from keel.scenarios.incident.world import IncidentWorld
 from keel.settings import KeelSettings
+from keel.workers.app import AppContext
 from tests.test_effects import PG_URL
 
 BAD_DEPLOY = "dep-7f3a91"  # checkout-api 1.42.0, replacing 1.41.3
@@ -61,11 +59,10 @@ def new_key(step: str) -> str:
 
 async def test_every_tool_is_an_activity_named_after_it(tmp_path: Path) -> None:
     settings = KeelSettings(_env_file=None, data_dir=tmp_path, database_url=None)  # type: ignore[call-arg]
-    activities, aclose = incident_tool_activities(settings)
-    names = [activity._Definition.must_from_callable(fn).name for fn in activities]
+    async with APP.open_activities(AppContext(settings)) as activities:
+        names = [activity._Definition.must_from_callable(fn).name for fn in activities]
     assert names == [tool_activity_name(spec.name) for spec in INCIDENT_TOOLS]
     assert "keel.tool.metrics_lookup" in names
-    await aclose()
 
 
 async def test_metrics_show_the_checkout_regression(tools: IncidentTools) -> None:

@@ -10,13 +10,13 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from keel.contracts.incident import IncidentResult
+from keel.cli.commands import full_chain
 from keel.contracts.ledger import LedgerEvent, verify_chain
-from keel.samples import load_sample
-from keel.workers.commands import full_chain
-from keel.workflows import IncidentInvestigationWorkflow
+from keel.scenarios.incident import IncidentInvestigationWorkflow
+from keel.scenarios.incident.contracts import IncidentResult
 from tests.conftest import keel_worker
 from tests.helpers import review, types_of, wait_for_gate
+from tests.samples import load_sample
 from tests.standins import ScriptedPlanner, StandInTools, plan, rollback, task
 
 

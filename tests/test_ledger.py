@@ -15,7 +15,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts.agent import canonical_json
-from keel.contracts.contract_review import ContractReviewResult
 from keel.contracts.ledger import (
     GENESIS_HASH,
     AgentDecided,
@@ -28,10 +27,11 @@ from keel.contracts.ledger import (
     verify_chain,
 )
 from keel.errors import ProviderPermanentError
-from keel.samples import load_sample
-from keel.settings import OfflineFault
+from keel.offline import OfflineFault
+from keel.scenarios.contract_review.contracts import ContractReviewResult
 from tests.conftest import keel_worker
 from tests.helpers import ledger_of, review, start_review, types_of, wait_for_gate
+from tests.samples import load_sample
 
 ALL_TYPES = {member.model_fields["type"].default for member in get_args(get_args(LedgerEvent)[0])}
 

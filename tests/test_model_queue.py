@@ -9,8 +9,9 @@ import uuid
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
-from keel import model_queue
-from keel.activities.providers import OfflineProvider
+from keel.contracts.names import model_queue
+from keel.offline import OfflineProvider
+from keel.workers.apps import resolve_apps
 from keel.workers.runtime import build_worker
 from tests.conftest import offline_settings
 from tests.helpers import start_review
@@ -20,7 +21,9 @@ async def test_a_burst_of_model_calls_respects_the_rate_limit(dev_env: WorkflowE
     client = dev_env.client
     task_queue = f"rate-{uuid.uuid4()}"
     settings = offline_settings(model_calls_per_second=2.0)
-    async with build_worker(client, settings, task_queue=task_queue, provider=OfflineProvider()):
+    async with build_worker(
+        client, settings, apps=resolve_apps(), task_queue=task_queue, provider=OfflineProvider()
+    ):
         handles = [await start_review(client, task_queue, "low", prefix="rate") for _ in range(6)]
         results = await asyncio.gather(*(h.result() for h in handles))
     assert [r.outcome for r in results] == ["approved"] * 6

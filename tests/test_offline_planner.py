@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from keel.activities.offline_planner import plan_incident
-from keel.activities.offline_rules import RULES
 from keel.activities.providers.base import ModelRequest
-from keel.activities.providers.offline import OfflineProvider
-from keel.contracts.incident import (
+from keel.contracts.plans import PlannerOutput, execution_levels, validate_plan
+from keel.contracts.tools import CATALOG
+from keel.offline import OfflineFault
+from keel.offline.provider import OfflineProvider
+from keel.offline import rule_for
+from keel.scenarios.incident.contracts import (
     INCIDENT_PLANNER,
     INCIDENT_POLICY,
     AlertCorrelationOutput,
@@ -29,9 +31,7 @@ from keel.contracts.incident import (
     IncidentPlannerInput,
     MetricsLookupOutput,
 )
-from keel.contracts.plans import PlannerOutput, execution_levels, validate_plan
-from keel.contracts.tools import CATALOG
-from keel.settings import OfflineFault
+from keel.scenarios.incident.offline import plan_incident
 
 ANOMALY = datetime(2025, 3, 4, 14, 5, tzinfo=UTC)
 Json = dict[str, Any]
@@ -192,7 +192,7 @@ def rollback_state(s: Scenario) -> tuple[list[Json], list[str]]:
 
 
 def test_registered_for_the_incident_planner_contract() -> None:
-    assert RULES[INCIDENT_PLANNER.name] is plan_incident
+    assert rule_for(INCIDENT_PLANNER.name) is plan_incident
 
 
 @pytest.mark.parametrize("s", [CHECKOUT, SEARCH], ids=lambda s: s.service)

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from keel.contracts.incident import INCIDENT_POLICY
 from keel.contracts.plans import (
     PlannerOutput,
     PlanPolicy,
@@ -14,6 +13,7 @@ from keel.contracts.plans import (
     validate_plan,
 )
 from keel.contracts.tools import CATALOG
+from keel.scenarios.incident.contracts import INCIDENT_POLICY
 
 SERVICE = "checkout-api"
 

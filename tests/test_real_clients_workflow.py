@@ -11,8 +11,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers import build_provider, close_provider
-from keel.contracts.contract_review import RISK_CLASSIFIER
 from keel.contracts.ledger import AgentCallFailed, AgentDecided
+from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
 from keel.settings import KeelSettings
 from tests.conftest import keel_worker
 from tests.fake_model_server import FakeModelServer, Reply

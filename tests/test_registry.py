@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 from keel.contracts import AgentContract, ContractRegistry, RetryStrategy, UseDefault
-from keel.contracts.contract_review import RISK_CLASSIFIER
 from keel.errors import ContractConflictError, ContractNotFoundError, KeelUserError
+from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
 
 
 class TicketInput(BaseModel):
@@ -148,7 +148,7 @@ def test_fingerprint_is_stable_for_the_same_content() -> None:
 def test_fingerprint_is_the_same_in_another_process() -> None:
     """Workers compare fingerprints across processes: no hash seed or ordering may leak in."""
     code = (
-        "from keel.contracts.contract_review import RISK_CLASSIFIER; "
+        "from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER; "
         "print(RISK_CLASSIFIER.fingerprint)"
     )
     other = subprocess.run(

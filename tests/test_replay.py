@@ -11,11 +11,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from keel.samples import load_sample
-from keel.settings import OfflineFault
-from keel.workflows import WORKFLOWS
+from keel.offline import OfflineFault
+from keel.workers.apps import resolve_apps, workflows_of
 from tests.conftest import BIN, keel_worker
 from tests.helpers import review, start_review, wait_for_gate
+from tests.samples import load_sample
 
 
 async def test_finished_histories_replay(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -37,7 +37,9 @@ async def test_finished_histories_replay(dev_env: WorkflowEnvironment, tmp_path:
         results = await asyncio.gather(low.result(), medium.result(), high.result())
     assert [r.outcome for r in results] == ["approved"] * 3
 
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=workflows_of(resolve_apps()), data_converter=pydantic_data_converter
+    )
     for handle in (low, medium, high):
         history = await handle.fetch_history()
         outcome = await replayer.replay_workflow(history, raise_on_replay_failure=False)
@@ -101,7 +103,9 @@ async def test_incident_histories_replay(dev_env: WorkflowEnvironment) -> None:
         ]
     # Two runs of the parent, four task children and one compensation child.
     assert len(histories) == 7
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=workflows_of(resolve_apps()), data_converter=pydantic_data_converter
+    )
     async with replayer.workflow_replay_iterator(_aiter(histories)) as results:
         async for outcome in results:
             assert outcome.replay_failure is None, outcome.replay_failure

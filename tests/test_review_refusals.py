@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.contracts.gates import GateState, GateView
 from keel.contracts.ledger import GateDecided, LedgerEvent, ReviewRefused, verify_chain
-from keel.settings import OfflineFault
+from keel.offline import OfflineFault
 from tests.conftest import keel_worker
 from tests.helpers import ledger_of, refused, review, start_review, types_of, wait_for_gate
 

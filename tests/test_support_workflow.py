@@ -13,19 +13,18 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from keel.activities.providers import OfflineProvider
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.activities.tools.email import EmailSender
-from keel.activities.tools.smtp_sink import SmtpSink
-from keel.activities.tools.support import SupportDesk
 from keel.contracts.email import message_id_for
 from keel.contracts.ledger import verify_chain
-from keel.contracts.support import SupportResult
-from keel.samples import load_sample
-from keel.settings import OfflineFault
-from keel.workflows import SupportEmailWorkflow
+from keel.offline import OfflineFault, OfflineProvider
+from keel.scenarios.support_email import SupportEmailWorkflow
+from keel.scenarios.support_email.contracts import SupportResult
+from keel.scenarios.support_email.tools import SupportDesk
+from keel.workers.smtp_sink import SmtpSink
 from tests.conftest import keel_worker, offline_settings
 from tests.helpers import refused, review, types_of, wait_for_gate
+from tests.samples import load_sample
 
 PHONE = "+44 20 7946 0958"
 

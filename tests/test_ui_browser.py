@@ -31,11 +31,12 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from keel import SEARCH_ATTRIBUTES
-from keel.samples import load_sample
-from keel.workers.commands import start
+from keel.cli.commands import start
+from tests.samples import entry
+from keel.contracts.names import SEARCH_ATTRIBUTES
 from tests.conftest import free_port, keel_worker, offline_settings
 from tests.helpers import wait_for_gate
+from tests.samples import load_sample
 from tests.standins import ScriptedPlanner, StandInTools, plan, task
 
 pytestmark = pytest.mark.timeout(120)
@@ -169,7 +170,7 @@ async def test_waiting_review_reads_in_the_ui(temporal_ui: TemporalUI, browser: 
         handle = await start(
             client,
             offline_settings(),
-            "contract-review",
+            entry("contract-review"),
             load_sample("contract-medium-risk"),
             workflow_id=f"ui-review-{uuid.uuid4()}",
             task_queue=task_queue,
@@ -222,7 +223,7 @@ async def test_incident_children_read_in_the_ui(temporal_ui: TemporalUI, browser
         handle = await start(
             client,
             offline_settings(),
-            "incident",
+            entry("incident"),
             load_sample("incident-page"),
             workflow_id=f"ui-incident-{uuid.uuid4()}",
             task_queue=task_queue,

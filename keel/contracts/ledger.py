@@ -8,10 +8,20 @@ every hash after it. ``verify_chain`` checks a whole ledger.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SerializationInfo,
+    TypeAdapter,
+    WithJsonSchema,
+)
 
 from keel.contracts.agent import canonical_json
 
@@ -20,8 +30,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventBase(BaseModel):
-    """Fields every ledger event carries; the ledger sets them when it records the event."""
+    """Fields every ledger event carries; the ledger sets them when it records the event.
 
+    An app's own event type subclasses this with a ``type: Literal["Name"] = "Name"`` field,
+    is registered with ``register_event_type`` (``App.event_types`` does it), and may
+    override ``describe`` for its line in ``keel ledger``.
+    """
+
+    type: str = ""
     seq: int = 0
     at: datetime = EPOCH
     prev_hash: str = ""
@@ -31,6 +47,23 @@ class EventBase(BaseModel):
         """The hash this event must carry, given its ``prev_hash``."""
         body = canonical_json(self.model_dump(mode="json", exclude={"hash"}))
         return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
+
+    def describe(self) -> str:
+        """One line about the event for ``keel ledger``: its own fields, compactly."""
+        own = self.model_dump(mode="json", exclude={"type", "seq", "at", "prev_hash", "hash"})
+        return ", ".join(f"{name}={_short(value)}" for name, value in own.items())
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else canonical_json(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ForeignEvent(EventBase):
+    """An event of a type this process does not know (an app it never imported): kept whole,
+    so the chain still verifies and the event still prints."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class WorkflowStarted(EventBase):
@@ -281,7 +314,7 @@ class WorkflowCompleted(EventBase):
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
-LedgerEvent = Annotated[
+BuiltinEvent = Annotated[
     WorkflowStarted
     | InputRejected
     | CheckpointTaken
@@ -312,6 +345,55 @@ LedgerEvent = Annotated[
     Field(discriminator="type"),
 ]
 
+
+_EVENT_TYPES: dict[str, type[EventBase]] = {
+    cls.model_fields["type"].default: cls for cls in get_args(get_args(BuiltinEvent)[0])
+}
+
+
+def register_event_type(cls: type[EventBase]) -> type[EventBase]:
+    """Let ledgers hold events of ``cls`` (an app's own type); returns ``cls``.
+
+    Raises:
+        ValueError: ``cls`` has no ``type`` default, or the name is taken by another class.
+    """
+    name = cls.model_fields["type"].default
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__name__} needs a field type: Literal['Name'] = 'Name'")
+    known = _EVENT_TYPES.get(name)
+    if known is not None and known is not cls:
+        raise ValueError(f"ledger event type {name!r} is already registered ({known.__name__})")
+    _EVENT_TYPES[name] = cls
+    return cls
+
+
+def event_types() -> dict[str, type[EventBase]]:
+    """Every event type this process knows, by name."""
+    return dict(_EVENT_TYPES)
+
+
+def _parse_event(value: Any) -> EventBase:
+    if isinstance(value, EventBase):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"a ledger event is a JSON object, not {type(value).__name__}")
+    cls = _EVENT_TYPES.get(str(value.get("type")), ForeignEvent)
+    return cls.model_validate(value)
+
+
+def _dump_event(event: EventBase, info: SerializationInfo) -> Any:
+    return event.model_dump(mode=info.mode)
+
+
+LedgerEvent = Annotated[
+    EventBase,
+    PlainValidator(_parse_event),
+    PlainSerializer(_dump_event),
+    WithJsonSchema({"type": "object", "description": "a ledger event"}),
+]
+"""A ledger event of any registered type (``ForeignEvent`` for types this process does not
+know), serialized whole; use it for ledger fields of results and queries."""
+
 LEDGER_ADAPTER: TypeAdapter[list[LedgerEvent]] = TypeAdapter(list[LedgerEvent])
 
 
@@ -326,7 +408,7 @@ class ChainReport(BaseModel):
 
 
 def verify_chain(
-    events: list[LedgerEvent], *, genesis: str = GENESIS_HASH, first_seq: int = 1
+    events: Sequence[EventBase], *, genesis: str = GENESIS_HASH, first_seq: int = 1
 ) -> ChainReport:
     """Check sequence numbers, links and hashes of a ledger, starting from ``genesis``.
 
@@ -350,6 +432,6 @@ def verify_chain(
     return ChainReport(ok=True, events=len(events), head_hash=prev)
 
 
-def parse_ledger(raw: list[dict[str, Any]]) -> list[LedgerEvent]:
+def parse_ledger(raw: list[dict[str, Any]]) -> list[EventBase]:
     """Typed events from their JSON form (query answers, exports)."""
     return LEDGER_ADAPTER.validate_python(raw)

@@ -1,1 +1,2 @@
-"""Processes and user-facing tools: worker, embedded dev stack, the ``keel`` CLI, demo."""
+"""The worker runtime: app declarations and loading, clients and workers, the embedded dev
+stack and the long-running ``keel worker`` / ``keel dev`` processes."""

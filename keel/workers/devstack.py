@@ -12,7 +12,7 @@ from pathlib import Path
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from keel import SEARCH_ATTRIBUTES
+from keel.contracts.names import SEARCH_ATTRIBUTES
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.telemetry import tracing_interceptors

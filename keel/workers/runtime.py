@@ -19,15 +19,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from keel import SEARCH_ATTRIBUTES, model_queue
 from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, build_provider, close_provider
-from keel.activities.tools.email import EmailSender
-from keel.activities.tools.incident import IncidentTools
-from keel.activities.tools.support import SupportDesk
+from keel.contracts.names import SEARCH_ATTRIBUTES, model_queue
 from keel.settings import KeelSettings
+from keel.workers.app import App, AppContext
+from keel.workers.apps import workflows_of
 from keel.workers.telemetry import tracing_interceptors
-from keel.workflows import WORKFLOWS
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +69,26 @@ def build_worker(
     client: Client,
     settings: KeelSettings,
     *,
+    apps: Sequence[App] = (),
     task_queue: str | None = None,
     provider: ModelProvider | None = None,
     nodes: AgentNodeActivities | None = None,
     activities: Sequence[Callable[..., Any]] = (),
     workflows: Sequence[type] = (),
 ) -> KeelWorker:
-    """A worker running every Keel workflow (plus ``workflows``) and ``activities`` (tools)
-    on ``task_queue``, and the agent-node activity on its model queue, with the concurrency
-    bounds and model rate limit of ``settings``. ``running_worker`` adds every tool."""
+    """A worker for ``apps``' workflows (plus ``workflows`` and the engine's own) and
+    ``activities`` on ``task_queue``, and the agent-node activity on its model queue, with
+    the concurrency bounds and model rate limit of ``settings``.
+
+    ``running_worker`` also opens the apps' activities; this one registers only
+    ``activities``, so tests can put stand-ins under the real names.
+    """
     queue = task_queue or settings.task_queue
     nodes = nodes or agent_node_activities(settings, provider)
     main = Worker(
         client,
         task_queue=queue,
-        workflows=[*WORKFLOWS, *workflows],
+        workflows=workflows_of(apps, extra=workflows),
         activities=list(activities),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
@@ -106,33 +109,44 @@ async def running_worker(
     client: Client,
     settings: KeelSettings,
     *,
+    apps: Sequence[App],
     task_queue: str | None = None,
     provider: ModelProvider | None = None,
-    world_namespace: str = "default",
+    scope: str = "default",
 ) -> AsyncIterator[KeelWorker]:
-    """Run a full worker (agent nodes and every tool) for the duration of the block; what it
-    opened (databases, model clients built here) is closed after."""
+    """Run a full worker for ``apps`` (agent nodes and every app's activities) for the
+    duration of the block; what it opened (databases, model clients built here) is closed
+    after. ``scope`` keeps one demo run's fake systems apart from another's."""
     nodes = agent_node_activities(settings, provider)
-    incident = IncidentTools.open(settings, namespace=world_namespace)
-    desk = SupportDesk()
-    email = EmailSender.open(
-        settings, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_sender
-    )
+    context = AppContext(settings, scope)
     try:
-        async with build_worker(
-            client,
-            settings,
-            task_queue=task_queue,
-            nodes=nodes,
-            activities=[*incident.activities(), *desk.activities(), *email.activities()],
-        ) as worker:
-            yield worker
+        async with AsyncExitStack() as stack:
+            activities: list[Callable[..., Any]] = []
+            for app in apps:
+                activities += await stack.enter_async_context(app.open_activities(context))
+            async with build_worker(
+                client,
+                settings,
+                apps=apps,
+                task_queue=task_queue,
+                nodes=nodes,
+                activities=_unique(activities),
+            ) as worker:
+                yield worker
     finally:
-        await incident.aclose()
-        await email.aclose()
         await nodes.aclose()
         if provider is None:
             await close_provider(nodes.provider)
+
+
+def _unique(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """One activity per name: two apps that both open an engine tool (``send_email``)
+    register it once."""
+    by_name: dict[str, Callable[..., Any]] = {}
+    for fn in activities:
+        defn = getattr(fn, "__temporal_activity_definition", None)
+        by_name.setdefault(defn.name if defn else repr(fn), fn)
+    return list(by_name.values())
 
 
 def agent_node_activities(

@@ -1,23 +1,26 @@
-"""Deterministic code only: building blocks (ledger, context, gates, agent node) and the
-scenario workflows. No I/O here: all I/O is in ``keel.activities``."""
+"""The engine's deterministic building blocks: ``KeelWorkflow`` (ledger, context, gates,
+agent nodes and the ``review``/``ledger``/``gates`` handlers), the plan executor and the
+``KeelToolTask`` child workflow. No I/O here: all I/O is in ``keel.activities``."""
 
-from keel.workflows.contract_review import ContractReviewWorkflow
-from keel.workflows.incident import IncidentInvestigationWorkflow
-from keel.workflows.support import SupportEmailWorkflow
+from keel.workflows.agent_node import AgentNodes, AgentOutcome, OutputCheck
+from keel.workflows.base import KeelWorkflow
+from keel.workflows.context import Checkpoint, WorkflowContext
+from keel.workflows.gates import GateBook, GateRecord
+from keel.workflows.ledger import Ledger
+from keel.workflows.plan_executor import PlanExecutor, PlanRun
 from keel.workflows.tool_task import ToolTaskWorkflow
 
-WORKFLOWS = [
-    ContractReviewWorkflow,
-    IncidentInvestigationWorkflow,
-    SupportEmailWorkflow,
-    ToolTaskWorkflow,
-]
-"""Every workflow a Keel worker registers."""
-
 __all__ = [
-    "WORKFLOWS",
-    "ContractReviewWorkflow",
-    "IncidentInvestigationWorkflow",
-    "SupportEmailWorkflow",
+    "AgentNodes",
+    "AgentOutcome",
+    "Checkpoint",
+    "GateBook",
+    "GateRecord",
+    "KeelWorkflow",
+    "Ledger",
+    "OutputCheck",
+    "PlanExecutor",
+    "PlanRun",
     "ToolTaskWorkflow",
+    "WorkflowContext",
 ]

@@ -18,7 +18,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
-    from keel import model_queue
     from keel.contracts.agent import AgentContract, RetryStrategy, UseDefault
     from keel.contracts.agent_node import AGENT_NODE_ACTIVITY, AgentDecision, AgentNodeRequest
     from keel.contracts.gates import GateState
@@ -38,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ProviderFallback,
         ValidationFailed,
     )
+    from keel.contracts.names import model_queue
 
 from keel.workflows.context import Checkpoint, WorkflowContext
 from keel.workflows.gates import GateBook

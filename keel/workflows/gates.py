@@ -14,7 +14,6 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from keel import PENDING_GATES
     from keel.contracts.agent import canonical_json
     from keel.contracts.gates import (
         MAX_MODIFICATION_CHARS,
@@ -26,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewReceipt,
     )
     from keel.contracts.ledger import Escalated, GateDecided, GateExpired, GateOpened
+    from keel.contracts.names import PENDING_GATES
     from keel.contracts.registry import REGISTRY
 
 from keel.workflows.ledger import Ledger

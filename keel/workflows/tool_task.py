@@ -18,14 +18,8 @@ with workflow.unsafe.imports_passed_through():
         tool_activity_name,
     )
 
-PERMANENT_TOOL_ERRORS = [
-    "InvalidToolInput",
-    "UnknownService",
-    "UnknownDeploy",
-    "DeployConflict",
-    "IdempotencyKeyConflict",
-    "UnknownTool",
-]
+PERMANENT_TOOL_ERRORS = ["InvalidToolInput", "IdempotencyKeyConflict", "UnknownTool"]
+"""The engine's permanent tool errors; a tool marks its own refusals non-retryable."""
 
 
 @workflow.defn(name=TOOL_TASK_WORKFLOW)

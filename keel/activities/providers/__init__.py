@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from keel.activities.providers.base import ModelProvider, ModelReply, ModelRequest
-from keel.activities.providers.offline import OfflineProvider
 from keel.errors import ProviderConfigError
 from keel.settings import KeelSettings
 
@@ -17,6 +16,8 @@ def build_provider(settings: KeelSettings) -> ModelProvider:
     spec = settings.resolved_model
     family, _, model = spec.partition(":")
     if family == "offline":
+        from keel.offline.provider import OfflineProvider
+
         return OfflineProvider(settings.offline_faults)
     if family == "openai" and model:
         from keel.activities.providers.openai_provider import OpenAIProvider
@@ -45,7 +46,6 @@ __all__ = [
     "ModelProvider",
     "ModelReply",
     "ModelRequest",
-    "OfflineProvider",
     "build_provider",
     "close_provider",
 ]

@@ -1,25 +1,6 @@
-"""Tool activities (``keel.tool.<name>``) over local fakes of the systems they touch."""
+"""Engine tools: the ``send_email`` tool over SMTP and what every tool activity shares."""
 
-from keel.activities.tools.fake_systems import (
-    DeployConflictError,
-    IncidentWorld,
-    UnknownDeployError,
-    UnknownServiceError,
-    WorldError,
-)
-from keel.activities.tools.incident import (
-    INCIDENT_TOOLS,
-    IncidentTools,
-    incident_tool_activities,
-)
+from keel.activities.tools.base import tool_input
+from keel.activities.tools.email import EmailSender
 
-__all__ = [
-    "INCIDENT_TOOLS",
-    "DeployConflictError",
-    "IncidentTools",
-    "IncidentWorld",
-    "UnknownDeployError",
-    "UnknownServiceError",
-    "WorldError",
-    "incident_tool_activities",
-]
+__all__ = ["EmailSender", "tool_input"]

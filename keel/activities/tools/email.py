@@ -39,7 +39,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from keel.activities.effects import EffectConflictError, EffectRecord, open_effect_record
-from keel.activities.tools.incident import _input
+from keel.activities.tools.base import tool_input
 from keel.contracts.email import SEND_EMAIL, SendEmailInput, SendEmailOutput, message_id_for
 from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
 from keel.settings import KeelSettings
@@ -177,7 +177,7 @@ class EmailSender:
 
     @activity.defn(name=tool_activity_name(SEND_EMAIL.name))
     async def send_email(self, call: ToolCall) -> ToolResult:
-        args = _input(SEND_EMAIL, SendEmailInput, call)
+        args = tool_input(SEND_EMAIL, SendEmailInput, call)
 
         async def perform(key: str) -> tuple[str, dict[str, Any]]:
             message_id = message_id_for(key)

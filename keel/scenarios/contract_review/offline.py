@@ -1,19 +1,10 @@
-"""Rules the offline model applies, per contract name. Deterministic; not an LLM.
-
-Each rule function takes the node input and the feedback of this attempt, and returns the
-output object, including a confidence computed from how clear-cut the evidence is.
-"""
+"""The offline (rule-based, not an LLM) risk classifier of the contract review app."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-from keel.activities.offline_planner import plan_incident
-from keel.activities.offline_support import draft_reply, triage_email
-
-OfflineRule = Callable[[Mapping[str, Any], Sequence[str]], dict[str, Any]]
 
 # (label, pattern, weight): evidence of risk in clause text. Negative weights mitigate.
 _RISK_SIGNALS: tuple[tuple[str, str, float], ...] = (
@@ -85,12 +76,3 @@ def classify_contract_risk(
         "rationale": rationale,
         "confidence": confidence,
     }
-
-
-RULES: dict[str, OfflineRule] = {
-    "risk-classifier": classify_contract_risk,
-    "incident-planner": plan_incident,
-    "support-triage": triage_email,
-    "support-reply": draft_reply,
-}
-"""Offline rules by contract name (the version is not part of the key)."""

@@ -8,7 +8,7 @@ It reads the tool outputs in the findings (never hard-coded versions or ids) and
 4. no anomaly, or no deploy that explains it: a note on the incident, status
    ``investigating`` (a human takes over), and done.
 
-Its plans are always valid; plan faults (``keel.activities.offline_plan_faults``) are how
+Its plans are always valid; plan faults (``keel.scenarios.incident.plan_faults``) are how
 demos and tests get an invalid one.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from keel.contracts.incident import (
+from keel.scenarios.incident.contracts import (
     Alert,
     AlertCorrelationOutput,
     Deploy,

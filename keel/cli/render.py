@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel.contracts.gates import GateView
-from keel.contracts.ledger import GENESIS_HASH, LedgerEvent, verify_chain
+from keel.contracts.ledger import GENESIS_HASH, EventBase, verify_chain
 
 _Formatter = Callable[[Any], str]
 
@@ -21,11 +21,7 @@ _FORMATS: dict[str, _Formatter] = {
         f"attempt {e.attempt}"
         + (f" (provider call {e.activity_attempt})" if e.activity_attempt > 1 else "")
         + ": "
-        + (
-            _fields(e.output, "risk_level", "confidence")
-            if e.output
-            else f"UNPARSED ({e.parse_error})"
-        )
+        + (_output_text(e.output) if e.output else f"UNPARSED ({e.parse_error})")
         + f", tokens {e.input_tokens}/{e.output_tokens}, {e.latency_ms:.1f} ms"
         + (f", feedback {e.feedback}" if e.feedback else "")
     ),
@@ -94,16 +90,27 @@ def _task_text(task: dict[str, Any]) -> str:
     return f"{task['ref']}={task['tool']}{after}{gate}{undo}"
 
 
+def _output_text(output: dict[str, Any]) -> str:
+    """The answer's first short scalar fields and its confidence: what a reader scans for."""
+    scalars = [
+        f"{name}={value}"
+        for name, value in output.items()
+        if name != "confidence" and isinstance(value, str | int | float) and len(str(value)) <= 40
+    ]
+    return ", ".join([*scalars[:3], f"confidence={output.get('confidence')}"])
+
+
 def _fields(values: dict[str, Any], *names: str) -> str:
     return ", ".join(f"{n}={values[n]}" for n in names if n in values)
 
 
-def ledger_text(events: list[LedgerEvent], *, genesis: str | None = None) -> str:
+def ledger_text(events: Sequence[EventBase], *, genesis: str | None = None) -> str:
     """One line per event, then the chain verification (from ``genesis`` when the events
     are one run of a workflow that continued as new)."""
     lines = []
     for event in events:
-        detail = _FORMATS.get(event.type, lambda e: "")(event)
+        formatter = _FORMATS.get(event.type)
+        detail = formatter(event) if formatter else event.describe()
         lines.append(f"#{event.seq:<3} {event.at:%Y-%m-%d %H:%M:%S}  {event.type:<17} {detail}")
     first_seq = events[0].seq if events and genesis else 1
     report = verify_chain(events, genesis=genesis or GENESIS_HASH, first_seq=first_seq)

@@ -11,10 +11,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from keel.activities.tools.support import LOOKUP_ORDER, REFUND_POLICY, OrderQuery
     from keel.contracts.gates import GateState
     from keel.contracts.ledger import TaskCompleted, WorkflowCompleted
-    from keel.contracts.support import (
+    from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
+    from keel.scenarios.support_email.contracts import (
         MAX_EMAIL_BYTES,
         REFUND_APPROVAL,
         SUPPORT_REPLY,
@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         TriageInput,
         reply_problems,
     )
-    from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
+    from keel.scenarios.support_email.tools import LOOKUP_ORDER, REFUND_POLICY, OrderQuery
 
 from keel.workflows.base import KeelWorkflow
 

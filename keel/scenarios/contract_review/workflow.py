@@ -8,7 +8,9 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from keel.contracts.contract_review import (
+    from keel.contracts.gates import GateSpec, GateState
+    from keel.contracts.ledger import Routed, WorkflowCompleted
+    from keel.scenarios.contract_review.contracts import (
         GENERAL_COUNSEL_REVIEW,
         MAX_INPUT_BYTES,
         RISK_CLASSIFIER,
@@ -19,8 +21,6 @@ with workflow.unsafe.imports_passed_through():
         RiskClassifierInput,
         RiskLevel,
     )
-    from keel.contracts.gates import GateSpec, GateState
-    from keel.contracts.ledger import Routed, WorkflowCompleted
 
 from keel.workflows.base import KeelWorkflow
 

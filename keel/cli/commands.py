@@ -6,12 +6,10 @@ import json
 import socket
 import sys
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -22,63 +20,12 @@ from temporalio.client import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from keel.contracts.contract_review import (
-    MAX_INPUT_BYTES,
-    ContractReviewInput,
-    ContractReviewResult,
-)
+from keel.cli.render import gates_text, ledger_text, ui_link
 from keel.contracts.gates import GateView, ReviewReceipt
-from keel.contracts.incident import MAX_PAGE_BYTES, IncidentPage, IncidentResult
-from keel.contracts.ledger import LedgerContinued, LedgerEvent
-from keel.contracts.support import MAX_EMAIL_BYTES, SupportEmail, SupportResult
+from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger
 from keel.settings import KeelSettings
-from keel.workers.render import gates_text, ledger_text, ui_link
-from keel.workflows import (
-    WORKFLOWS,
-    ContractReviewWorkflow,
-    IncidentInvestigationWorkflow,
-    SupportEmailWorkflow,
-)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    workflow_type: str
-    workflow: Any
-    input_model: type[BaseModel]
-    result_model: type[BaseModel]
-    max_input_bytes: int
-    wrap: Callable[[dict[str, Any]], dict[str, Any]] = lambda payload: payload
-    """Turns the user's input file into the workflow's input."""
-    title_field: str = "title"
-
-
-SCENARIOS: dict[str, Scenario] = {
-    "contract-review": Scenario(
-        "ContractReview",
-        ContractReviewWorkflow.run,
-        ContractReviewInput,
-        ContractReviewResult,
-        MAX_INPUT_BYTES,
-    ),
-    "incident": Scenario(
-        "IncidentInvestigation",
-        IncidentInvestigationWorkflow.run,
-        IncidentPage,
-        IncidentResult,
-        MAX_PAGE_BYTES,
-        wrap=lambda page: {"page": page, "carry": None},
-        title_field="alert",
-    ),
-    "support-email": Scenario(
-        "SupportEmail",
-        SupportEmailWorkflow.run,
-        SupportEmail,
-        SupportResult,
-        MAX_EMAIL_BYTES,
-        title_field="subject",
-    ),
-}
+from keel.workers.app import App, Entry
+from keel.workers.apps import find_entry, resolve_apps, workflows_of
 
 
 def err(message: str) -> int:
@@ -89,24 +36,23 @@ def err(message: str) -> int:
 async def start(
     client: Client,
     settings: KeelSettings,
-    scenario: str,
+    entry: Entry,
     payload: dict[str, Any],
     *,
     workflow_id: str | None = None,
     task_queue: str | None = None,
 ) -> WorkflowHandle[Any, Any]:
-    """Validate ``payload`` for ``scenario`` (nothing starts if it is invalid), then start it."""
-    spec = SCENARIOS[scenario]
+    """Validate ``payload`` for ``entry`` (nothing starts if it is invalid), then start it."""
     size = len(json.dumps(payload).encode())
-    if size > spec.max_input_bytes:
-        raise ValueError(f"input is {size} bytes; the limit is {spec.max_input_bytes}")
-    spec.input_model.model_validate(payload)
+    if size > entry.max_input_bytes:
+        raise ValueError(f"input is {size} bytes; the limit is {entry.max_input_bytes}")
+    entry.input_model.model_validate(payload)
     return await client.start_workflow(
-        spec.workflow,
-        spec.wrap(payload),
-        id=workflow_id or f"{scenario}-{uuid.uuid4().hex[:12]}",
+        entry.workflow_type,
+        entry.wrap(payload),
+        id=workflow_id or f"{entry.name}-{uuid.uuid4().hex[:12]}",
         task_queue=task_queue or settings.task_queue,
-        static_summary=f"{scenario}: {payload.get(spec.title_field, '')}"[:200],
+        static_summary=f"{entry.name}: {payload.get(entry.title_field, '')}"[:200],
         static_details=_facts(payload),
     )
 
@@ -128,8 +74,11 @@ async def cmd_start(client: Client, settings: KeelSettings, args: Any) -> int:
         return err(f"cannot read {args.input}: {exc}")
     if not isinstance(payload, dict):
         return err(f"{args.input} must hold a JSON object")
+    found = find_entry(resolve_apps(args.app or ()), args.scenario)
+    if found is None:
+        return err(f"no loaded app has an entry {args.scenario!r}; load its app with --app")
     try:
-        handle = await start(client, settings, args.scenario, payload, workflow_id=args.id)
+        handle = await start(client, settings, found[1], payload, workflow_id=args.id)
     except ValidationError as exc:
         lines = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return err(
@@ -160,15 +109,10 @@ async def read_ledger(
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     description = await handle.describe()
     if description.status is WorkflowExecutionStatus.COMPLETED:
-        scenario = next(
-            (s for s in SCENARIOS.values() if s.workflow_type == description.workflow_type), None
-        )
-        if scenario is not None:
-            typed = client.get_workflow_handle(
-                workflow_id, run_id=run_id, result_type=scenario.result_model
-            )
-            result = await typed.result()
-            return list(result.ledger)
+        # Every Keel result carries its ledger; read it as JSON, so this works for any app.
+        result = await client.get_workflow_handle(workflow_id, run_id=run_id).result()
+        if isinstance(result, dict) and isinstance(result.get("ledger"), list):
+            return parse_ledger(result["ledger"])
     events: list[LedgerEvent] = await handle.query("ledger", result_type=list[LedgerEvent])
     return events
 
@@ -244,7 +188,9 @@ async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -
         if client is None:
             return err("replaying by workflow id needs a reachable Temporal server")
         history = await client.get_workflow_handle(args.target).fetch_history()
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=workflows_of(resolve_apps(args.app or ())), data_converter=pydantic_data_converter
+    )
     await replayer.replay_workflow(history)
     print(f"replayed {history.workflow_id}: {len(history.events)} history events, deterministic")
     return 0
@@ -253,8 +199,9 @@ async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -
 async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
     out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
     count = 0
+    query = args.query or _types_query(resolve_apps(args.app or ()))
     try:
-        async for execution in client.list_workflows(args.query):
+        async for execution in client.list_workflows(query):
             for event in await read_ledger(client, execution.id):
                 record = {"workflow_id": execution.id, **event.model_dump(mode="json")}
                 out.write(json.dumps(record) + "\n")
@@ -264,3 +211,11 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
             out.close()
     print(f"exported {count} ledger events", file=sys.stderr)
     return 0
+
+
+def _types_query(apps: list[App]) -> str:
+    """A visibility query for every execution of the apps' workflows."""
+    names = [
+        getattr(w, "__temporal_workflow_definition").name for app in apps for w in app.workflows
+    ]
+    return "WorkflowType IN (" + ", ".join(f"'{n}'" for n in names) + ")"

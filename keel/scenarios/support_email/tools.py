@@ -5,14 +5,14 @@ Fast and local, so the workflow runs them as local activities.
 
 from __future__ import annotations
 
-import json
-from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity
 
-from keel.contracts.support import Order, RefundPolicy
+from keel.scenarios.support_email.contracts import Order, RefundPolicy
+from keel.workers.app import load_json
 
 LOOKUP_ORDER = "keel.support.lookup_order"
 REFUND_POLICY = "keel.support.refund_policy"
@@ -24,12 +24,10 @@ class OrderQuery(BaseModel):
 
 
 class SupportDesk:
-    """Orders and policy from ``keel/samples/support-world.json`` (or ``data``)."""
+    """Orders and policy from ``samples/support-world.json`` (or ``data``)."""
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
-        self.data = data or json.loads(
-            files("keel.samples").joinpath("support-world.json").read_text()
-        )
+        self.data = data or load_json(Path(__file__).parent / "samples/support-world.json")
 
     def activities(self) -> list[Any]:
         return [self.lookup_order, self.refund_policy]

@@ -1,8 +1,9 @@
 """The offline model: rule-based, deterministic, honest about not being an LLM.
 
-It answers from ``keel.activities.offline_rules`` and can inject faults (malformed JSON,
-low confidence, timeouts, rate limits, server errors, invalid plans) chosen by
-``KEEL_OFFLINE_FAULTS``, so demos and tests exercise every recovery path without a real model.
+It answers from the rules apps register per contract (``keel.offline.register_rule``) and can
+inject faults chosen by ``KEEL_OFFLINE_FAULTS``: the engine's (malformed JSON, low confidence,
+timeouts, rate limits, server errors) and those apps register (``register_fault``), so demos
+and tests exercise every recovery path without a real model.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from keel.activities.offline_plan_faults import PLAN_FAULT_KINDS, corrupt_plan
-from keel.activities.offline_rules import RULES
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.errors import ProviderPermanentError, ProviderRetryableError
-from keel.settings import OfflineFault
+from keel.offline.faults import OfflineFault, app_fault, check_fault_kinds
+from keel.offline.rules import rule_for, rule_names
 
 OFFLINE_MODEL = "offline-rules-v1"
 
@@ -27,14 +27,16 @@ class OfflineProvider:
     def __init__(self, faults: Sequence[OfflineFault] = (), *, model: str = OFFLINE_MODEL) -> None:
         self.model = model
         self.faults = list(faults)
+        check_fault_kinds(self.faults)
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         contract_name = request.contract.split("@", 1)[0]
-        rule = RULES.get(contract_name)
+        rule = rule_for(contract_name)
         if rule is None:
             raise ProviderPermanentError(
-                f"the offline model has no rules for contract {request.contract!r}; "
-                "set KEEL_MODEL to openai:<model> or anthropic:<model>",
+                f"the offline model has no rule for contract {request.contract!r} (it has "
+                f"rules for: {', '.join(rule_names()) or 'none'}): register one in the app "
+                "(App.offline_rules), or set KEEL_MODEL to openai:<model> or anthropic:<model>",
                 provider=self.name,
             )
         fault = self._fault_for(request)
@@ -58,15 +60,9 @@ class OfflineProvider:
                 )
             if fault.kind == "low_confidence":
                 output = {**output, "confidence": 0.35}
-            if fault.kind in PLAN_FAULT_KINDS:
-                output = corrupt_plan(fault.kind, output, request.input)
-            if fault.kind == "reply_policy_violation" and "body" in output:
-                # What an overeager draft looks like: a forbidden promise, a mistyped order.
-                output = {
-                    **output,
-                    "body": output["body"] + "\nWe guarantee a $50 voucher for the trouble.",
-                    "order_number": "AB-000000",
-                }
+            registered = app_fault(fault.kind)
+            if registered is not None:
+                output = registered.bend(output, request.input)
         text = json.dumps(output, sort_keys=True)
         if fault is not None and fault.kind == "malformed_json":
             # What a truncated or chatty model answer looks like.
@@ -92,10 +88,8 @@ class OfflineProvider:
                 continue
             if fault.rounds is not None and request.input.get("round") not in fault.rounds:
                 continue
-            if request.feedback and (
-                fault.kind in PLAN_FAULT_KINDS or fault.kind == "reply_policy_violation"
-            ):
-                continue  # a re-plan with the rejection reasons answers a valid plan
+            if request.feedback and app_fault(fault.kind) is not None:
+                continue  # an app's fault is repairable: an answer with feedback is valid
             if (
                 fault.activity_attempts is not None
                 and request.activity_attempt not in fault.activity_attempts

@@ -12,14 +12,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from datetime import UTC
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import ValidationError
 
-from keel.contracts.incident import INCIDENT_POLICY, Deploy, DeployHistoryOutput
-from keel.settings import FaultKind
+from keel.scenarios.incident.contracts import INCIDENT_POLICY, Deploy, DeployHistoryOutput
 
-PLAN_FAULT_KINDS = frozenset(kind for kind in get_args(FaultKind) if kind.startswith("plan_"))
 UNKNOWN_TOOL = "kubectl_exec"
 MISSING_REF = "baseline-check"
 # Field -> a value its tool's schema refuses (the type or the range is wrong).
@@ -182,3 +180,12 @@ def _fresh_ref(tasks: list[Task], base: str) -> str:
     while f"{base}-{n}" in refs:
         n += 1
     return f"{base}-{n}"
+
+
+PLAN_FAULT_KINDS = frozenset(_MUTATIONS)
+"""The plan faults this app registers with the offline model (``plan_unknown_tool``, ...)."""
+
+
+def plan_fault(kind: str) -> Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]:
+    """The offline-model fault function of plan fault ``kind``."""
+    return lambda output, node_input: corrupt_plan(kind, output, node_input)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from keel.activities.effects import EffectConflictError, EffectRecord, open_effect_record
-from keel.activities.tools.fake_systems import IncidentWorld, WorldError
-from keel.contracts.incident import (
+from keel.activities.tools.base import tool_input
+from keel.contracts.tools import ToolCall, ToolResult, ToolSpec, tool_activity_name
+from keel.scenarios.incident.contracts import (
     ALERT_CORRELATION,
     DEPLOY_HISTORY,
     METRICS_LOOKUP,
@@ -35,10 +36,9 @@ from keel.contracts.incident import (
     RollForwardInput,
     UpdateIncidentInput,
 )
-from keel.contracts.tools import ToolCall, ToolResult, ToolSpec, tool_activity_name
+from keel.scenarios.incident.world import IncidentWorld, WorldError
 from keel.settings import KeelSettings
 
-M = TypeVar("M", bound=BaseModel)
 INCIDENT_TOOLS = (
     METRICS_LOOKUP,
     DEPLOY_HISTORY,
@@ -47,36 +47,6 @@ INCIDENT_TOOLS = (
     ROLL_FORWARD,
     UPDATE_INCIDENT,
 )
-
-
-def _input(spec: ToolSpec, model: type[M], call: ToolCall) -> M:
-    """The call's input as ``model``, or a non-retryable ``InvalidToolInput``."""
-    if call.tool != spec.name:
-        raise ApplicationError(
-            f"activity {tool_activity_name(spec.name)} was called for tool {call.tool!r}",
-            type="InvalidToolInput",
-            non_retryable=True,
-        )
-    if spec.side_effects and not call.idempotency_key:
-        raise ApplicationError(
-            f"{spec.name} has side effects and needs an idempotency key",
-            type="InvalidToolInput",
-            non_retryable=True,
-        )
-    try:
-        return model.model_validate(call.input)
-    except ValidationError as err:
-        reasons = [
-            {"loc": ".".join(str(p) for p in e["loc"]) or "(input)", "msg": e["msg"]}
-            for e in err.errors(include_url=False)
-        ]
-        summary = "; ".join(f"{r['loc']}: {r['msg']}" for r in reasons)
-        raise ApplicationError(
-            f"invalid input for {spec.name}: {summary}",
-            reasons,
-            type="InvalidToolInput",
-            non_retryable=True,
-        ) from err
 
 
 @contextmanager
@@ -138,21 +108,21 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(METRICS_LOOKUP.name))
     async def metrics_lookup(self, call: ToolCall) -> ToolResult:
-        args = _input(METRICS_LOOKUP, MetricsLookupInput, call)
+        args = tool_input(METRICS_LOOKUP, MetricsLookupInput, call)
         with _refusals():
             output = self.world.metrics(args.service, args.metric, args.window_minutes)
         return ToolResult(tool=METRICS_LOOKUP.name, output=output.model_dump(mode="json"))
 
     @activity.defn(name=tool_activity_name(DEPLOY_HISTORY.name))
     async def deploy_history(self, call: ToolCall) -> ToolResult:
-        args = _input(DEPLOY_HISTORY, DeployHistoryInput, call)
+        args = tool_input(DEPLOY_HISTORY, DeployHistoryInput, call)
         with _refusals():
             output = await self.world.history(args.service, args.since_hours)
         return ToolResult(tool=DEPLOY_HISTORY.name, output=output.model_dump(mode="json"))
 
     @activity.defn(name=tool_activity_name(ALERT_CORRELATION.name))
     async def alert_correlation(self, call: ToolCall) -> ToolResult:
-        args = _input(ALERT_CORRELATION, AlertCorrelationInput, call)
+        args = tool_input(ALERT_CORRELATION, AlertCorrelationInput, call)
         with _refusals():
             output = self.world.correlate(args.service, args.window_minutes)
         return ToolResult(tool=ALERT_CORRELATION.name, output=output.model_dump(mode="json"))
@@ -161,7 +131,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(ROLLBACK_DEPLOY.name))
     async def rollback_deploy(self, call: ToolCall) -> ToolResult:
-        args = _input(ROLLBACK_DEPLOY, RollbackDeployInput, call)
+        args = tool_input(ROLLBACK_DEPLOY, RollbackDeployInput, call)
         return await self._effect(
             ROLLBACK_DEPLOY,
             call,
@@ -172,7 +142,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(ROLL_FORWARD.name))
     async def roll_forward_deploy(self, call: ToolCall) -> ToolResult:
-        args = _input(ROLL_FORWARD, RollForwardInput, call)
+        args = tool_input(ROLL_FORWARD, RollForwardInput, call)
         return await self._effect(
             ROLL_FORWARD,
             call,
@@ -183,7 +153,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(UPDATE_INCIDENT.name))
     async def update_incident(self, call: ToolCall) -> ToolResult:
-        args = _input(UPDATE_INCIDENT, UpdateIncidentInput, call)
+        args = tool_input(UPDATE_INCIDENT, UpdateIncidentInput, call)
         return await self._effect(
             UPDATE_INCIDENT,
             call,
@@ -191,11 +161,3 @@ class IncidentTools:
             lambda key: self.world.add_note(key, args.incident_id, args.status, args.note),
             "note_id",
         )
-
-
-def incident_tool_activities(
-    settings: KeelSettings, *, namespace: str = "default"
-) -> tuple[list[Callable[..., Any]], Callable[[], Awaitable[None]]]:
-    """The incident activities for a worker, and the coroutine function that closes them."""
-    tools = IncidentTools.open(settings, namespace=namespace)
-    return tools.activities(), tools.aclose

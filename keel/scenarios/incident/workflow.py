@@ -10,16 +10,6 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from keel.contracts.agent import canonical_json
-    from keel.contracts.incident import (
-        INCIDENT_PLANNER,
-        INCIDENT_POLICY,
-        MAX_PAGE_BYTES,
-        Finding,
-        IncidentCarry,
-        IncidentPage,
-        IncidentPlannerInput,
-        IncidentResult,
-    )
     from keel.contracts.ledger import (
         ContinuedAsNew,
         LedgerContinued,
@@ -29,6 +19,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from keel.contracts.plans import PlannerOutput, validate_plan
     from keel.contracts.tools import CATALOG, ToolResult
+    from keel.scenarios.incident.contracts import (
+        INCIDENT_PLANNER,
+        INCIDENT_POLICY,
+        MAX_PAGE_BYTES,
+        Finding,
+        IncidentCarry,
+        IncidentPage,
+        IncidentPlannerInput,
+        IncidentResult,
+    )
 
 from keel.workflows.base import KeelWorkflow
 from keel.workflows.plan_executor import CompletedTask, PlanExecutor

@@ -1,6 +1,6 @@
 """The incident sample world: scenario data and local fakes of the systems on-call touches.
 
-Read-only data (metrics, deploys, alerts) comes from ``keel/samples/incident-world.json``,
+Read-only data (metrics, deploys, alerts) comes from ``samples/incident-world.json``,
 which has a fixed "now". The fake deploy API and incident tracker keep their state in a
 ``SqlStore`` (the side-effect record's database), so several workers share it, and they
 honour the idempotency key passed to them as real providers do: a second call with the
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from statistics import median
 from typing import Any
 
 from keel.activities.sqlstore import SqlStore, Tx
-from keel.contracts.incident import (
+from keel.errors import KeelUserError
+from keel.scenarios.incident.contracts import (
     Alert,
     AlertCorrelationOutput,
     Deploy,
@@ -26,10 +28,10 @@ from keel.contracts.incident import (
     MetricsLookupOutput,
     UpdateIncidentOutput,
 )
-from keel.errors import KeelUserError
-from keel.samples import load_sample
+from keel.workers.app import load_json
 
 WORLD_SAMPLE = "incident-world"
+SAMPLES = Path(__file__).parent / "samples"
 CORRELATION_WINDOW = timedelta(minutes=15)
 """Alerts on other services this close to one of the service's alerts are correlated."""
 ANOMALY_FACTOR = 3.0
@@ -102,7 +104,7 @@ class IncidentWorld:
     ) -> None:
         self.store = store
         self.namespace = namespace
-        data = data if data is not None else load_sample(WORLD_SAMPLE)
+        data = data if data is not None else load_json(SAMPLES / f"{WORLD_SAMPLE}.json")
         self.now = _ts(data["now"])
         self.services: dict[str, dict[str, Any]] = data["services"]
         self.alerts = sorted(

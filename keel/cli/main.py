@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from temporalio.service import RPCError
 
+from keel.cli import commands
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings, get_settings
-from keel.workers import commands
-from keel.workers.commands import SCENARIOS
+from keel.workers.apps import resolve_apps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,11 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keel", description="Durable, auditable AI-agent workflows on Temporal."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("dev", help="embedded Temporal dev server (UI on :8233) plus a worker")
-    sub.add_parser("worker", help="a worker against TEMPORAL_ADDRESS")
-    sub.add_parser("demo", help="run every scenario end to end and print the ledgers")
-    p = sub.add_parser("start", help="start a scenario")
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p = sub.add_parser("dev", help="embedded Temporal dev server (UI on :8233) plus a worker")
+    _app_option(p)
+    p.add_argument("--no-worker", action="store_true", help="the stack without a worker")
+    p = sub.add_parser("worker", help="a worker against TEMPORAL_ADDRESS")
+    _app_option(p)
+    p = sub.add_parser("demo", help="run every app's demo end to end and print the ledgers")
+    _app_option(p)
+    p = sub.add_parser("start", help="start an app's workflow")
+    _app_option(p)
+    p.add_argument("scenario", metavar="ENTRY", help="what to start, e.g. contract-review")
     p.add_argument("--input", required=True, help="JSON file with the scenario input")
     p.add_argument("--id", help="workflow id (default: generated)")
     p = sub.add_parser("ledger", help="print an execution's ledger")
@@ -45,15 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "approve":
             p.add_argument("--modify", metavar="JSON", help="approve with these modifications")
     p = sub.add_parser("replay", help="replay a history to check determinism")
+    _app_option(p)
     p.add_argument("target", metavar="ID|HISTORY.json")
     p = sub.add_parser("export", help="export ledgers as JSON lines")
+    _app_option(p)
     p.add_argument(
         "--query",
-        default="WorkflowType IN ('ContractReview', 'IncidentInvestigation', 'SupportEmail')",
-        help="visibility query selecting the executions",
+        help="visibility query selecting the executions (default: the loaded apps' workflows)",
     )
     p.add_argument("--out", help="file to write (default: stdout)")
     return parser
+
+
+def _app_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app",
+        action="append",
+        metavar="MODULE[:ATTR]",
+        help="an app to load (repeatable; default: KEEL_APPS, else every installed app)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,13 +94,15 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
-    from keel.workers import demo, serve
+    from keel.cli import demo
+    from keel.workers import serve
     from keel.workers.runtime import connect
 
     if args.command == "dev":
-        return await serve.run_dev(settings, until_signal())
+        apps = [] if args.no_worker else resolve_apps(args.app or ())
+        return await serve.run_dev(settings, apps, until_signal())
     if args.command == "demo":
-        return await demo.run_demo(settings)
+        return await demo.run_demo(settings, resolve_apps(args.app or ()))
     try:
         client = await asyncio.wait_for(connect(settings), timeout=10)
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -96,7 +113,9 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
             "in another terminal or set TEMPORAL_ADDRESS"
         )
     if args.command == "worker":
-        return await serve.run_worker(client, settings, until_signal())
+        return await serve.run_worker(
+            client, settings, resolve_apps(args.app or ()), until_signal()
+        )
     handler = {
         "start": commands.cmd_start,
         "ledger": commands.cmd_ledger,

@@ -9,7 +9,7 @@ mailbox path is given, as one JSON line appended to that file before the server 
         ...  # send to 127.0.0.1:sink.port
         assert sink.count(message_id) == 1
 
-Run it on its own with ``python -m keel.activities.tools.smtp_sink --port 2525 --mailbox
+Run it on its own with ``python -m keel.workers.smtp_sink --port 2525 --mailbox
 mail.jsonl``.
 """
 

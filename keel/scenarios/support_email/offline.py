@@ -73,3 +73,15 @@ def draft_reply(node_input: Mapping[str, Any], feedback: Sequence[str]) -> dict[
         "refund_usd": refund,
         "confidence": 0.85 if order else 0.7,
     }
+
+
+def policy_violation(output: dict[str, Any], node_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Fault ``reply_policy_violation``: what an overeager draft looks like (a forbidden
+    promise, a mistyped order number)."""
+    if "body" not in output:
+        return output
+    return {
+        **output,
+        "body": output["body"] + "\nWe guarantee a $50 voucher for the trouble.",
+        "order_number": "AB-000000",
+    }
