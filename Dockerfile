@@ -11,9 +11,11 @@ RUN groupadd --system keel \
     && chown keel:keel /var/lib/keel
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY keel/ ./keel/
-RUN pip install --no-cache-dir . \
+# The pinned, hashed runtime set first, then Keel itself without resolving again.
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock \
+    && pip install --no-cache-dir --no-deps . \
     && rm -rf /src/build /src/*.egg-info
 
 # Keel's local state (side-effect record, dev data); compose mounts a volume here.

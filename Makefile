@@ -10,12 +10,13 @@ STAMP := $(VENV)/.keel-installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test browser dev lint typecheck bench clean
+.PHONY: demo test test-fast browser dev lint typecheck bench lock clean
 
-$(STAMP): pyproject.toml
+# Versions come from requirements-dev.lock (constraints), so every machine tests the same set.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements-dev.lock -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,10 +28,12 @@ browser:
 		$(SUDO) apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-test: $(STAMP) browser
-	$(BIN)/ruff check keel tests benchmarks
-	$(BIN)/mypy keel
+test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest
+
+# The inner loop: unit and time-skipping tests, no dev server, browser or subprocess.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration"
 
 dev: $(STAMP)
 	$(BIN)/keel dev
@@ -47,6 +50,12 @@ bench: $(STAMP)  # about 12 minutes on 2 cores; each writes its table to benchma
 	$(BIN)/python benchmarks/plan_fanout.py
 	$(BIN)/python benchmarks/support_throughput.py
 	$(BIN)/python benchmarks/effect_record_cost.py
+
+# Re-pin after changing dependencies in pyproject.toml (needs network to the package index).
+lock:
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --extra dev -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache

@@ -177,6 +177,7 @@ class EffectRecord:
         return await self.store.transaction(read)
 
     async def aclose(self) -> None:
+        """Close the record's database connections."""
         await self.store.aclose()
 
 

@@ -38,13 +38,16 @@ class Tx(ABC):
     """Statements inside one transaction; placeholders are ``?``."""
 
     @abstractmethod
-    async def fetchall(self, sql: str, *params: Any) -> list[Row]: ...
+    async def fetchall(self, sql: str, *params: Any) -> list[Row]:
+        """Every row the query returns."""
 
     async def fetchone(self, sql: str, *params: Any) -> Row | None:
+        """The first row the query returns, or ``None``."""
         rows = await self.fetchall(sql, *params)
         return rows[0] if rows else None
 
     async def execute(self, sql: str, *params: Any) -> None:
+        """Run a statement that returns no rows."""
         await self.fetchall(sql, *params)
 
 

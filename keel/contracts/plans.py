@@ -34,6 +34,8 @@ class Compensation(BaseModel):
 
 
 class PlannedTask(BaseModel):
+    """One task of a plan: a tool call with its dependencies, gate and compensation."""
+
     model_config = ConfigDict(extra="forbid")
 
     ref: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")

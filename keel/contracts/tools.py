@@ -59,6 +59,7 @@ class ToolCatalog:
         self._tools: dict[str, ToolSpec] = {}
 
     def register(self, spec: ToolSpec) -> ToolSpec:
+        """Add ``spec``; registering the same spec again is a no-op, a different one an error."""
         known = self._tools.get(spec.name)
         if known is not None and known != spec:
             raise ValueError(f"tool {spec.name!r} is already registered differently")
@@ -66,9 +67,11 @@ class ToolCatalog:
         return spec
 
     def get(self, name: str) -> ToolSpec | None:
+        """The tool called ``name``, if registered."""
         return self._tools.get(name)
 
     def names(self) -> list[str]:
+        """Every registered tool name, sorted."""
         return sorted(self._tools)
 
 

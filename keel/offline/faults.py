@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keel.contracts.faults import OfflineFault
+from keel.contracts.faults import OfflineFault as OfflineFault
 from keel.errors import ProviderConfigError
 
 ENGINE_FAULT_KINDS = frozenset(

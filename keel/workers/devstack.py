@@ -30,6 +30,7 @@ def temporal_cli() -> str:
 
 
 def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` as a pair (host defaults to 127.0.0.1)."""
     host, _, port = address.rpartition(":")
     return host or "127.0.0.1", int(port)
 

@@ -142,6 +142,7 @@ class SmtpSink:
 
     @property
     def port(self) -> int:
+        """The port the server listens on."""
         if self._controller is None:
             raise RuntimeError("the SMTP sink is not running")
         return int(self._controller.port)
@@ -165,6 +166,7 @@ class SmtpSink:
             self._messages.append(mail)
 
     def start(self) -> SmtpSink:
+        """Start serving in a background thread."""
         if self._controller is not None:
             raise RuntimeError("the SMTP sink is already running")
         if self.mailbox is not None:
@@ -176,6 +178,7 @@ class SmtpSink:
         return self
 
     def stop(self) -> None:
+        """Stop serving."""
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
@@ -193,6 +196,7 @@ class SmtpSink:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m keel.workers.smtp_sink``: run the server until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--mailbox", type=Path, default=None)

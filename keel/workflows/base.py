@@ -97,6 +97,7 @@ class KeelWorkflow:
 
     @review_update.validator
     def validate_review(self, payload: Any) -> None:
+        """Refuse a bad review before it reaches history (nothing changes)."""
         _, reasons = self.gate_book.check(payload)
         if reasons:
             raise refusal(reasons)

@@ -18,6 +18,8 @@ from keel.workflows.ledger import Ledger
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A named snapshot of the workflow context, taken before an agent node."""
+
     name: str
     facts: dict[str, Any]
 

@@ -63,6 +63,8 @@ class CompletedTask(BaseModel):
 
 @dataclass
 class PlanRun:
+    """What running one plan came to: results, outcome and the failure if any."""
+
     outcome: Literal["completed", "failed"]
     results: dict[str, ToolResult] = field(default_factory=dict)
     failure: str | None = None

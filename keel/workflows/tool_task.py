@@ -29,6 +29,7 @@ class ToolTaskWorkflow:
 
     @workflow.run
     async def run(self, task: ToolTaskInput) -> ToolResult:
+        """Run the task's tool once; its workflow id is the idempotency key."""
         if CATALOG.get(task.tool) is None:
             raise ApplicationError(
                 f"tool {task.tool!r} is not in this worker's catalog",

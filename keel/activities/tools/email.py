@@ -57,6 +57,7 @@ class SmtpFailure(Exception):
 
     @property
     def permanent(self) -> bool:
+        """Whether retrying cannot help (the server refused the message for good)."""
         return self.code is not None and 500 <= self.code < 600
 
 
@@ -170,13 +171,16 @@ class EmailSender:
         )
 
     def activities(self) -> list[Callable[..., Any]]:
+        """The activities to register on a worker."""
         return [self.send_email]
 
     async def aclose(self) -> None:
+        """Close the side-effect record."""
         await self.effects.aclose()
 
     @activity.defn(name=tool_activity_name(SEND_EMAIL.name))
     async def send_email(self, call: ToolCall) -> ToolResult:
+        """Send one email once per idempotency key, through the side-effect record."""
         args = tool_input(SEND_EMAIL, SendEmailInput, call)
 
         async def perform(key: str) -> tuple[str, dict[str, Any]]:

@@ -18,12 +18,16 @@ MAX_INPUT_BYTES = 256 * 1024
 
 
 class RiskLevel(StrEnum):
+    """The classifier's verdict; it decides the route."""
+
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
 
 
 class Clause(BaseModel):
+    """One numbered clause of a vendor agreement."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=20)
@@ -57,6 +61,8 @@ class ContractReviewInput(BaseModel):
 
 
 class RiskClassifierInput(BaseModel):
+    """What the risk classifier reads: the agreement's terms and clauses."""
+
     vendor: str
     title: str
     annual_value_usd: float

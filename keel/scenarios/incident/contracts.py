@@ -39,6 +39,8 @@ class IncidentPage(BaseModel):
 
 
 class MetricsLookupInput(BaseModel):
+    """Input of ``metrics_lookup``: one metric of one service over a window."""
+
     model_config = ConfigDict(extra="forbid")
     service: Service
     metric: Metric
@@ -46,6 +48,8 @@ class MetricsLookupInput(BaseModel):
 
 
 class MetricsLookupOutput(BaseModel):
+    """Output of ``metrics_lookup``: the series and whether it is anomalous."""
+
     service: Service
     metric: Metric
     baseline: float
@@ -55,12 +59,16 @@ class MetricsLookupOutput(BaseModel):
 
 
 class DeployHistoryInput(BaseModel):
+    """Input of ``deploy_history``: a service's deploys since some hours ago."""
+
     model_config = ConfigDict(extra="forbid")
     service: Service
     since_hours: int = Field(24, ge=1, le=168)
 
 
 class Deploy(BaseModel):
+    """One deploy of a service."""
+
     deploy_id: str
     version: str
     previous_version: str
@@ -70,18 +78,24 @@ class Deploy(BaseModel):
 
 
 class DeployHistoryOutput(BaseModel):
+    """Output of ``deploy_history``."""
+
     service: Service
     current_version: str
     deploys: list[Deploy]
 
 
 class AlertCorrelationInput(BaseModel):
+    """Input of ``alert_correlation``: a service's alerts within a window."""
+
     model_config = ConfigDict(extra="forbid")
     service: Service
     window_minutes: int = Field(60, ge=5, le=1_440)
 
 
 class Alert(BaseModel):
+    """One alert that fired."""
+
     name: str
     service: Service
     at: datetime
@@ -89,12 +103,16 @@ class Alert(BaseModel):
 
 
 class AlertCorrelationOutput(BaseModel):
+    """Output of ``alert_correlation``."""
+
     service: Service
     alerts: list[Alert]
     correlated_services: list[Service]
 
 
 class RollbackDeployInput(BaseModel):
+    """Input of ``rollback_deploy`` (a side effect: gated, compensated)."""
+
     model_config = ConfigDict(extra="forbid")
     service: Service
     deploy_id: str = Field(min_length=1)
@@ -102,12 +120,16 @@ class RollbackDeployInput(BaseModel):
 
 
 class RollForwardInput(BaseModel):
+    """Input of ``roll_forward_deploy``, the compensation of a rollback."""
+
     model_config = ConfigDict(extra="forbid")
     service: Service
     to_version: str = Field(min_length=1)
 
 
 class DeployChangeOutput(BaseModel):
+    """Output of a deploy change: the action id the deploy system gave it."""
+
     service: Service
     from_version: str
     to_version: str
@@ -115,6 +137,8 @@ class DeployChangeOutput(BaseModel):
 
 
 class UpdateIncidentInput(BaseModel):
+    """Input of ``update_incident``: a status and a note on the incident."""
+
     model_config = ConfigDict(extra="forbid")
     incident_id: str = Field(min_length=1)
     status: Literal["investigating", "mitigating", "mitigated", "resolved"]
@@ -122,6 +146,8 @@ class UpdateIncidentInput(BaseModel):
 
 
 class UpdateIncidentOutput(BaseModel):
+    """Output of ``update_incident``."""
+
     incident_id: str
     status: str
     note_id: str
@@ -198,6 +224,8 @@ INCIDENT_POLICY = PlanPolicy(
 
 
 class Finding(BaseModel):
+    """What one task's result told the planner."""
+
     round: int
     ref: str
     tool: str
@@ -205,6 +233,8 @@ class Finding(BaseModel):
 
 
 class IncidentPlannerInput(BaseModel):
+    """What the planner reads each round: the page, findings so far, actions, tools, policy."""
+
     incident: dict[str, Any]
     round: int
     findings: list[Finding]
@@ -264,6 +294,8 @@ class IncidentCarry(BaseModel):
 
 
 class IncidentResult(BaseModel):
+    """Result of an investigation, with its ledger."""
+
     incident_id: str
     outcome: Literal["mitigated", "handed-over", "round-limit", "compensated"]
     summary: str

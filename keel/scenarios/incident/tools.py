@@ -74,6 +74,7 @@ class IncidentTools:
         return cls(IncidentWorld(effects.store, namespace=namespace), effects)
 
     def activities(self) -> list[Callable[..., Any]]:
+        """The six tool activities, to register on a worker."""
         return [
             self.metrics_lookup,
             self.deploy_history,
@@ -84,6 +85,7 @@ class IncidentTools:
         ]
 
     async def aclose(self) -> None:
+        """Close the side-effect record."""
         await self.effects.aclose()
 
     async def _effect(
@@ -108,6 +110,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(METRICS_LOOKUP.name))
     async def metrics_lookup(self, call: ToolCall) -> ToolResult:
+        """Tool ``metrics_lookup`` (read only)."""
         args = tool_input(METRICS_LOOKUP, MetricsLookupInput, call)
         with _refusals():
             output = self.world.metrics(args.service, args.metric, args.window_minutes)
@@ -115,6 +118,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(DEPLOY_HISTORY.name))
     async def deploy_history(self, call: ToolCall) -> ToolResult:
+        """Tool ``deploy_history`` (read only)."""
         args = tool_input(DEPLOY_HISTORY, DeployHistoryInput, call)
         with _refusals():
             output = await self.world.history(args.service, args.since_hours)
@@ -122,6 +126,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(ALERT_CORRELATION.name))
     async def alert_correlation(self, call: ToolCall) -> ToolResult:
+        """Tool ``alert_correlation`` (read only)."""
         args = tool_input(ALERT_CORRELATION, AlertCorrelationInput, call)
         with _refusals():
             output = self.world.correlate(args.service, args.window_minutes)
@@ -131,6 +136,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(ROLLBACK_DEPLOY.name))
     async def rollback_deploy(self, call: ToolCall) -> ToolResult:
+        """Tool ``rollback_deploy``: a side effect, once per idempotency key."""
         args = tool_input(ROLLBACK_DEPLOY, RollbackDeployInput, call)
         return await self._effect(
             ROLLBACK_DEPLOY,
@@ -142,6 +148,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(ROLL_FORWARD.name))
     async def roll_forward_deploy(self, call: ToolCall) -> ToolResult:
+        """Tool ``roll_forward_deploy``: a side effect, once per idempotency key."""
         args = tool_input(ROLL_FORWARD, RollForwardInput, call)
         return await self._effect(
             ROLL_FORWARD,
@@ -153,6 +160,7 @@ class IncidentTools:
 
     @activity.defn(name=tool_activity_name(UPDATE_INCIDENT.name))
     async def update_incident(self, call: ToolCall) -> ToolResult:
+        """Tool ``update_incident``: a side effect, once per idempotency key."""
         args = tool_input(UPDATE_INCIDENT, UpdateIncidentInput, call)
         return await self._effect(
             UPDATE_INCIDENT,

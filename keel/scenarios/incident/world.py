@@ -76,14 +76,20 @@ class WorldError(KeelUserError):
 
 
 class UnknownServiceError(WorldError):
+    """The service is not in the world."""
+
     error_type = "UnknownService"
 
 
 class UnknownDeployError(WorldError):
+    """The deploy is not in the service's history."""
+
     error_type = "UnknownDeploy"
 
 
 class DeployConflictError(WorldError):
+    """The deploy change conflicts with the service's current version."""
+
     error_type = "DeployConflict"
 
 
@@ -148,6 +154,7 @@ class IncidentWorld:
         )
 
     def correlate(self, service: str, window_minutes: int) -> AlertCorrelationOutput:
+        """The alerts of ``service`` within ``window_minutes`` of now."""
         self._service(service)
         start = self.now - timedelta(minutes=window_minutes)
         in_window = [a for a in self.alerts if start < a.at <= self.now]
@@ -164,6 +171,7 @@ class IncidentWorld:
         )
 
     async def history(self, service: str, since_hours: int) -> DeployHistoryOutput:
+        """The deploys of ``service`` in the last ``since_hours``, newest first."""
         since = self.now - timedelta(hours=since_hours)
         deploys = [d for d in self.deploys(service) if d.at >= since]
         return DeployHistoryOutput(
@@ -175,6 +183,7 @@ class IncidentWorld:
     # --- the fake deploy API -----------------------------------------------------------------
 
     async def current_version(self, service: str) -> str:
+        """The version ``service`` runs now (after any rollbacks)."""
         static = str(self._service(service)["current_version"])
         await self.store.ensure_schema("keel_fake_systems", FAKES_DDL)
         row = await self.store.transaction(

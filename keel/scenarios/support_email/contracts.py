@@ -34,6 +34,8 @@ class SupportEmail(BaseModel):
 
 
 class Intent(StrEnum):
+    """What the customer wants."""
+
     REFUND = "refund"
     ORDER_STATUS = "order_status"
     COMPLAINT = "complaint"
@@ -41,11 +43,15 @@ class Intent(StrEnum):
 
 
 class TriageInput(BaseModel):
+    """What triage reads: subject and body (untrusted customer text)."""
+
     subject: str
     body: str
 
 
 class Triage(BaseModel):
+    """The triage agent's answer."""
+
     model_config = ConfigDict(extra="forbid")
 
     intent: Intent
@@ -56,6 +62,8 @@ class Triage(BaseModel):
 
 
 class Order(BaseModel):
+    """An order as the desk knows it."""
+
     order_number: str
     customer_email: str
     status: str
@@ -65,12 +73,16 @@ class Order(BaseModel):
 
 
 class RefundPolicy(BaseModel):
+    """The refund policy the reply must keep to."""
+
     window_days: int
     max_refund_usd: float
     forbidden_promises: list[str]
 
 
 class ReplyInput(BaseModel):
+    """What the reply agent reads: email, triage, order and policy."""
+
     customer_text: str
     triage: dict[str, Any]
     order: dict[str, Any] | None
@@ -78,6 +90,8 @@ class ReplyInput(BaseModel):
 
 
 class Reply(BaseModel):
+    """The drafted reply."""
+
     model_config = ConfigDict(extra="forbid")
 
     subject: str = Field(min_length=3, max_length=200, pattern=r"^[^\r\n]*$")
@@ -163,6 +177,8 @@ SUPPORT_REPLY = REGISTRY.register(
 
 
 class SupportResult(BaseModel):
+    """Result of one support email, with its ledger."""
+
     message_id: str
     outcome: Literal["replied", "escalated", "denied", "rejected"]
     reason: str

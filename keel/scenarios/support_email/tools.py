@@ -19,6 +19,8 @@ REFUND_POLICY = "keel.support.refund_policy"
 
 
 class OrderQuery(BaseModel):
+    """Input of the order lookup: the order and who asks."""
+
     order_number: str
     customer_email: str
 
@@ -30,6 +32,7 @@ class SupportDesk:
         self.data = data or load_json(Path(__file__).parent / "samples/support-world.json")
 
     def activities(self) -> list[Any]:
+        """The desk's activities, to register on a worker."""
         return [self.lookup_order, self.refund_policy]
 
     @activity.defn(name=LOOKUP_ORDER)
@@ -42,4 +45,5 @@ class SupportDesk:
 
     @activity.defn(name=REFUND_POLICY)
     async def refund_policy(self) -> RefundPolicy:
+        """The refund policy in force."""
         return RefundPolicy.model_validate(self.data["refund_policy"])
