@@ -41,7 +41,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_workflows import BARE_ACTIVITY, BenchBareActivity, BenchKeelAgentNode
-from keel.samples import load_sample
 from measure import percentile, process_cpu, server_cpu, server_pid
 from temporalio import activity
 from temporalio.client import Client
@@ -49,6 +48,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keel.offline import OfflineProvider
+from keel.scenarios.contract_review import APP
 from keel.scenarios.contract_review.contracts import (
     ContractReviewInput,
     RiskAssessment,
@@ -95,7 +95,7 @@ class Variant:
 
 
 def node_input() -> RiskClassifierInput:
-    contract = ContractReviewInput.model_validate(load_sample("contract-low-risk"))
+    contract = ContractReviewInput.model_validate(APP.sample("contract-low-risk"))
     return RiskClassifierInput(
         vendor=contract.vendor,
         title=contract.title,

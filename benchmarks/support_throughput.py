@@ -53,7 +53,6 @@ HERE = Path(__file__).resolve().parent
 # Runnable from a checkout without installing Keel; the worker imports this file as a module.
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from keel.samples import load_sample
 from measure import percentile, process_cpu, server_cpu, server_pid
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
@@ -67,7 +66,7 @@ from keel.activities.providers import close_provider
 from keel.activities.tools.email import EmailSender, build_message, smtp_send
 from keel.contracts.email import SendEmailInput, SendEmailOutput, message_id_for
 from keel.contracts.names import SEARCH_ATTRIBUTES
-from keel.scenarios.support_email import SupportEmailWorkflow
+from keel.scenarios.support_email import APP, SupportEmailWorkflow
 from keel.scenarios.support_email.contracts import (
     SUPPORT_REPLY,
     SUPPORT_TRIAGE,
@@ -113,8 +112,8 @@ TRIAGE = Triage(
     summary="constant triage of the bare benchmark activity",
     confidence=0.9,
 )
-ORDER = Order.model_validate(load_sample("support-world")["orders"]["AB-104871"])
-POLICY = RefundPolicy.model_validate(load_sample("support-world")["refund_policy"])
+ORDER = Order.model_validate(APP.sample("support-world")["orders"]["AB-104871"])
+POLICY = RefundPolicy.model_validate(APP.sample("support-world")["refund_policy"])
 REPLY = Reply(
     subject="Re: your order AB-104871",
     body=(
@@ -263,7 +262,7 @@ class Variant:
 
 def email(n: int) -> dict[str, Any]:
     """The ``support-injection`` sample with a benign order-status body and its own id."""
-    raw = load_sample("support-injection")
+    raw = APP.sample("support-injection")
     raw["from_address"] = CUSTOMER
     raw["body"] = BODY
     raw["message_id"] = f"<bench-{n}-{uuid.uuid4().hex[:12]}@mail.example.com>"

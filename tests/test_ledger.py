@@ -18,6 +18,8 @@ from keel.contracts.agent import canonical_json
 from keel.contracts.ledger import (
     GENESIS_HASH,
     AgentDecided,
+    BuiltinEvent,
+    ForeignEvent,
     GateDecided,
     LedgerEvent,
     Routed,
@@ -33,7 +35,7 @@ from tests.conftest import keel_worker
 from tests.helpers import ledger_of, review, start_review, types_of, wait_for_gate
 from tests.samples import load_sample
 
-ALL_TYPES = {member.model_fields["type"].default for member in get_args(get_args(LedgerEvent)[0])}
+ALL_TYPES = {member.model_fields["type"].default for member in get_args(get_args(BuiltinEvent)[0])}
 
 
 @dataclass
@@ -157,11 +159,28 @@ def test_every_event_round_trips_through_its_json_form(
     assert ALL_TYPES - seen == {"DefaultApplied"} | plan_events
 
 
-def test_an_unknown_event_type_is_refused(eventful: Run) -> None:
-    raw = [e.model_dump(mode="json") for e in eventful.ledger]
-    raw[1]["type"] = "SomethingHappened"
-    with pytest.raises(ValueError, match="SomethingHappened"):
-        parse_ledger(raw)
+def test_an_event_of_an_unknown_app_type_is_kept_whole_and_still_verifies() -> None:
+    # An app's own event type, in a ledger read by a process that never imported the app.
+    events = seal(
+        [
+            WorkflowCompleted(outcome="started"),
+            ForeignEvent(type="PayoutRecorded", amount_usd=120.5, ref="p-1"),  # type: ignore[call-arg]
+        ]
+    )
+    sealed = events[1]
+    raw = [e.model_dump(mode="json") for e in events]
+    parsed = parse_ledger(raw)
+    assert isinstance(parsed[1], ForeignEvent)
+    assert parsed[1].model_dump(mode="json") == sealed.model_dump(mode="json")
+    assert verify_chain(parsed).ok
+    assert "amount_usd=120.5" in parsed[1].describe()
+    raw[1]["amount_usd"] = 1200.5
+    assert not verify_chain(parse_ledger(raw)).ok
+
+
+def test_a_ledger_event_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_ledger(["WorkflowStarted"])  # type: ignore[list-item]
 
 
 # --- tampering ------------------------------------------------------------------------------
