@@ -1,9 +1,9 @@
-"""Shared fixtures: a time-skipping test server for the session, workers on fresh queues."""
+"""Keel's own fixtures, over the shipped test kit (``keel.testing``): the session's
+time-skipping server, a real dev server, and workers on fresh queues for the built-in apps."""
 
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,32 +14,20 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from keel import testing
 from keel.activities.providers import ModelProvider
 from keel.offline import OfflineFault, OfflineProvider
-from keel.settings import KeelSettings
-from keel.workers.apps import resolve_apps
-from keel.workers.runtime import (
-    build_worker,
-    ensure_search_attributes,
-)
+from keel.testing import offline_settings
 
 BIN = Path(sys.executable).parent
 
-
-def offline_settings(**overrides: object) -> KeelSettings:
-    """Settings that ignore the developer's environment and ``.env``."""
-    return KeelSettings(_env_file=None, model="offline", **overrides)  # type: ignore[call-arg]
+__all__ = ["BIN", "free_port", "keel_worker", "offline_settings"]
 
 
 @pytest.fixture(scope="session")
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    await ensure_search_attributes(env.client)
-    yield env
-    await env.shutdown()
+def ts_env(keel_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The plugin's time-skipping server (``keel_env``)."""
+    return keel_env
 
 
 @asynccontextmanager
@@ -51,23 +39,17 @@ async def keel_worker(
     extra_workflows: Sequence[type] = (),
     tools: Sequence[Callable[..., Any]] | None = None,
 ) -> AsyncIterator[str]:
-    """A Keel worker on a fresh task queue; yields the queue name.
+    """A worker for every installed app on a fresh task queue; yields the queue name.
 
-    ``tools`` replaces the real tool activities with stand-ins registered under the same
-    activity names.
+    ``tools`` are the only activities registered (stand-ins under the real names); the apps'
+    own activities are not opened.
     """
-    task_queue = f"test-{uuid.uuid4()}"
-    model = provider or OfflineProvider(faults)
-    worker = build_worker(
+    async with testing.keel_worker(
         client,
-        offline_settings(),
-        apps=resolve_apps(),
-        task_queue=task_queue,
-        provider=model,
+        model=provider or OfflineProvider(faults),
         activities=tools or [],
         workflows=extra_workflows,
-    )
-    async with worker:
+    ) as task_queue:
         yield task_queue
 
 

@@ -1,4 +1,4 @@
-"""Helpers for driving Keel workflows from tests."""
+"""Helpers for driving Keel workflows from tests; the generic ones come from keel.testing."""
 
 from __future__ import annotations
 
@@ -8,11 +8,21 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from keel.contracts.gates import GateView
 from keel.contracts.ledger import LedgerEvent
 from keel.scenarios.contract_review import ContractReviewWorkflow
 from keel.scenarios.contract_review.contracts import ContractReviewResult
+from keel.testing import ledger_of, review_payload, wait_for_gate
 from tests.samples import load_sample
+
+__all__ = [
+    "ledger_of",
+    "refused",
+    "review",
+    "start_keel_worker",
+    "start_review",
+    "types_of",
+    "wait_for_gate",
+]
 
 
 async def start_review(
@@ -27,28 +37,13 @@ async def start_review(
     )
 
 
-async def wait_for_gate(
-    handle: WorkflowHandle[Any, Any], name: str, timeout: float = 30
-) -> GateView:
-    """Poll the ``gates`` query until gate ``name`` waits for a reviewer."""
-    async with asyncio.timeout(timeout):
-        while True:
-            for gate in await handle.query("gates", result_type=list[GateView]):
-                if gate.gate == name and gate.state.open:
-                    return gate
-            await asyncio.sleep(0.05)
-
-
-async def ledger_of(handle: WorkflowHandle[Any, Any]) -> list[LedgerEvent]:
-    return await handle.query("ledger", result_type=list[LedgerEvent])
-
-
 def types_of(events: list[LedgerEvent]) -> list[str]:
     return [e.type for e in events]
 
 
 def review(gate: str, decision: str, reviewer: str, **extra: Any) -> dict[str, Any]:
-    return {"gate": gate, "decision": decision, "reviewer": reviewer, **extra}
+    """A ``review`` payload; ``extra`` is sent as is (comment, modifications, junk)."""
+    return review_payload(gate, decision, reviewer, **extra)
 
 
 async def refused(handle: WorkflowHandle[Any, Any], payload: Any) -> str:

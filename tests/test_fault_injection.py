@@ -432,6 +432,7 @@ class FlakyModel:
         raise ValueError(f"unexpected schema {schema!r}")
 
 
+@pytest.mark.allow_model_requests  # the real OpenAI client, against a local fake server
 async def test_provider_429_and_500_then_recovery(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

@@ -17,6 +17,9 @@ from keel.activities.providers.openai_provider import OpenAIProvider
 from keel.errors import ProviderConfigError, ProviderPermanentError, ProviderRetryableError
 from tests.fake_model_server import FakeModelServer, Reply
 
+# These tests drive the real SDK clients against a local fake server.
+pytestmark = pytest.mark.allow_model_requests
+
 SCHEMA = {"type": "object", "properties": {"greeting": {"type": "string"}}}
 REQUEST = ModelRequest(
     system="You are terse.",

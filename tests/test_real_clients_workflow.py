@@ -18,6 +18,9 @@ from tests.conftest import keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import review, start_review, wait_for_gate
 
+# These tests drive the real SDK clients against a local fake server.
+pytestmark = pytest.mark.allow_model_requests
+
 MODELS = {"openai": "openai:gpt-4o-mini", "anthropic": "anthropic:claude-sonnet-4-6"}
 ASSESSMENT = {
     "risk_level": "medium",

