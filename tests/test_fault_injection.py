@@ -434,7 +434,7 @@ class FlakyModel:
 
 @pytest.mark.allow_model_requests  # the real OpenAI client, against a local fake server
 async def test_provider_429_and_500_then_recovery(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    ts_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     began = time.monotonic()
     task_queue, tag = f"fi-flaky-{uuid.uuid4()}", uuid.uuid4().hex[:8]
@@ -455,12 +455,12 @@ async def test_provider_429_and_500_then_recovery(
         # the first triage attempt of every workflow.
         await asyncio.gather(
             *(
-                start_support(dev_env.client, task_queue, i, order_status_email(tag, n))
+                start_support(ts_env.client, task_queue, i, order_status_email(tag, n))
                 for n, i in enumerate(ids)
             )
         )
-        async with running_worker(dev_env.client, settings, apps=resolve_apps()):
-            results = await results_of(dev_env.client, ids, timeout=60)
+        async with running_worker(ts_env.client, settings, apps=resolve_apps()):
+            results = await results_of(ts_env.client, ids, timeout=60)
         calls, received = server.calls, sink.messages
 
     assert {r.outcome for r in results.values()} == {"replied"}, {
