@@ -1,4 +1,10 @@
-"""What the ``keel`` subcommands do, against a connected client. Each returns an exit code."""
+"""What ``keel start``, ``ledger``, ``gates``, ``approve`` and ``reject`` do, against a
+connected client. Each returns an exit code (``keel.cli.output``) or raises ``CliError``.
+
+None of them needs the code of the app whose workflow it talks to: ledgers are read as JSON
+(events of types this process does not know stay whole and still verify), gates and
+reviews go through the queries and the update every Keel workflow has.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import socket
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +21,36 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
-    WorkflowHistory,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
+from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, emit_lines, report
 from keel.cli.render import gates_text, ledger_text, ui_link
 from keel.contracts.gates import GateView, ReviewReceipt
-from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger
+from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger, verify_chain
 from keel.settings import KeelSettings
-from keel.workers.app import App, Entry
-from keel.workers.apps import find_entry, resolve_apps, workflows_of
+from keel.workers.app import Entry
+from keel.workers.apps import find_entry, resolve_apps
+
+QUERY_TIMEOUT = timedelta(seconds=15)
+"""How long a ``ledger`` or ``gates`` query may wait for a worker to answer."""
 
 
-def err(message: str) -> int:
-    print(f"keel: {message}", file=sys.stderr)
-    return 2
+def read_json(path: str) -> Any:
+    """The JSON value in the file ``path``.
+
+    Raises:
+        CliError: the file is missing, unreadable or not JSON (exit 2).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}", USAGE) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path} is not valid JSON: {exc}", USAGE) from exc
 
 
 async def start(
@@ -68,27 +88,78 @@ def _facts(payload: dict[str, Any]) -> str:
 
 
 async def cmd_start(client: Client, settings: KeelSettings, args: Any) -> int:
+    """``keel start ENTRY --input FILE`` (validated here first) or ``keel start
+    --workflow-type TYPE --input FILE`` (the input as is, for apps this CLI never loaded)."""
+    payload = read_json(args.input)
+    if args.workflow_type and args.scenario:
+        raise CliError("give an ENTRY or --workflow-type, not both", USAGE)
     try:
-        payload = json.loads(Path(args.input).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return err(f"cannot read {args.input}: {exc}")
+        if args.workflow_type:
+            handle = await _start_by_type(client, settings, args, payload)
+        else:
+            handle = await _start_entry(client, settings, args, payload)
+    except WorkflowAlreadyStartedError as exc:
+        raise CliError(f"a workflow with id {exc.workflow_id!r} is already running", USAGE) from exc
+    url = ui_link(settings.ui_url, client.namespace, handle.id, handle.result_run_id)
+    emit(
+        args,
+        f"started {handle.id} (run {handle.result_run_id})\n{url}",
+        {"workflow_id": handle.id, "run_id": handle.result_run_id, "ui_url": url},
+    )
+    return OK
+
+
+async def _start_entry(
+    client: Client, settings: KeelSettings, args: Any, payload: Any
+) -> WorkflowHandle[Any, Any]:
+    if not args.scenario:
+        raise CliError(
+            "name the ENTRY to start (e.g. contract-review), or give --workflow-type TYPE", USAGE
+        )
     if not isinstance(payload, dict):
-        return err(f"{args.input} must hold a JSON object")
+        raise CliError(f"{args.input} must hold a JSON object", USAGE)
     found = find_entry(resolve_apps(args.app or ()), args.scenario)
     if found is None:
-        return err(f"no loaded app has an entry {args.scenario!r}; load its app with --app")
+        raise CliError(
+            f"no loaded app has an entry {args.scenario!r}; load its app with --app "
+            "MODULE[:ATTR] (or KEEL_APPS), or start its workflow by type: keel start "
+            "--workflow-type TYPE --input FILE",
+            USAGE,
+        )
     try:
-        handle = await start(client, settings, found[1], payload, workflow_id=args.id)
+        return await start(
+            client,
+            settings,
+            found[1],
+            payload,
+            workflow_id=args.id,
+            task_queue=args.task_queue,
+        )
     except ValidationError as exc:
         lines = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return err(
-            f"{args.input} is not a valid {args.scenario} input; nothing was started:\n{lines}"
-        )
+        raise CliError(
+            f"{args.input} is not a valid {args.scenario} input; nothing was started:\n{lines}",
+            USAGE,
+        ) from exc
     except ValueError as exc:
-        return err(f"{exc}; nothing was started")
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(ui_link(settings.ui_url, client.namespace, handle.id, handle.result_run_id))
-    return 0
+        raise CliError(f"{exc}; nothing was started", USAGE) from exc
+
+
+async def _start_by_type(
+    client: Client, settings: KeelSettings, args: Any, payload: Any
+) -> WorkflowHandle[Any, Any]:
+    """Keel workflows validate their input in workflow code: an invalid one fails the run,
+    non-retryably, with the reasons in its ledger."""
+    title = payload.get("title", "") if isinstance(payload, dict) else ""
+    handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+        args.workflow_type,
+        payload,
+        id=args.id or f"{args.workflow_type.lower()}-{uuid.uuid4().hex[:12]}",
+        task_queue=args.task_queue or settings.task_queue,
+        static_summary=f"{args.workflow_type}: {title}"[:200],
+        static_details=_facts(payload) if isinstance(payload, dict) else None,
+    )
+    return handle
 
 
 async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
@@ -96,8 +167,7 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
     each run's first event names the run before it."""
     events = await read_ledger(client, workflow_id)
     while events and isinstance(events[0], LedgerContinued):
-        previous = client.get_workflow_handle(workflow_id, run_id=events[0].previous_run_id)
-        earlier: list[LedgerEvent] = await previous.query("ledger", result_type=list[LedgerEvent])
+        earlier = await read_ledger(client, workflow_id, events[0].previous_run_id)
         events = earlier + events
     return events
 
@@ -105,48 +175,83 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
 async def read_ledger(
     client: Client, workflow_id: str, run_id: str | None = None
 ) -> list[LedgerEvent]:
-    """The ledger of one run: from its result when it completed, else by query."""
+    """The ledger of one run: from its result when it completed, else by query.
+
+    Raises:
+        CliError: the execution has no Keel ledger, or no worker answered the query.
+    """
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     description = await handle.describe()
     if description.status is WorkflowExecutionStatus.COMPLETED:
         # Every Keel result carries its ledger; read it as JSON, so this works for any app.
-        result = await client.get_workflow_handle(workflow_id, run_id=run_id).result()
+        result = await handle.result()
         if isinstance(result, dict) and isinstance(result.get("ledger"), list):
             return parse_ledger(result["ledger"])
-    events: list[LedgerEvent] = await handle.query("ledger", result_type=list[LedgerEvent])
+        raise CliError(
+            f"{workflow_id} ({description.workflow_type}) is not a Keel workflow: "
+            "its result carries no ledger",
+            FAILURE,
+        )
+    try:
+        events: list[LedgerEvent] = await handle.query(
+            "ledger", result_type=list[LedgerEvent], rpc_timeout=QUERY_TIMEOUT
+        )
+    except WorkflowQueryFailedError as exc:
+        raise CliError(
+            f"{workflow_id} ({description.workflow_type}) has no Keel ledger: {exc}", FAILURE
+        ) from exc
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.DEADLINE_EXCEEDED:
+            raise
+        raise CliError(
+            f"no worker answered the ledger query of {workflow_id} in "
+            f"{QUERY_TIMEOUT.total_seconds():.0f} s; is a worker for task queue "
+            f"{description.task_queue!r} running?",
+            FAILURE,
+        ) from exc
     return events
 
 
 async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
+    """Print the ledger; exit 1 if its hash chain does not verify."""
+    resolve_apps(args.app or ())  # their event types print with their own describe()
     events = await full_chain(client, args.workflow_id)
-    if args.json:
-        for event in events:
-            print(event.model_dump_json())
-    else:
-        print(ledger_text(events))
-    return 0
+    emit_lines(args, ledger_text(events), (e.model_dump(mode="json") for e in events))
+    chain = verify_chain(events)
+    if not chain.ok:
+        return report(
+            args, f"hash chain broken at event {chain.broken_at}: {chain.reason}", FAILURE
+        )
+    return OK
 
 
 async def open_gates(client: Client) -> list[tuple[str, GateView]]:
-    """Every gate waiting for a reviewer, across running executions."""
+    """Every gate waiting for a reviewer, across running executions; an execution whose
+    worker does not answer is skipped with a note on stderr."""
     rows: list[tuple[str, GateView]] = []
     query = "KeelPendingGates IS NOT NULL AND ExecutionStatus = 'Running'"
     async for execution in client.list_workflows(query):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        for gate in await handle.query("gates", result_type=list[GateView]):
-            if gate.state.open:
-                rows.append((execution.id, gate))
+        try:
+            gates = await handle.query(
+                "gates", result_type=list[GateView], rpc_timeout=QUERY_TIMEOUT
+            )
+        except (WorkflowQueryFailedError, RPCError) as exc:
+            print(f"keel: skipped {execution.id}: gates query failed: {exc}", file=sys.stderr)
+            continue
+        rows += [(execution.id, gate) for gate in gates if gate.state.open]
     return rows
 
 
 async def cmd_gates(client: Client, settings: KeelSettings, args: Any) -> int:
+    """List the gates waiting for a reviewer."""
     rows = await open_gates(client)
-    if args.json:
-        for workflow_id, gate in rows:
-            print(json.dumps({"workflow_id": workflow_id, **gate.model_dump(mode="json")}))
-    else:
-        print(gates_text(rows))
-    return 0
+    emit_lines(
+        args,
+        gates_text(rows),
+        ({"workflow_id": wid, **gate.model_dump(mode="json")} for wid, gate in rows),
+    )
+    return OK
 
 
 async def send_review(client: Client, workflow_id: str, payload: dict[str, Any]) -> ReviewReceipt:
@@ -159,6 +264,7 @@ async def send_review(client: Client, workflow_id: str, payload: dict[str, Any])
 
 
 async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:
+    """``keel approve`` / ``keel reject``: exit 2 when the workflow refuses the review."""
     payload: dict[str, Any] = {
         "gate": args.gate,
         "decision": "reject" if args.command == "reject" else "approve",
@@ -170,52 +276,16 @@ async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:
         try:
             payload["modifications"] = json.loads(args.modify)
         except json.JSONDecodeError as exc:
-            return err(f"--modify is not valid JSON: {exc}")
+            return report(args, f"--modify is not valid JSON: {exc}", USAGE)
         payload["decision"] = "modify"
     try:
         receipt = await send_review(client, args.workflow_id, payload)
     except WorkflowUpdateFailedError as exc:
-        return err(f"refused: {exc.cause.message if exc.cause else exc}")  # type: ignore[attr-defined]
-    print(f"{receipt.gate}: {receipt.state.value} (ledger event #{receipt.ledger_seq})")
-    return 0
-
-
-async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -> int:
-    target = Path(args.target)
-    if target.suffix == ".json" and target.exists():
-        history = WorkflowHistory.from_json(target.stem, target.read_text())
-    else:
-        if client is None:
-            return err("replaying by workflow id needs a reachable Temporal server")
-        history = await client.get_workflow_handle(args.target).fetch_history()
-    replayer = Replayer(
-        workflows=workflows_of(resolve_apps(args.app or ())), data_converter=pydantic_data_converter
+        reason = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+        return report(args, f"refused: {reason}", USAGE)
+    emit(
+        args,
+        f"{receipt.gate}: {receipt.state.value} (ledger event #{receipt.ledger_seq})",
+        {"workflow_id": args.workflow_id, **receipt.model_dump(mode="json")},
     )
-    await replayer.replay_workflow(history)
-    print(f"replayed {history.workflow_id}: {len(history.events)} history events, deterministic")
-    return 0
-
-
-async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
-    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    count = 0
-    query = args.query or _types_query(resolve_apps(args.app or ()))
-    try:
-        async for execution in client.list_workflows(query):
-            for event in await read_ledger(client, execution.id):
-                record = {"workflow_id": execution.id, **event.model_dump(mode="json")}
-                out.write(json.dumps(record) + "\n")
-                count += 1
-    finally:
-        if args.out:
-            out.close()
-    print(f"exported {count} ledger events", file=sys.stderr)
-    return 0
-
-
-def _types_query(apps: list[App]) -> str:
-    """A visibility query for every execution of the apps' workflows."""
-    names = [
-        getattr(w, "__temporal_workflow_definition").name for app in apps for w in app.workflows
-    ]
-    return "WorkflowType IN (" + ", ".join(f"'{n}'" for n in names) + ")"
+    return OK

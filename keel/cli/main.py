@@ -10,38 +10,66 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from temporalio.service import RPCError
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
-from keel.cli import commands
+from keel.cli import commands, history
+from keel.cli.connection import common_options, connected_settings, json_alias, open_client
+from keel.cli.output import FAILURE, UNREACHABLE, USAGE, CliError, report
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings, get_settings
 from keel.workers.apps import resolve_apps
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``keel`` argument parser: every subcommand takes the connection options and
+    ``-o text|json``."""
     parser = argparse.ArgumentParser(
-        prog="keel", description="Durable, auditable AI-agent workflows on Temporal."
+        prog="keel",
+        description="Durable, auditable AI-agent workflows on Temporal.",
+        epilog="Exit codes: 0 ok, 1 failed (workflow, replay, broken hash chain, not found), "
+        "2 usage or refused input, 3 Temporal unreachable.",
+        parents=[common_options(top_level=True)],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("dev", help="embedded Temporal dev server (UI on :8233) plus a worker")
+    common = [common_options(top_level=False)]
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=common)
+
+    p = command("dev", "embedded Temporal dev server (UI on :8233) plus a worker")
     _app_option(p)
     p.add_argument("--no-worker", action="store_true", help="the stack without a worker")
-    p = sub.add_parser("worker", help="a worker against TEMPORAL_ADDRESS")
+    p = command("worker", "a worker for the apps, on the configured Temporal server")
     _app_option(p)
-    p = sub.add_parser("demo", help="run every app's demo end to end and print the ledgers")
+    p = command("demo", "run every app's demo end to end and print the ledgers")
     _app_option(p)
-    p = sub.add_parser("start", help="start an app's workflow")
+    p = command("start", "start an app's workflow (an entry, or any type with --workflow-type)")
     _app_option(p)
-    p.add_argument("scenario", metavar="ENTRY", help="what to start, e.g. contract-review")
-    p.add_argument("--input", required=True, help="JSON file with the scenario input")
+    p.add_argument(
+        "scenario", metavar="ENTRY", nargs="?", help="what to start, e.g. contract-review"
+    )
+    p.add_argument("--input", required=True, help="JSON file with the input")
     p.add_argument("--id", help="workflow id (default: generated)")
-    p = sub.add_parser("ledger", help="print an execution's ledger")
+    p.add_argument(
+        "--workflow-type",
+        metavar="TYPE",
+        help="start this workflow type with the input as is (for apps this CLI has not "
+        "loaded: the workflow validates its input)",
+    )
+    p.add_argument("--task-queue", help="task queue (default: KEEL_TASK_QUEUE)")
+    p = command("ledger", "print an execution's ledger and verify its hash chain")
+    _app_option(
+        p,
+        help="an app whose event types to describe (default: KEEL_APPS, else every "
+        "installed app); other apps' events print generically and still verify",
+    )
     p.add_argument("workflow_id")
-    p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p = sub.add_parser("gates", help="list gates waiting for a reviewer")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    json_alias(p)
+    p = command("gates", "list gates waiting for a reviewer")
+    json_alias(p)
     for name, verb in (("approve", "approve (or modify with --modify)"), ("reject", "reject")):
-        p = sub.add_parser(name, help=f"{verb} a gate")
+        p = command(name, f"{verb} a gate")
         p.add_argument("workflow_id")
         p.add_argument("gate")
         p.add_argument("--reviewer", required=True)
@@ -49,25 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="where the decision was made (default: keel-cli@host)")
         if name == "approve":
             p.add_argument("--modify", metavar="JSON", help="approve with these modifications")
-    p = sub.add_parser("replay", help="replay a history to check determinism")
+    p = command("replay", "replay a history with the apps' code to check determinism")
     _app_option(p)
     p.add_argument("target", metavar="ID|HISTORY.json")
-    p = sub.add_parser("export", help="export ledgers as JSON lines")
-    _app_option(p)
+    p = command("export", "export ledgers as JSON lines")
+    _app_option(
+        p, help="an app whose event types to parse (default: KEEL_APPS, else every installed app)"
+    )
     p.add_argument(
         "--query",
-        help="visibility query selecting the executions (default: the loaded apps' workflows)",
+        help="visibility query selecting the executions (default: every execution but "
+        "Keel's tool-task children; executions without a ledger are skipped)",
     )
     p.add_argument("--out", help="file to write (default: stdout)")
     return parser
 
 
-def _app_option(parser: argparse.ArgumentParser) -> None:
+def _app_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     parser.add_argument(
         "--app",
         action="append",
         metavar="MODULE[:ATTR]",
-        help="an app to load (repeatable; default: KEEL_APPS, else every installed app)",
+        help=help or "an app to load (repeatable; default: KEEL_APPS, else every installed app)",
     )
 
 
@@ -82,36 +113,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the command; returns the exit code."""
+    """Parse ``argv`` and run the command; returns the exit code (see ``keel.cli.output``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(dispatch(args, get_settings()))
     except KeyboardInterrupt:
         return 130
+    except CliError as exc:
+        return report(args, exc.message, exc.code)
     except KeelUserError as exc:
-        return commands.err(str(exc))
+        return report(args, str(exc), USAGE)
 
 
 async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
+    """Run the parsed command."""
     from keel.cli import demo
     from keel.workers import serve
-    from keel.workers.runtime import connect
 
     if args.command == "dev":
         apps = [] if args.no_worker else resolve_apps(args.app or ())
         return await serve.run_dev(settings, apps, until_signal())
     if args.command == "demo":
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
-    try:
-        client = await asyncio.wait_for(connect(settings), timeout=10)
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        if args.command == "replay" and args.target.endswith(".json"):
-            return await commands.cmd_replay(None, settings, args)
-        return commands.err(
-            f"cannot reach Temporal at {settings.temporal_address} ({exc}); start `keel dev` "
-            "in another terminal or set TEMPORAL_ADDRESS"
-        )
+    if args.command == "replay" and history.is_history_file(args.target):
+        return await history.cmd_replay(None, settings, args)  # needs no server
+    client = await open_client(settings, args)
+    settings = connected_settings(settings, client)
     if args.command == "worker":
         return await serve.run_worker(
             client, settings, resolve_apps(args.app or ()), until_signal()
@@ -122,14 +150,25 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         "gates": commands.cmd_gates,
         "approve": commands.cmd_review,
         "reject": commands.cmd_review,
-        "replay": commands.cmd_replay,
-        "export": commands.cmd_export,
+        "replay": history.cmd_replay,
+        "export": history.cmd_export,
     }[args.command]
     try:
         return await handler(client, settings, args)
     except RPCError as exc:
-        print(f"keel: {exc.message}", file=sys.stderr)
-        return 1
+        raise rpc_failure(exc, client, getattr(args, "workflow_id", None)) from exc
+
+
+def rpc_failure(exc: RPCError, client: Client, workflow_id: str | None) -> CliError:
+    """What a server error means to the user, and its exit code."""
+    if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return CliError(f"Temporal did not answer: {exc.message}", UNREACHABLE)
+    if exc.status is RPCStatusCode.NOT_FOUND:
+        what = f"workflow {workflow_id!r}" if workflow_id else "not found"
+        return CliError(f"{what} in namespace {client.namespace!r}: {exc.message}", FAILURE)
+    if exc.status is RPCStatusCode.INVALID_ARGUMENT:
+        return CliError(exc.message, USAGE)
+    return CliError(exc.message, FAILURE)
 
 
 def until_signal() -> asyncio.Event:

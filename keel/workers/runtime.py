@@ -15,6 +15,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -22,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, build_provider, close_provider
 from keel.contracts.names import SEARCH_ATTRIBUTES, model_queue
+from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
@@ -34,17 +36,59 @@ async def connect(
     settings: KeelSettings,
     *,
     address: str | None = None,
+    namespace: str | None = None,
+    profile: str | None = None,
     interceptors: Sequence[Interceptor] | None = None,
 ) -> Client:
-    """A client with Keel's pydantic data converter and tracing."""
+    """A client with Keel's pydantic data converter and tracing, connected as
+    ``connect_config`` says (Temporal CLI profiles, TLS, API key, ``TEMPORAL_*``).
+
+    Raises:
+        KeelUserError: the Temporal client configuration cannot be read.
+        RuntimeError: the server cannot be reached.
+    """
+    config = connect_config(settings, address=address, namespace=namespace, profile=profile)
     return await Client.connect(
-        address or settings.temporal_address,
-        namespace=settings.temporal_namespace,
+        **config,
         data_converter=pydantic_data_converter,
         interceptors=list(
             interceptors if interceptors is not None else tracing_interceptors(settings)
         ),
     )
+
+
+def connect_config(
+    settings: KeelSettings,
+    *,
+    address: str | None = None,
+    namespace: str | None = None,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of ``Client.connect``, from the first source that sets each one:
+    ``address`` and ``namespace``; ``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE`` (or their
+    ``KEEL_`` forms); the Temporal CLI's configuration (``temporalio.envconfig``: the
+    profile ``profile``, else ``TEMPORAL_PROFILE``, else ``default``, of the file
+    ``TEMPORAL_CONFIG_FILE`` or the CLI's default file, with the other ``TEMPORAL_*``
+    variables such as ``TEMPORAL_API_KEY`` and ``TEMPORAL_TLS*`` applied); else the
+    defaults (``localhost:7233``, ``default``).
+
+    Raises:
+        KeelUserError: the configuration file is malformed or has no such profile.
+    """
+    try:
+        config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
+    except Exception as err:  # the SDK's ConfigError: unreadable file, unknown profile
+        raise KeelUserError(f"Temporal client configuration: {err}") from err
+    explicit = settings.model_fields_set
+    for key, field, given in (
+        ("target_host", "temporal_address", address),
+        ("namespace", "temporal_namespace", namespace),
+    ):
+        if given:
+            config[key] = given
+        elif field in explicit or key not in config:
+            config[key] = getattr(settings, field)
+    return config
 
 
 class KeelWorker:

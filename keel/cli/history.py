@@ -1,0 +1,154 @@
+"""``keel replay`` (determinism, with the apps' code) and ``keel export`` (ledgers of every
+Keel execution, whichever app it belongs to)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from google.protobuf.json_format import ParseError
+from temporalio.client import Client, WorkflowExecution, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.worker import Replayer
+
+from keel.cli.commands import read_ledger
+from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_json
+from keel.contracts.tools import TOOL_TASK_WORKFLOW
+from keel.settings import KeelSettings
+from keel.workers.app import App
+from keel.workers.apps import resolve_apps, workflows_of
+
+DEFAULT_EXPORT_QUERY = f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
+"""Every execution but Keel's tool-task children (their parents' ledgers record them)."""
+
+
+def is_history_file(target: str) -> bool:
+    """Whether ``keel replay TARGET`` means a history file rather than a workflow id."""
+    return target.endswith(".json") or Path(target).is_file()
+
+
+def load_history(path: str) -> WorkflowHistory:
+    """A history exported by ``temporal workflow show --output json``, the UI or
+    ``WorkflowHistory.to_json``; its workflow id is read from the history (the file
+    name only when the history does not say).
+
+    Raises:
+        CliError: the file is missing or is not a workflow history (exit 2).
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}", USAGE) from exc
+    try:
+        parsed = WorkflowHistory.from_json("", text)
+    except (ParseError, ValueError, TypeError, KeyError) as exc:
+        raise CliError(f"{path} is not a workflow history: {exc}", USAGE) from exc
+    if not parsed.events or not parsed.events[0].HasField(
+        "workflow_execution_started_event_attributes"
+    ):
+        raise CliError(f"{path} is not a workflow history: it does not start a workflow", USAGE)
+    started = parsed.events[0].workflow_execution_started_event_attributes
+    return WorkflowHistory(started.workflow_id or Path(path).stem, parsed.events)
+
+
+def history_type(history: WorkflowHistory) -> str:
+    """The workflow type a history is of."""
+    return str(history.events[0].workflow_execution_started_event_attributes.workflow_type.name)
+
+
+async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -> int:
+    """Replay a history (a file, or a workflow id's latest run) with the loaded apps' code;
+    exit 1 if it does not replay."""
+    if is_history_file(args.target):
+        history = load_history(args.target)
+    elif client is None:
+        raise CliError("replaying by workflow id needs a reachable Temporal server", USAGE)
+    else:
+        history = await client.get_workflow_handle(args.target).fetch_history()
+    apps = resolve_apps(args.app or ())
+    workflows = workflows_of(apps)
+    kind = history_type(history)
+    known = {getattr(w, "__temporal_workflow_definition").name for w in workflows}
+    if kind not in known:
+        raise CliError(
+            f"{history.workflow_id} is a {kind} workflow, which no loaded app defines (loaded: "
+            f"{', '.join(a.name for a in apps) or 'none'}); load the app that does with "
+            "--app MODULE[:ATTR] or KEEL_APPS=MODULE (the module must be importable here)",
+            USAGE,
+        )
+    replayer = Replayer(
+        workflows=workflows, data_converter=pydantic_data_converter, runtime=_quiet_runtime()
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    record: dict[str, Any] = {
+        "workflow_id": history.workflow_id,
+        "workflow_type": kind,
+        "events": len(history.events),
+        "deterministic": result.replay_failure is None,
+    }
+    if result.replay_failure is not None:
+        record["error"] = f"{type(result.replay_failure).__name__}: {result.replay_failure}"
+        if wants_json(args):
+            print(json.dumps(record))
+        return report(args, f"replay of {history.workflow_id} failed: {record['error']}", FAILURE)
+    emit(
+        args,
+        f"replayed {history.workflow_id} ({kind}): {len(history.events)} history events, "
+        "deterministic",
+        record,
+    )
+    return OK
+
+
+def _quiet_runtime() -> Runtime:
+    """A Temporal runtime whose core logs only errors: a failed replay is reported once, by
+    ``keel replay``, not also as the core's warning."""
+    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
+
+
+async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
+    """Write every selected execution's ledger as JSON lines (one event per line, with its
+    ``workflow_id`` and ``run_id``); executions without a Keel ledger are skipped with a
+    note on stderr."""
+    _register_event_types(args)
+    out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
+    counts = {"events": 0, "executions": 0, "skipped": 0}
+    try:
+        async for execution in client.list_workflows(args.query or DEFAULT_EXPORT_QUERY):
+            written = await _export_one(client, execution, out)
+            counts["executions" if written is not None else "skipped"] += 1
+            counts["events"] += written or 0
+    finally:
+        if args.out:
+            out.close()
+    summary = f"exported {counts['events']} ledger events of {counts['executions']} executions" + (
+        f" ({counts['skipped']} without a Keel ledger skipped)" if counts["skipped"] else ""
+    )
+    print(json.dumps(counts) if wants_json(args) else summary, file=sys.stderr)
+    return OK
+
+
+def _register_event_types(args: Any) -> list[App]:
+    """Load the apps (their event types parse as such; others stay whole)."""
+    return resolve_apps(args.app or ())
+
+
+async def _export_one(client: Client, execution: WorkflowExecution, out: IO[str]) -> int | None:
+    """Write one run's ledger; ``None`` (and a note) if it has none."""
+    try:
+        events = await read_ledger(client, execution.id, execution.run_id)
+    except CliError as exc:
+        print(f"keel: skipped {execution.id} (run {execution.run_id}): {exc}", file=sys.stderr)
+        return None
+    for event in events:
+        record = {
+            "workflow_id": execution.id,
+            "run_id": execution.run_id,
+            **event.model_dump(mode="json"),
+        }
+        out.write(json.dumps(record) + "\n")
+    return len(events)

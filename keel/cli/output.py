@@ -1,0 +1,54 @@
+"""What the ``keel`` commands print (text, or JSON with ``-o json``) and their exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+OK = 0
+FAILURE = 1
+"""The command ran and something failed: a workflow, a replay, a ledger's hash chain."""
+USAGE = 2
+"""The command was refused: bad arguments, unreadable or invalid input, a refused review."""
+UNREACHABLE = 3
+"""No Temporal server answered."""
+
+
+class CliError(Exception):
+    """Ends a command with ``message`` on stderr and exit code ``code``."""
+
+    def __init__(self, message: str, code: int = FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def wants_json(args: Any) -> bool:
+    """Whether the command was asked for JSON (``-o json``, ``--output json``, ``--json``)."""
+    return getattr(args, "output", "text") == "json"
+
+
+def emit(args: Any, text: str, record: Any) -> None:
+    """Print one result: ``text``, or ``record`` as one JSON object."""
+    print(json.dumps(record, default=str) if wants_json(args) else text)
+
+
+def emit_lines(args: Any, text: str, records: Iterable[Any]) -> None:
+    """Print a list: ``text``, or one JSON object per line."""
+    if wants_json(args):
+        for record in records:
+            print(json.dumps(record, default=str))
+    else:
+        print(text)
+
+
+def report(args: Any, message: str, code: int = USAGE) -> int:
+    """Print an error on stderr (``keel: message``, or ``{"error": message}``); return
+    ``code``."""
+    if wants_json(args):
+        print(json.dumps({"error": message}), file=sys.stderr)
+    else:
+        print(f"keel: {message}", file=sys.stderr)
+    return code

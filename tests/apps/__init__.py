@@ -1,0 +1,1 @@
+"""Apps that exist only for the tests (the CLI must serve them without importing them)."""
