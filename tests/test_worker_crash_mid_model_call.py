@@ -1,5 +1,10 @@
 """A worker killed during a model call: the heartbeat lets Temporal notice within seconds
-(not the contract's whole time budget), and another worker makes the call again."""
+(not the contract's whole time budget), and another worker makes the call again.
+
+This test waits the 10 s heartbeat timeout in real time, on purpose: the time-skipping test
+server does not skip time while an activity is in flight (measured: an activity that never
+heartbeats with a 10 s heartbeat timeout fails over after 10.07 s of wall time there too), so
+no server would make it faster, and the timeout itself is what is under test."""
 
 from __future__ import annotations
 
