@@ -3,6 +3,7 @@ time-skipping server, a real dev server, and workers on fresh queues for the bui
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -75,3 +76,40 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+# `make test-fast` runs `-m "not integration"`: what needs a real dev server, a browser or a
+# separate process is an integration test.
+_INTEGRATION_FIXTURES = {"dev_env", "temporal_ui", "browser", "cli"}
+_INTEGRATION_MODULES = {
+    "test_cli",
+    "test_cli_any_app",
+    "test_dev_and_demo",
+    "test_incident_cli",
+    "test_ui_browser",
+    "test_worker_crash_mid_model_call",
+}
+
+
+_INTEGRATION_CALLS = ("start_keel_worker", "create_subprocess_exec", "subprocess.", "start_local")
+
+
+def _is_integration(item: pytest.Item) -> bool:
+    if set(getattr(item, "fixturenames", ())) & _INTEGRATION_FIXTURES:
+        return True
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__.split(".")[-1] in _INTEGRATION_MODULES:
+        return True
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function is not None else ""
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in _INTEGRATION_CALLS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark integration tests by the fixtures they use, their module and what they start."""
+    for item in items:
+        if _is_integration(item):
+            item.add_marker(pytest.mark.integration)

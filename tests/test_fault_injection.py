@@ -313,6 +313,7 @@ RESTART_STATUS_EMAILS = 30
 RESTART_REFUNDS = 3
 
 
+@pytest.mark.integration  # its own dev server, stopped and started again
 async def test_dev_server_restart_mid_batch(tmp_path: Path) -> None:
     began = time.monotonic()
     port, database, mailbox = free_port(), tmp_path / "temporal.db", tmp_path / "mailbox.jsonl"
