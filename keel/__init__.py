@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         UseDefault,
         canonical_json,
     )
+    from keel.contracts.agent_node import SystemFailure
     from keel.contracts.gates import GateSpec, GateState, GateView, ReviewDecision, ReviewReceipt
     from keel.contracts.guardrails import GuardrailConfig
     from keel.contracts.ledger import (
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         InputRejected,
         LedgerContinued,
         LedgerEvent,
+        NodeFailed,
         PlanMaterialized,
         PlanProposed,
         PlanRejected,
@@ -95,6 +97,7 @@ if TYPE_CHECKING:
         KeelError,
         KeelRuntimeError,
         KeelUserError,
+        ProviderAuthError,
         ProviderConfigError,
         ProviderError,
         ProviderPermanentError,
@@ -167,6 +170,7 @@ _EXPORTS: dict[str, str] = {
     "KeelWorkflow": "keel.workflows",
     "LedgerContinued": "keel.contracts.ledger",
     "LedgerEvent": "keel.contracts.ledger",
+    "NodeFailed": "keel.contracts.ledger",
     "OutputCheck": "keel.workflows",
     "PENDING_GATES": "keel.contracts.names",
     "PlanExecutor": "keel.workflows",
@@ -178,6 +182,7 @@ _EXPORTS: dict[str, str] = {
     "PlannedTask": "keel.contracts.plans",
     "PlannerOutput": "keel.contracts.plans",
     "PolicyApplied": "keel.contracts.ledger",
+    "ProviderAuthError": "keel.errors",
     "ProviderConfigError": "keel.errors",
     "ProviderError": "keel.errors",
     "ProviderFallback": "keel.contracts.ledger",
@@ -191,6 +196,7 @@ _EXPORTS: dict[str, str] = {
     "RolledBack": "keel.contracts.ledger",
     "Routed": "keel.contracts.ledger",
     "SEARCH_ATTRIBUTES": "keel.contracts.names",
+    "SystemFailure": "keel.contracts.agent_node",
     "TASK_QUEUE": "keel.contracts.names",
     "TaskCompleted": "keel.contracts.ledger",
     "TaskFailed": "keel.contracts.ledger",
@@ -286,6 +292,7 @@ __all__ = [
     "KeelWorkflow",
     "LedgerContinued",
     "LedgerEvent",
+    "NodeFailed",
     "OutputCheck",
     "PlanExecutor",
     "PlanMaterialized",
@@ -296,6 +303,7 @@ __all__ = [
     "PlannedTask",
     "PlannerOutput",
     "PolicyApplied",
+    "ProviderAuthError",
     "ProviderConfigError",
     "ProviderError",
     "ProviderFallback",
@@ -307,6 +315,7 @@ __all__ = [
     "ReviewRefused",
     "RolledBack",
     "Routed",
+    "SystemFailure",
     "TaskCompleted",
     "TaskFailed",
     "TaskGate",

@@ -11,11 +11,14 @@ failures at run time::
     └── KeelRuntimeError           something failed while running
         └── ProviderError          a model provider call failed
             ├── ProviderRetryableError   rate limit, overload, 5xx, timeout
-            └── ProviderPermanentError   authentication, invalid request
+            └── ProviderPermanentError   invalid request (400, 404, 422)
+                └── ProviderAuthError    the key is missing its rights or wrong (401, 403)
 
 Activities translate ``ProviderError`` into Temporal ``ApplicationError`` with
 ``non_retryable`` and ``next_retry_delay`` set, so Temporal's retry policy owns
-retries across attempts.
+retries across attempts. None of these is the agent's answer: an agent node never turns
+one into its business default or an ordinary escalation (``keel.contracts.agent_node.
+SystemFailure`` says what to fix).
 """
 
 from __future__ import annotations
@@ -84,3 +87,11 @@ class ProviderRetryableError(ProviderError):
 
 class ProviderPermanentError(ProviderError):
     """Permanent: authentication or an invalid request. Retrying cannot help."""
+
+
+class ProviderAuthError(ProviderPermanentError):
+    """The provider refused the credentials (401) or their rights (403): fix the key.
+
+    A provider may raise it directly; Keel also treats any ``ProviderPermanentError`` with
+    status 401 or 403 as one.
+    """

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts import REGISTRY, AgentContract, RetryStrategy, UseDefault
 from keel.contracts.ledger import (
-    AgentCallFailed,
     AgentDecided,
     AgentRetried,
     DefaultApplied,
@@ -172,22 +173,19 @@ async def test_low_confidence_twice_also_falls_back(ts_env: WorkflowEnvironment)
     assert probe.output == DEFAULT_OUTPUT
 
 
-async def test_a_permanent_provider_failure_falls_back_without_retrying(
+async def test_a_permanent_provider_failure_fails_the_run_instead_of_the_default(
     ts_env: WorkflowEnvironment,
 ) -> None:
     provider = RefusingProvider()
-    probe = await run_probe(ts_env, provider=provider)
+    with pytest.raises(WorkflowFailureError) as info:
+        await run_probe(ts_env, provider=provider)
     assert provider.calls == 1  # non-retryable: neither Temporal nor the node tries again
-    [failed] = probe.of(AgentCallFailed)
-    assert (failed.error_type, failed.retryable, failed.attempt) == (
-        "ProviderPermanentError",
-        False,
-        1,
-    )
-    assert "invalid api key" in failed.message
-    assert "AgentDecided" not in types_of(probe.ledger)
-    assert (probe.source, probe.attempts) == ("default", 1)
-    assert probe.of(DefaultApplied)[0].reason == DEFAULT_REASON
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "AgentNodeFailed"
+    assert "refused the API key (401): invalid api key" in cause.message
+    # Not the agent's answer: the default is a business decision, and this is not one.
+    tail = [event["type"] for event in cause.details[0]["ledger_tail"]]
+    assert tail[-2:] == ["AgentCallFailed", "NodeFailed"] and "DefaultApplied" not in tail
 
 
 @pytest.mark.parametrize("faulty_attempts", [[], [1]], ids=["first-try", "second-try"])

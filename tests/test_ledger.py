@@ -143,8 +143,10 @@ def test_every_event_round_trips_through_its_json_form(
         seen |= set(types_of(ledger))
     # DefaultApplied needs a UseDefault contract: tests/test_agent_node_default.py has it.
     # DefaultApplied: tests/test_agent_node_default.py; plan events: the incident tests;
-    # ProviderFallback: tests/test_fallback_and_guardrails.py.
+    # ProviderFallback: tests/test_fallback_and_guardrails.py; NodeFailed (a run an agent node
+    # failed for a reason not the agent's): tests/test_not_the_agents_fault.py.
     plan_events = {
+        "NodeFailed",
         "PlanProposed",
         "PlanRejected",
         "PlanMaterialized",
@@ -164,7 +166,7 @@ def test_an_event_of_an_unknown_app_type_is_kept_whole_and_still_verifies() -> N
     events = seal(
         [
             WorkflowCompleted(outcome="started"),
-            ForeignEvent(type="PayoutRecorded", amount_usd=120.5, ref="p-1"),  # type: ignore[call-arg]
+            ForeignEvent(type="PayoutRecorded", amount_usd=120.5, ref="p-1"),
         ]
     )
     sealed = events[1]

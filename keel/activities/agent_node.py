@@ -2,6 +2,10 @@
 
 Parsing happens here (JSON text -> object); schema validation and the confidence gate
 happen in workflow code, so a rejected answer costs no extra activity.
+
+Every failure leaves as an ``ApplicationError`` whose ``type`` is the Keel error's class name
+and whose first detail is ``{"provider", "status"}``: the workflow classifies it
+(``classify_failure``) as a failure that is not the agent's, and says what to fix.
 """
 
 from __future__ import annotations
@@ -133,6 +137,13 @@ class AgentNodeActivities:
                 type=type(err).__name__,
                 non_retryable=not err.retryable,
                 next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
+            ) from err
+        except KeelUserError as err:  # the provider cannot serve this call as configured
+            raise ApplicationError(
+                str(err),
+                {"provider": provider.name, "status": None},
+                type=type(err).__name__,
+                non_retryable=True,
             ) from err
         latency_ms = (time.perf_counter() - started) * 1000
         text = _clean(reply.text)

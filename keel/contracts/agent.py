@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,8 +43,19 @@ class UseDefault(BaseModel):
     reason: str
 
 
-class AgentContract(BaseModel):
+In = TypeVar("In", bound=BaseModel)
+"""The input model of a contract."""
+Out = TypeVar("Out", bound=BaseModel)
+"""The output model of a contract: what ``AgentOutcome.output`` holds."""
+
+SystemFailurePolicy = Literal["fail", "escalate"]
+
+
+class AgentContract(BaseModel, Generic[In, Out]):
     """A registered, versioned, immutable agent-node contract.
+
+    Generic in its input and output models: ``AgentContract(input_model=X, output_model=Y,
+    ...)`` is an ``AgentContract[X, Y]``, and an agent node run under it settles on a ``Y``.
 
     The output model must have a ``confidence`` field (a float in [0, 1]): it is what
     the confidence threshold reads.
@@ -55,8 +66,8 @@ class AgentContract(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     version: int = Field(ge=1)
     description: str
-    input_model: type[BaseModel]
-    output_model: type[BaseModel]
+    input_model: type[In]
+    output_model: type[Out]
     system_prompt: str
     prompt_template: str
     """``string.Template`` text; ``$field`` names fields of the input model, ``$input_json``
@@ -68,6 +79,14 @@ class AgentContract(BaseModel):
     """Agent attempts (schema or confidence failures) before ``on_exhausted``."""
     retry_strategy: RetryStrategy = RetryStrategy.FEEDBACK
     on_exhausted: EscalateToGate | UseDefault
+    """What the node does when the agent's answers keep failing (schema, rule, confidence)."""
+    on_system_failure: SystemFailurePolicy = "fail"
+    """What the node does when the failure is not the agent's: an unknown contract, other
+    contract code, a misconfigured provider, a refused key or request, or a provider still
+    failing after its retry budget. ``fail`` (the default) fails the run, non-retryably, with
+    a message that says what to fix; ``escalate`` opens the ``on_exhausted`` gate (it must be
+    ``EscalateToGate``) with the reason and the fix in its context. Never the default output:
+    that is a business answer, and this is not one."""
     provider_attempts: int = Field(5, ge=1)
     """Temporal activity attempts per agent attempt for transient provider errors."""
     fallback_models: tuple[str, ...] = ()
@@ -77,8 +96,31 @@ class AgentContract(BaseModel):
     """Policies run in workflow code before every model call: prompt-injection check on the
     untrusted fields, PII scrubbing, the workflow's token budget."""
 
+    if TYPE_CHECKING:
+        # Spelled out so that type checkers infer ``In`` and ``Out`` from the models passed.
+        def __init__(
+            self,
+            *,
+            name: str,
+            version: int,
+            description: str,
+            input_model: type[In],
+            output_model: type[Out],
+            system_prompt: str,
+            prompt_template: str,
+            on_exhausted: EscalateToGate | UseDefault,
+            time_budget: timedelta = ...,
+            confidence_threshold: float = ...,
+            max_attempts: int = ...,
+            retry_strategy: RetryStrategy = ...,
+            on_system_failure: SystemFailurePolicy = ...,
+            provider_attempts: int = ...,
+            fallback_models: tuple[str, ...] = ...,
+            guardrails: GuardrailConfig = ...,
+        ) -> None: ...
+
     @model_validator(mode="after")
-    def _check(self) -> AgentContract:
+    def _check(self) -> AgentContract[In, Out]:
         if "confidence" not in self.output_model.model_fields:
             raise ValueError(f"{self.key}: output model needs a 'confidence' field")
         template = string.Template(self.prompt_template)
@@ -90,6 +132,11 @@ class AgentContract(BaseModel):
                 raise ValueError(f"{self.key}: prompt names unknown field ${name}")
         if isinstance(self.on_exhausted, UseDefault):
             self.output_model.model_validate(self.on_exhausted.output)
+            if self.on_system_failure == "escalate":
+                raise ValueError(
+                    f"{self.key}: on_system_failure='escalate' needs a gate: set on_exhausted "
+                    "to EscalateToGate, or let system failures fail the run"
+                )
         fields = set(self.input_model.model_fields)
         unknown = {f.split(".", 1)[0] for f in self.guardrails.untrusted_fields} - fields
         if unknown:
@@ -132,6 +179,10 @@ class AgentContract(BaseModel):
             "input_schema": self.input_model.model_json_schema(),
             "output_schema": self.output_schema,
         }
+        if self.on_system_failure != "fail":
+            # Only when set: contracts published before the field keep their fingerprint,
+            # so runs in flight across the upgrade do not fail with a mismatch.
+            content["on_system_failure"] = self.on_system_failure
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
     @property

@@ -87,6 +87,9 @@ class GateView(BaseModel):
     opened_at: datetime | None = None
     deadline: datetime | None = None
     context: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+    """Why the gate opened, when something other than a plan step opened it (an agent node
+    that escalated: its rejected answers, or the system failure and its fix)."""
     decided_by: str | None = None
     decided_at: datetime | None = None
     decision: ReviewDecision | None = None

@@ -173,6 +173,19 @@ class Escalated(EventBase):
     to: list[str]
 
 
+class NodeFailed(EventBase):
+    """An agent node failed the run for a reason that is not the agent's (its last event)."""
+
+    type: Literal["NodeFailed"] = "NodeFailed"
+    node: str
+    contract: str
+    problem: str
+    """``keel.contracts.agent_node.SystemProblem``: unknown-contract, provider-auth, ..."""
+    reason: str
+    fix: str
+    error_type: str
+
+
 class DefaultApplied(EventBase):
     type: Literal["DefaultApplied"] = "DefaultApplied"
     node: str
@@ -326,6 +339,7 @@ BuiltinEvent = Annotated[
     | PolicyApplied
     | RolledBack
     | Escalated
+    | NodeFailed
     | DefaultApplied
     | GateOpened
     | GateDecided

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from keel.contracts.agent import AgentContract
 from keel.errors import ContractConflictError, ContractNotFoundError
+
+C = TypeVar("C", bound=AgentContract[Any, Any])
 
 
 class ContractRegistry:
@@ -14,10 +18,10 @@ class ContractRegistry:
     """
 
     def __init__(self) -> None:
-        self._contracts: dict[str, AgentContract] = {}
+        self._contracts: dict[str, AgentContract[Any, Any]] = {}
 
-    def register(self, contract: AgentContract) -> AgentContract:
-        """Publish ``contract`` and return it."""
+    def register(self, contract: C) -> C:
+        """Publish ``contract`` and return it (typed as given)."""
         known = self._contracts.get(contract.key)
         if known is not None and known.fingerprint != contract.fingerprint:
             raise ContractConflictError(
@@ -27,7 +31,7 @@ class ContractRegistry:
         self._contracts[contract.key] = contract
         return contract
 
-    def get(self, key: str) -> AgentContract:
+    def get(self, key: str) -> AgentContract[Any, Any]:
         """The contract published as ``key`` (``name@version``)."""
         try:
             return self._contracts[key]

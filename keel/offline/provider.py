@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 
 from keel.activities.providers.base import ModelReply, ModelRequest
-from keel.errors import ProviderPermanentError, ProviderRetryableError
+from keel.errors import ProviderConfigError, ProviderRetryableError
 from keel.offline.faults import OfflineFault, app_fault, check_fault_kinds
 from keel.offline.rules import rule_for, rule_names
 
@@ -33,11 +33,10 @@ class OfflineProvider:
         contract_name = request.contract.split("@", 1)[0]
         rule = rule_for(contract_name)
         if rule is None:
-            raise ProviderPermanentError(
+            raise ProviderConfigError(
                 f"the offline model has no rule for contract {request.contract!r} (it has "
                 f"rules for: {', '.join(rule_names()) or 'none'}): register one in the app "
-                "(App.offline_rules), or set KEEL_MODEL to openai:<model> or anthropic:<model>",
-                provider=self.name,
+                "(App.offline_rules), or set KEEL_MODEL to openai:<model> or anthropic:<model>"
             )
         fault = self._fault_for(request)
         output = rule(request.input, request.feedback)

@@ -123,7 +123,7 @@ class App:
     name: str
     workflows: Sequence[type]
     entries: Sequence[Entry] = ()
-    contracts: Sequence[AgentContract] = ()
+    contracts: Sequence[AgentContract[Any, Any]] = ()
     tools: Sequence[ToolSpec] = ()
     activities: Sequence[Callable[..., Any]] | ActivityFactory = ()
     offline_rules: Mapping[str, OfflineRule] = field(default_factory=dict)

@@ -2,6 +2,14 @@
 
 Everything but the model call is workflow code, so an attempt costs exactly one activity
 round trip (DESIGN.md, cost model).
+
+Two kinds of failure, never confused: the agent's (an answer that does not parse, fails the
+schema, a rule or the confidence threshold) is retried with feedback and, once the budget is
+spent, takes the contract's ``on_exhausted`` path; a failure that is not the agent's (unknown
+contract, other contract code, a misconfigured provider, a refused key or request, a provider
+still failing after its retries) never takes the business default: it fails the run with what
+to fix, or, when the contract says ``on_system_failure="escalate"``, opens the escalation gate
+with the reason and the fix in view.
 """
 
 from __future__ import annotations
@@ -9,18 +17,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Generic, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
-    from keel.contracts.agent import AgentContract, RetryStrategy, UseDefault
-    from keel.contracts.agent_node import AGENT_NODE_ACTIVITY, AgentDecision, AgentNodeRequest
-    from keel.contracts.gates import GateState
+    from keel.contracts.agent import AgentContract, In, Out, RetryStrategy, UseDefault
+    from keel.contracts.agent_node import (
+        AGENT_NODE_ACTIVITY,
+        AgentDecision,
+        AgentNodeRequest,
+        SystemFailure,
+        classify_failure,
+    )
+    from keel.contracts.gates import GateSpec, GateState
     from keel.contracts.guardrails import (
         GuardrailOutcome,
         GuardrailState,
@@ -33,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         AgentRetried,
         DefaultApplied,
         Escalated,
+        NodeFailed,
         PolicyApplied,
         ProviderFallback,
         ValidationFailed,
@@ -48,8 +63,12 @@ OutputCheck = Callable[[Any], list[str]]
 
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 
+NODE_FAILED = "AgentNodeFailed"
+"""``ApplicationError.type`` of a run an agent node failed for a reason not the agent's."""
+
 PERMANENT_ERRORS = [
     "ProviderPermanentError",
+    "ProviderAuthError",
     "ProviderConfigError",
     "ContractNotFoundError",
     "ContractFingerprintMismatch",
@@ -57,17 +76,20 @@ PERMANENT_ERRORS = [
 
 
 @dataclass
-class AgentOutcome:
-    """What an agent node settled on.
+class AgentOutcome(Generic[Out]):
+    """What an agent node settled on, typed by the contract's output model.
 
-    ``output`` is ``None`` when the node escalated and the human rejected or never answered.
+    ``output`` is ``None`` when a guardrail denied the call, or the node escalated and the
+    human rejected or never answered. ``failure`` is set when the escalation was for a
+    failure that was not the agent's (``on_system_failure="escalate"``).
     """
 
-    output: Any
+    output: Out | None
     source: Literal["agent", "default", "human", "none", "denied"]
     attempts: int
     checkpoint: Checkpoint
     note: str
+    failure: SystemFailure | None = None
 
 
 class AgentNodes:
@@ -83,13 +105,20 @@ class AgentNodes:
     async def run(
         self,
         node: str,
-        contract: AgentContract,
-        node_input: BaseModel,
+        contract: AgentContract[In, Out],
+        node_input: In,
         *,
         feedback: Sequence[str] = (),
-        check: OutputCheck | None = None,
-    ) -> AgentOutcome:
-        """Run ``node`` under ``contract`` until an output passes, or the budget is spent."""
+        check: Callable[[Out], list[str]] | None = None,
+    ) -> AgentOutcome[Out]:
+        """Run ``node`` under ``contract`` until an output passes, or the budget is spent.
+
+        Raises:
+            ApplicationError: (type ``AgentNodeFailed``, non-retryable) the model call failed
+                for a reason that is not the agent's and the contract does not escalate
+                those; the message says what to fix, the details hold the ``SystemFailure``
+                and the ledger's last events.
+        """
         checkpoint = self._context.checkpoint(node)
         payload = node_input.model_dump(mode="json")
         attempt_feedback = list(feedback)
@@ -111,6 +140,8 @@ class AgentNodes:
                     node, contract, guarded.payload, attempt_feedback, attempt, models[0]
                 )
             except ActivityError as err:
+                if isinstance(err.cause, CancelledError):
+                    raise  # the run is being cancelled: not a failure to classify
                 reason, retryable = self._record_call_failure(node, contract, attempt, err)
                 if retryable and len(models) > 1:
                     self._ledger.record(
@@ -126,8 +157,8 @@ class AgentNodes:
                     models.pop(0)
                     attempt -= 1  # the provider failed, not the answer: same attempt again
                     continue
-                reasons = [reason]
-                break
+                failure = self._classify(contract, err)
+                return await self._not_the_agents(node, contract, failure, checkpoint, attempt)
             verdict = _judge(contract, decision, check)
             if isinstance(verdict, BaseModel):
                 return AgentOutcome(verdict, "agent", attempt, checkpoint, "accepted")
@@ -154,7 +185,7 @@ class AgentNodes:
     def _guard(
         self,
         node: str,
-        contract: AgentContract,
+        contract: AgentContract[Any, Any],
         payload: dict[str, Any],
         feedback: list[str],
         attempt: int,
@@ -185,7 +216,7 @@ class AgentNodes:
     async def _call(
         self,
         node: str,
-        contract: AgentContract,
+        contract: AgentContract[Any, Any],
         payload: dict[str, Any],
         feedback: list[str],
         attempt: int,
@@ -227,7 +258,7 @@ class AgentNodes:
         return decision
 
     def _record_call_failure(
-        self, node: str, contract: AgentContract, attempt: int, err: ActivityError
+        self, node: str, contract: AgentContract[Any, Any], attempt: int, err: ActivityError
     ) -> tuple[str, bool]:
         cause = err.cause
         message = str(cause) if cause else str(err)
@@ -248,15 +279,94 @@ class AgentNodes:
             retryable,
         )
 
+    def _classify(self, contract: AgentContract[Any, Any], err: ActivityError) -> SystemFailure:
+        """What failed, from the activity's error (its type, provider and status)."""
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            error_type, message = cause.type or "Error", cause.message
+            detail = cause.details[0] if cause.details else None
+        elif isinstance(cause, TimeoutError):
+            kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
+            error_type, message, detail = "TimeoutError", f"the call hit its {kind} timeout", None
+        else:
+            error_type, message, detail = type(cause).__name__, str(cause or err), None
+        info = detail if isinstance(detail, dict) else {}
+        status = info.get("status")
+        provider = info.get("provider")
+        return classify_failure(
+            error_type,
+            message,
+            contract=contract.key,
+            task_queue=model_queue(workflow.info().task_queue),
+            status=status if isinstance(status, int) else None,
+            provider=provider if isinstance(provider, str) else None,
+            attempts=contract.provider_attempts if not _non_retryable(err) else None,
+        )
+
+    async def _not_the_agents(
+        self,
+        node: str,
+        contract: AgentContract[Any, Out],
+        failure: SystemFailure,
+        checkpoint: Checkpoint,
+        attempts: int,
+    ) -> AgentOutcome[Out]:
+        """A failure that is not the agent's: fail the run saying what to fix, or escalate
+        with the reason in view. Never the business default."""
+        policy = contract.on_exhausted
+        if contract.on_system_failure == "escalate" and not isinstance(policy, UseDefault):
+            reason = f"not the agent's answer ({failure.problem}): {failure.reason}"
+            outcome = await self._escalate(
+                node,
+                contract,
+                policy.gate,
+                f"{reason}; fix: {failure.fix}",
+                {
+                    "node": node,
+                    "contract": contract.key,
+                    "problem": "system",
+                    "kind": failure.problem,
+                    "reason": failure.reason,
+                    "fix": failure.fix,
+                },
+                attempts,
+                checkpoint,
+                None,
+            )
+            outcome.failure = failure
+            return outcome
+        self._ledger.record(
+            NodeFailed(
+                node=node,
+                contract=contract.key,
+                problem=failure.problem,
+                reason=failure.reason,
+                fix=failure.fix,
+                error_type=failure.error_type,
+            )
+        )
+        workflow.set_current_details(f"Agent node **{node}** failed: {failure.explain(node)}")
+        raise ApplicationError(
+            failure.explain(node),
+            {
+                "node": node,
+                "contract": contract.key,
+                **failure.model_dump(mode="json"),
+                "ledger_tail": [e.model_dump(mode="json") for e in self._ledger.events[-8:]],
+            },
+            type=NODE_FAILED,
+            non_retryable=True,
+        )
+
     async def _exhausted(
         self,
         node: str,
-        contract: AgentContract,
+        contract: AgentContract[Any, Out],
         reasons: list[str],
         checkpoint: Checkpoint,
         attempts: int,
-        check: OutputCheck | None,
-    ) -> AgentOutcome:
+        check: Callable[[Out], list[str]] | None,
+    ) -> AgentOutcome[Out]:
         policy = contract.on_exhausted
         if isinstance(policy, UseDefault):
             self._ledger.record(
@@ -266,19 +376,38 @@ class AgentNodes:
             )
             output = contract.output_model.model_validate(policy.output)
             return AgentOutcome(output, "default", attempts, checkpoint, policy.reason)
-        spec = policy.gate
+        return await self._escalate(
+            node,
+            contract,
+            policy.gate,
+            "; ".join(reasons) or "retry budget spent",
+            {"node": node, "contract": contract.key, "last_problems": reasons},
+            attempts,
+            checkpoint,
+            check,
+        )
+
+    async def _escalate(
+        self,
+        node: str,
+        contract: AgentContract[Any, Out],
+        spec: GateSpec,
+        reason: str,
+        context: dict[str, Any],
+        attempts: int,
+        checkpoint: Checkpoint,
+        check: Callable[[Out], list[str]] | None,
+    ) -> AgentOutcome[Out]:
+        """Hand the node to a person through ``spec``, saying why."""
         self._ledger.record(
-            Escalated(
-                subject=f"node:{node}",
-                reason="; ".join(reasons) or "retry budget spent",
-                to=list(spec.reviewers),
-            )
+            Escalated(subject=f"node:{node}", reason=reason, to=list(spec.reviewers))
         )
         record = self._gates.open(
             spec,
-            {"node": node, "contract": contract.key, "last_problems": reasons},
+            context,
             # A person's answer must pass the same content check the agent's had to.
             check=(lambda mods: _human_problems(contract, mods, check)) if check else None,
+            reason=reason,
         )
         await self._gates.wait(record)
         review = record.review
@@ -287,12 +416,19 @@ class AgentNodes:
                 {"confidence": 1.0, **review.modifications}
             )
             return AgentOutcome(output, "human", attempts, checkpoint, f"by {review.reviewer}")
-        note = f"escalation gate {record.name} ended {record.state.value}"
+        note = f"escalation gate {record.name} ended {record.state.value} ({reason})"
         return AgentOutcome(None, "none", attempts, checkpoint, note)
 
 
+def _non_retryable(err: ActivityError) -> bool:
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.non_retryable
+
+
 def _human_problems(
-    contract: AgentContract, modifications: dict[str, Any], check: OutputCheck
+    contract: AgentContract[Any, Out],
+    modifications: dict[str, Any],
+    check: Callable[[Out], list[str]],
 ) -> list[str]:
     try:
         output = contract.output_model.model_validate({"confidence": 1.0, **modifications})
@@ -305,8 +441,10 @@ Rejection = tuple[Literal["parse", "schema", "rule", "confidence"], list[str]]
 
 
 def _judge(
-    contract: AgentContract, decision: AgentDecision, check: OutputCheck | None
-) -> BaseModel | Rejection:
+    contract: AgentContract[Any, Out],
+    decision: AgentDecision,
+    check: Callable[[Out], list[str]] | None,
+) -> Out | Rejection:
     """The validated output of an accepted answer, or why the answer is rejected."""
     if decision.output is None:
         return "parse", [decision.parse_error or "the answer could not be parsed"]

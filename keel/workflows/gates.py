@@ -46,6 +46,8 @@ class GateRecord:
     decided_at: datetime | None = None
     check: Callable[[dict[str, Any]], list[str]] | None = None
     """Workflow-side check of a ``modify`` decision's modifications."""
+    reason: str | None = None
+    """Why the gate opened (``GateView.reason``)."""
 
     def view(self) -> GateView:
         review = self.review
@@ -57,6 +59,7 @@ class GateRecord:
             opened_at=self.opened_at,
             deadline=self.deadline if self.state.open else None,
             context=self.context,
+            reason=self.reason,
             decided_by=review.reviewer if review else None,
             decided_at=self.decided_at,
             decision=review.decision if review else None,
@@ -78,11 +81,13 @@ class GateBook:
         context: dict[str, Any],
         *,
         check: Callable[[dict[str, Any]], list[str]] | None = None,
+        reason: str | None = None,
     ) -> GateRecord:
         """Open a gate from ``spec``; a reopened spec gets a numbered name (``name-2``).
 
         ``check`` validates the modifications of a ``modify`` decision beyond the spec's
-        field list; its reasons refuse the review like any other.
+        field list; its reasons refuse the review like any other. ``reason`` says why the gate
+        opened, for the ``gates`` query.
         """
         name, n = spec.name, 1
         while name in self._gates:
@@ -98,6 +103,7 @@ class GateBook:
             opened_at=now,
             deadline=now + spec.sla,
             check=check,
+            reason=reason,
         )
         self._gates[name] = record
         record.state = GateState.AWAITING_APPROVAL

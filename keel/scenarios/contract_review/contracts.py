@@ -146,5 +146,8 @@ RISK_CLASSIFIER = REGISTRY.register(
         confidence_threshold=0.7,
         max_attempts=3,
         on_exhausted=EscalateToGate(gate=RISK_CLASSIFICATION_ESCALATION),
+        # Legal can classify by hand while the model is down or misconfigured: the gate
+        # shows what failed and what to fix.
+        on_system_failure="escalate",
     )
 )

@@ -82,7 +82,7 @@ class ContractReviewWorkflow(KeelWorkflow):
                 feedback=feedback,
                 check=lambda out: _unknown_clauses(out, clause_ids),
             )
-            risk: RiskAssessment | None = outcome.output
+            risk = outcome.output
             if risk is None:
                 by = "guardrail" if outcome.source == "denied" else "escalation"
                 return self._finish(contract, "rejected", by, outcome.note, None, None)

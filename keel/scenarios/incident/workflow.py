@@ -102,7 +102,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
                 ),
                 feedback=feedback,
             )
-            plan: PlannerOutput | None = outcome.output
+            plan = outcome.output
             if plan is None:  # a guardrail denied the call, or the escalation ended unanswered
                 return None, outcome.note
             digest = hashlib.sha256(canonical_json(plan.model_dump(mode="json")).encode())

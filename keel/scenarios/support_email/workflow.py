@@ -56,7 +56,7 @@ class SupportEmailWorkflow(KeelWorkflow):
         triaged = await self.agents.run(
             "triage", SUPPORT_TRIAGE, TriageInput(subject=email.subject, body=email.body)
         )
-        triage: Triage | None = triaged.output
+        triage = triaged.output
         if triage is None:
             outcome: Outcome = "denied" if triaged.source == "denied" else "escalated"
             return self._finish(email, outcome, triaged.note)
@@ -75,7 +75,7 @@ class SupportEmailWorkflow(KeelWorkflow):
             ),
             check=lambda reply: reply_problems(reply, order, policy),
         )
-        reply: Reply | None = drafted.output
+        reply = drafted.output
         if reply is None:
             outcome = "denied" if drafted.source == "denied" else "escalated"
             return self._finish(email, outcome, drafted.note, triage)
