@@ -10,16 +10,22 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.contracts.ledger import (
+    AgentCallFailed,
     AgentDecided,
     AgentRetried,
+    CheckpointTaken,
     Escalated,
     GateDecided,
+    GateExpired,
+    GateOpened,
+    RolledBack,
     Routed,
     ValidationFailed,
     verify_chain,
 )
 from keel.offline import OfflineFault
 from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
+from keel.testing import events_of
 from tests.conftest import keel_worker
 from tests.helpers import refused, review, start_review, types_of, wait_for_gate
 from tests.samples import load_sample
@@ -168,7 +174,7 @@ async def test_model_outage_escalates_after_temporal_retries(ts_env: WorkflowEnv
             review("risk-classification", "reject", "legal.sam", comment="vendor withdrew"),
         )
         result = await handle.result()
-    failed = [e for e in result.ledger if e.type == "AgentCallFailed"]
+    failed = events_of(result.ledger, AgentCallFailed)
     assert len(failed) == 1 and failed[0].retryable and "injected server error" in failed[0].message
     assert result.outcome == "rejected" and result.decided_by == "escalation"
 
@@ -207,7 +213,7 @@ async def test_sla_expiry_escalates_to_secondary_reviewer(ts_env: WorkflowEnviro
         ("gate:standard-review", ["legal.lead.jordan"])
     ]
     assert "4:00:00" in escalated[0].reason
-    opened = next(e for e in result.ledger if e.type == "GateOpened")
+    opened = next(e for e in events_of(result.ledger, GateOpened))
     assert escalated[0].at - opened.at >= timedelta(hours=4)
     assert (result.outcome, result.decided_by) == ("approved", "legal.lead.jordan")
 
@@ -218,7 +224,7 @@ async def test_unanswered_gate_takes_its_default_path(ts_env: WorkflowEnvironmen
         await wait_for_gate(handle, "standard-review")
         result = await handle.result()  # time skips through both SLAs
     assert types_of(result.ledger).count("Escalated") == 1
-    expired = [e for e in result.ledger if e.type == "GateExpired"]
+    expired = events_of(result.ledger, GateExpired)
     assert expired[0].default_decision == "reject"
     assert expired[0].waited_seconds == pytest.approx(28 * 3600, abs=60)
     assert (result.outcome, result.decided_by) == ("rejected", "default:standard-review")
@@ -238,9 +244,9 @@ async def test_rejection_rolls_back_and_reinvokes_the_agent_with_the_comment(
         await handle.execute_update("review", review("general-counsel-2", "approve", "gc.morgan"))
         result = await handle.result()
     events = result.ledger
-    rolled = [e for e in events if e.type == "RolledBack"]
+    rolled = events_of(events, RolledBack)
     assert len(rolled) == 1 and rolled[0].discarded_keys == ["risk"]
-    checkpoints = [e for e in events if e.type == "CheckpointTaken"]
+    checkpoints = events_of(events, CheckpointTaken)
     assert rolled[0].checkpoint == checkpoints[0].checkpoint
     decided = [e for e in events if isinstance(e, AgentDecided)]
     assert len(decided) == 2

@@ -198,7 +198,9 @@ WORKER = textwrap.dedent(
 )
 
 
-def _spawn(tmp_path: Path, backend: str, key: str, namespace: str, mode: str) -> subprocess.Popen:
+def _spawn(
+    tmp_path: Path, backend: str, key: str, namespace: str, mode: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -276,7 +278,7 @@ async def test_a_worker_killed_after_acting_leaves_a_retry_that_does_not_repeat(
 
 def test_open_effect_record_picks_the_backend(tmp_path: Path) -> None:
     def settings(**values: Any) -> KeelSettings:
-        return KeelSettings(_env_file=None, data_dir=tmp_path / "data", **values)  # type: ignore[call-arg]
+        return KeelSettings(_env_file=None, data_dir=tmp_path / "data", **values)
 
     for url in (PG_URL, "postgres://keel:secret@db:5432/keel"):
         chosen = open_effect_record(settings(database_url=url))

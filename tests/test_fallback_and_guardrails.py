@@ -10,13 +10,21 @@ from temporalio.testing import WorkflowEnvironment
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts import REGISTRY, AgentContract, UseDefault
 from keel.contracts.guardrails import GuardrailConfig
-from keel.contracts.ledger import LedgerEvent, parse_ledger, verify_chain
+from keel.contracts.ledger import (
+    AgentDecided,
+    LedgerEvent,
+    PolicyApplied,
+    ProviderFallback,
+    parse_ledger,
+    verify_chain,
+)
 from keel.errors import ProviderRetryableError
 from keel.scenarios.contract_review.contracts import (
     RISK_CLASSIFIER,
     RiskAssessment,
     RiskClassifierInput,
 )
+from keel.testing import events_of
 from tests.conftest import keel_worker
 from tests.probe_workflows import AgentNodeProbe
 from tests.samples import load_sample
@@ -29,7 +37,7 @@ DEFAULT = {
 }
 
 
-def contract(version: int, **changes: Any) -> AgentContract:
+def contract(version: int, **changes: Any) -> AgentContract[Any, Any]:
     return REGISTRY.register(
         AgentContract(
             name="risk-classifier",
@@ -84,11 +92,11 @@ async def test_repeated_provider_failures_fall_back_to_the_next_model(
     result, ledger = await probe(ts_env, WITH_FALLBACK.key, primary)
     # Two Temporal attempts (provider_attempts), each with two quick retries in place.
     assert primary.calls == 6
-    fallback = [e for e in ledger if e.type == "ProviderFallback"]
+    fallback = events_of(ledger, ProviderFallback)
     assert [(f.from_model, f.to_model, f.attempt) for f in fallback] == [
         ("the worker's model", "offline", 1)
     ]
-    decided = [e for e in ledger if e.type == "AgentDecided"]
+    decided = events_of(ledger, AgentDecided)
     assert [(d.provider, d.attempt) for d in decided] == [("offline", 1)]
     assert (result["source"], result["attempts"]) == ("agent", 1)
     assert verify_chain(ledger).ok
@@ -98,7 +106,7 @@ async def test_token_budget_denies_the_call_before_the_model(ts_env: WorkflowEnv
     primary = Overloaded()
     result, ledger = await probe(ts_env, TINY_BUDGET.key, primary)
     assert primary.calls == 0
-    denied = [e for e in ledger if e.type == "PolicyApplied" and e.action == "deny"]
+    denied = [e for e in events_of(ledger, PolicyApplied) if e.action == "deny"]
     assert [d.policy for d in denied] == ["token-budget"]
     assert result["source"] == "denied" and "token-budget" in result["note"]
     assert result["output"] is None

@@ -58,7 +58,7 @@ def new_key(step: str) -> str:
 
 
 async def test_every_tool_is_an_activity_named_after_it(tmp_path: Path) -> None:
-    settings = KeelSettings(_env_file=None, data_dir=tmp_path, database_url=None)  # type: ignore[call-arg]
+    settings = KeelSettings(_env_file=None, data_dir=tmp_path, database_url=None)
     async with APP.open_activities(AppContext(settings)) as activities:
         names = [activity._Definition.must_from_callable(fn).name for fn in activities]
     assert names == [tool_activity_name(spec.name) for spec in INCIDENT_TOOLS]
@@ -251,7 +251,7 @@ async def test_update_incident_appends_one_note_per_key(tools: IncidentTools) ->
 
 
 async def test_the_world_is_shared_by_tools_on_the_same_database(tmp_path: Path) -> None:
-    settings = KeelSettings(_env_file=None, data_dir=tmp_path, database_url=PG_URL)  # type: ignore[call-arg]
+    settings = KeelSettings(_env_file=None, data_dir=tmp_path, database_url=PG_URL)
     namespace = f"test-{uuid.uuid4().hex}"
     one = IncidentTools.open(settings, namespace=namespace)
     two = IncidentTools.open(settings, namespace=namespace)

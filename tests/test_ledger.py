@@ -166,7 +166,7 @@ def test_an_event_of_an_unknown_app_type_is_kept_whole_and_still_verifies() -> N
     events = seal(
         [
             WorkflowCompleted(outcome="started"),
-            ForeignEvent(type="PayoutRecorded", amount_usd=120.5, ref="p-1"),
+            ForeignEvent(type="ThirdPartyThingHappened", amount_usd=120.5, ref="p-1"),
         ]
     )
     sealed = events[1]

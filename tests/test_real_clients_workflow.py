@@ -34,7 +34,7 @@ ASSESSMENT = {
 async def real_client_worker(
     env: WorkflowEnvironment, server: FakeModelServer, wire: str
 ) -> AsyncIterator[str]:
-    settings = KeelSettings(_env_file=None, **_settings_for(server, wire))  # type: ignore[arg-type]
+    settings = KeelSettings(_env_file=None, **_settings_for(server, wire))
     provider = build_provider(settings)
     try:
         async with keel_worker(env.client, provider=provider) as task_queue:

@@ -30,7 +30,7 @@ class TicketTriage(BaseModel):
 DEFAULT = UseDefault(output={"queue": "human", "confidence": 1.0}, reason="route to a human")
 
 
-def contract(**overrides: Any) -> AgentContract:
+def contract(**overrides: Any) -> AgentContract[Any, Any]:
     fields: dict[str, Any] = {
         "name": "ticket-triage",
         "version": 1,

@@ -16,11 +16,12 @@ from temporalio.testing import WorkflowEnvironment
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.activities.tools.email import EmailSender
 from keel.contracts.email import message_id_for
-from keel.contracts.ledger import verify_chain
+from keel.contracts.ledger import Escalated, PolicyApplied, ValidationFailed, verify_chain
 from keel.offline import OfflineFault, OfflineProvider
 from keel.scenarios.support_email import SupportEmailWorkflow
 from keel.scenarios.support_email.contracts import SupportResult
 from keel.scenarios.support_email.tools import SupportDesk
+from keel.testing import events_of
 from keel.workers.smtp_sink import SmtpSink
 from tests.conftest import keel_worker, offline_settings
 from tests.helpers import refused, review, types_of, wait_for_gate
@@ -94,9 +95,9 @@ async def test_refund_is_approved_then_sent_exactly_once(
     assert "AB-104233" in received[0].body and "$89.00" in received[0].body
     # PII never reached the model; the redaction is in the ledger, without the number itself.
     assert all(PHONE not in r.prompt and PHONE not in str(r.input) for r in model.requests)
-    scrubbed = [e for e in result.ledger if e.type == "PolicyApplied" and e.action == "modify"]
+    scrubbed = [e for e in events_of(result.ledger, PolicyApplied) if e.action == "modify"]
     assert scrubbed and scrubbed[0].policy == "pii-scrubber"
-    assert PHONE not in str([e.model_dump() for e in result.ledger if e.type == "PolicyApplied"])
+    assert PHONE not in str([e.model_dump() for e in events_of(result.ledger, PolicyApplied)])
     assert verify_chain(result.ledger).ok
 
 
@@ -112,7 +113,7 @@ async def test_a_bad_draft_is_repaired_with_the_violations_fed_back(
         )
         result = await handle.result()
         assert sink.count() == 1
-    failed = [e for e in result.ledger if e.type == "ValidationFailed"]
+    failed = events_of(result.ledger, ValidationFailed)
     assert [(f.node, f.kind) for f in failed] == [("draft-reply", "rule")]
     reasons = " ".join(failed[0].reasons)
     assert "'AB-000000'" in reasons and "'guarantee'" in reasons and "'voucher'" in reasons
@@ -131,7 +132,7 @@ async def test_prompt_injection_is_denied_and_nothing_is_sent(
     assert result.outcome == "denied"
     assert "prompt-injection" in result.reason and "body" in result.reason
     assert model.requests == []  # the model was never called
-    denied = [e for e in result.ledger if e.type == "PolicyApplied" and e.action == "deny"]
+    denied = [e for e in events_of(result.ledger, PolicyApplied) if e.action == "deny"]
     assert len(denied) == 1 and denied[0].node == "triage"
     assert "AgentDecided" not in types_of(result.ledger)
 
@@ -168,7 +169,7 @@ async def test_a_draft_that_stays_bad_escalates_to_a_person_who_writes_it(
         handle = await start(ts_env, tq, "support-refund")
         gate = await wait_for_gate(handle, "write-reply")
         assert "voucher" in " ".join(gate.context["last_problems"])
-        written = {
+        written: dict[str, Any] = {
             "subject": "Re: your order AB-104233",
             "body": "Hello Maya, we will refund $89.00 for order AB-104233 within 5 days.",
             "order_number": "AB-104233",
@@ -189,8 +190,8 @@ async def test_a_draft_that_stays_bad_escalates_to_a_person_who_writes_it(
         )
         result = await handle.result()
         received = list(sink.messages)
-    failed = [e for e in result.ledger if e.type == "ValidationFailed" and e.node == "draft-reply"]
+    failed = [e for e in events_of(result.ledger, ValidationFailed) if e.node == "draft-reply"]
     assert len(failed) == 3  # the contract's retry budget, each repair fed the violations
-    assert [e.subject for e in result.ledger if e.type == "Escalated"] == ["node:draft-reply"]
+    assert [e.subject for e in events_of(result.ledger, Escalated)] == ["node:draft-reply"]
     assert result.outcome == "replied"
     assert len(received) == 1 and "Hello Maya" in received[0].body
