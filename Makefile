@@ -13,10 +13,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test test-fast browser dev lint typecheck bench lock clean
 
 # Versions come from requirements-dev.lock (constraints), so every machine tests the same set.
-$(STAMP): pyproject.toml requirements-dev.lock
+$(STAMP): pyproject.toml requirements-dev.lock examples/expense-approval/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c requirements-dev.lock -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements-dev.lock -e examples/expense-approval
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,6 +31,7 @@ browser:
 
 test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest examples/expense-approval/tests
 
 # The inner loop: unit and time-skipping tests, no dev server, browser or subprocess.
 test-fast: $(STAMP)

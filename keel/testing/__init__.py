@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from keel.errors import ProviderPermanentError
 
 if TYPE_CHECKING:
+    from keel.activities.providers.base import ModelProvider, ModelReply, ModelRequest
     from keel.testing._environment import (
         keel_worker,
         offline_settings,
@@ -97,6 +98,9 @@ def allow_model_requests(allow: bool = True) -> Iterator[None]:
 
 # The rest is imported on first use, so the providers' guard costs one tiny import.
 _EXPORTS = {
+    "ModelProvider": "keel.activities.providers.base",
+    "ModelReply": "keel.activities.providers.base",
+    "ModelRequest": "keel.activities.providers.base",
     "FunctionModel": "keel.testing._models",
     "ScriptedModel": "keel.testing._models",
     "keel_worker": "keel.testing._environment",
@@ -129,6 +133,9 @@ __all__ = [
     "ALLOW_MODEL_REQUESTS",
     "FunctionModel",
     "HistorySource",
+    "ModelProvider",
+    "ModelReply",
+    "ModelRequest",
     "ModelRequestsBlocked",
     "ScriptedModel",
     "allow_model_requests",
