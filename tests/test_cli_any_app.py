@@ -21,6 +21,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.offline import OfflineProvider
@@ -53,8 +54,10 @@ class Run:
 class Cli:
     """``keel`` as a user runs it, against the echo app's namespace."""
 
-    def __init__(self, address: str, namespace: str, task_queue: str, tmp: Path) -> None:
-        self.address, self.namespace, self.tmp = address, namespace, tmp
+    def __init__(self, client: Client, task_queue: str, tmp: Path) -> None:
+        self.client, self.tmp = client, tmp
+        self.address, self.namespace = client.service_client.config.target_host, client.namespace
+        address, namespace = self.address, self.namespace
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
         env.pop("PYTHONPATH", None)
         self.env = {
@@ -125,8 +128,8 @@ class Cli:
 
 
 @pytest.fixture(scope="module")
-async def echo_namespace(dev_env: WorkflowEnvironment) -> AsyncIterator[tuple[str, Client]]:
-    """A namespace of the dev server for the echo app alone, with a client for it."""
+async def echo_client(dev_env: WorkflowEnvironment) -> AsyncIterator[Client]:
+    """A client of a namespace of the dev server for the echo app alone."""
     namespace = f"keel-cli-{uuid.uuid4().hex[:8]}"
     await dev_env.client.workflow_service.register_namespace(
         RegisterNamespaceRequest(
@@ -140,23 +143,22 @@ async def echo_namespace(dev_env: WorkflowEnvironment) -> AsyncIterator[tuple[st
                 client = await connect(offline_settings(), address=address, namespace=namespace)
                 await ensure_search_attributes(client)
                 break
-            except Exception:
+            except RPCError:
                 await asyncio.sleep(0.5)
-    yield namespace, client
+    yield client
 
 
 @pytest.fixture
-async def cli(echo_namespace: tuple[str, Client], tmp_path: Path) -> AsyncIterator[Cli]:
-    namespace, client = echo_namespace
+async def cli(echo_client: Client, tmp_path: Path) -> AsyncIterator[Cli]:
     task_queue = f"echo-{uuid.uuid4()}"
     async with build_worker(
-        client,
+        echo_client,
         offline_settings(),
         apps=[ECHO_APP],
         task_queue=task_queue,
         provider=OfflineProvider(),
     ):
-        yield Cli(client.service_client.config.target_host, namespace, task_queue, tmp_path)
+        yield Cli(echo_client, task_queue, tmp_path)
 
 
 async def test_the_cli_process_cannot_import_the_echo_app(cli: Cli) -> None:
@@ -220,8 +222,15 @@ async def test_start_gates_approve_ledger_export_and_replay_of_an_app_the_cli_ne
     assert "echoed 4 word(s) back: 'four words of echo'" in described
     assert "hash chain verified" in described
 
+    # Not a Keel workflow: the export skips it and says so.
+    other = await cli.client.start_workflow(
+        "NotKeel", {}, id=f"other-{uuid.uuid4().hex[:8]}", task_queue="nobody-polls"
+    )
+    await other.terminate()
     out_file = cli.tmp / "ledgers.jsonl"
     exported = await cli("export", "--out", str(out_file), "-o", "json")
+    assert f"keel: skipped {other.id}" in exported.err
+    assert json.loads(exported.err.splitlines()[-1])["skipped"] >= 1
     lines = [json.loads(line) for line in out_file.read_text().splitlines()]
     mine = [e for e in lines if e["workflow_id"] == workflow_id]
     assert [e["seq"] for e in mine] == [e["seq"] for e in events]
@@ -364,6 +373,8 @@ async def test_address_namespace_and_profile_options(cli: Cli) -> None:
     assert workflow_id in by_env.out
     down = await cli("gates", "--profile", "down", expect=3, **profile_env)
     assert f"cannot reach Temporal at {UNREACHABLE}" in down.err
+    tls = await cli("gates", "--profile", "echo", expect=3, **profile_env, TEMPORAL_TLS="true")
+    assert f"cannot reach Temporal at {cli.address}" in tls.err  # TLS against a plain server
     unknown = await cli("gates", "--profile", "nope", expect=2, **profile_env)
     assert "Profile 'nope' not found" in unknown.err
 

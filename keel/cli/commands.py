@@ -12,31 +12,28 @@ import json
 import socket
 import sys
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
-    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, emit_lines, report
-from keel.cli.render import gates_text, ledger_text, ui_link
+from keel.cli.ledgers import QUERY_TIMEOUT, cmd_ledger, full_chain, read_ledger
+from keel.cli.output import OK, USAGE, CliError, emit, emit_lines, report
+from keel.cli.render import gates_text, ui_link
 from keel.contracts.gates import GateView, ReviewReceipt
-from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger, verify_chain
 from keel.settings import KeelSettings
 from keel.workers.app import Entry
 from keel.workers.apps import find_entry, resolve_apps
 
-QUERY_TIMEOUT = timedelta(seconds=15)
-"""How long a ``ledger`` or ``gates`` query may wait for a worker to answer."""
+__all__ = ["cmd_gates", "cmd_ledger", "cmd_review", "cmd_start", "full_chain", "read_ledger"]
 
 
 def read_json(path: str) -> Any:
@@ -160,69 +157,6 @@ async def _start_by_type(
         static_details=_facts(payload) if isinstance(payload, dict) else None,
     )
     return handle
-
-
-async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
-    """The ledger across every run of a workflow that continued as new, oldest first:
-    each run's first event names the run before it."""
-    events = await read_ledger(client, workflow_id)
-    while events and isinstance(events[0], LedgerContinued):
-        earlier = await read_ledger(client, workflow_id, events[0].previous_run_id)
-        events = earlier + events
-    return events
-
-
-async def read_ledger(
-    client: Client, workflow_id: str, run_id: str | None = None
-) -> list[LedgerEvent]:
-    """The ledger of one run: from its result when it completed, else by query.
-
-    Raises:
-        CliError: the execution has no Keel ledger, or no worker answered the query.
-    """
-    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    description = await handle.describe()
-    if description.status is WorkflowExecutionStatus.COMPLETED:
-        # Every Keel result carries its ledger; read it as JSON, so this works for any app.
-        result = await handle.result()
-        if isinstance(result, dict) and isinstance(result.get("ledger"), list):
-            return parse_ledger(result["ledger"])
-        raise CliError(
-            f"{workflow_id} ({description.workflow_type}) is not a Keel workflow: "
-            "its result carries no ledger",
-            FAILURE,
-        )
-    try:
-        events: list[LedgerEvent] = await handle.query(
-            "ledger", result_type=list[LedgerEvent], rpc_timeout=QUERY_TIMEOUT
-        )
-    except WorkflowQueryFailedError as exc:
-        raise CliError(
-            f"{workflow_id} ({description.workflow_type}) has no Keel ledger: {exc}", FAILURE
-        ) from exc
-    except RPCError as exc:
-        if exc.status is not RPCStatusCode.DEADLINE_EXCEEDED:
-            raise
-        raise CliError(
-            f"no worker answered the ledger query of {workflow_id} in "
-            f"{QUERY_TIMEOUT.total_seconds():.0f} s; is a worker for task queue "
-            f"{description.task_queue!r} running?",
-            FAILURE,
-        ) from exc
-    return events
-
-
-async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
-    """Print the ledger; exit 1 if its hash chain does not verify."""
-    resolve_apps(args.app or ())  # their event types print with their own describe()
-    events = await full_chain(client, args.workflow_id)
-    emit_lines(args, ledger_text(events), (e.model_dump(mode="json") for e in events))
-    chain = verify_chain(events)
-    if not chain.ok:
-        return report(
-            args, f"hash chain broken at event {chain.broken_at}: {chain.reason}", FAILURE
-        )
-    return OK
 
 
 async def open_gates(client: Client) -> list[tuple[str, GateView]]:

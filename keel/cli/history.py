@@ -12,13 +12,13 @@ from google.protobuf.json_format import ParseError
 from temporalio.client import Client, WorkflowExecution, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
-from keel.cli.commands import read_ledger
+from keel.cli.ledgers import load_event_types, read_ledger
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_json
 from keel.contracts.tools import TOOL_TASK_WORKFLOW
 from keel.settings import KeelSettings
-from keel.workers.app import App
 from keel.workers.apps import resolve_apps, workflows_of
 
 DEFAULT_EXPORT_QUERY = f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
@@ -114,7 +114,7 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
     """Write every selected execution's ledger as JSON lines (one event per line, with its
     ``workflow_id`` and ``run_id``); executions without a Keel ledger are skipped with a
     note on stderr."""
-    _register_event_types(args)
+    load_event_types(args)
     out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
     counts = {"events": 0, "executions": 0, "skipped": 0}
     try:
@@ -132,17 +132,15 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
     return OK
 
 
-def _register_event_types(args: Any) -> list[App]:
-    """Load the apps (their event types parse as such; others stay whole)."""
-    return resolve_apps(args.app or ())
-
-
 async def _export_one(client: Client, execution: WorkflowExecution, out: IO[str]) -> int | None:
     """Write one run's ledger; ``None`` (and a note) if it has none."""
     try:
         events = await read_ledger(client, execution.id, execution.run_id)
-    except CliError as exc:
-        print(f"keel: skipped {execution.id} (run {execution.run_id}): {exc}", file=sys.stderr)
+    except (CliError, RPCError) as exc:
+        print(
+            f"keel: skipped {execution.id} (run {execution.run_id}): {exc.message}",
+            file=sys.stderr,
+        )
         return None
     for event in events:
         record = {

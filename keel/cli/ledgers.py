@@ -1,0 +1,102 @@
+"""Reading ledgers (``keel ledger``, ``keel export``): from a completed run's result, else by
+the ``ledger`` query, as JSON, so no app code is needed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from keel.cli.output import FAILURE, OK, CliError, emit_lines, report
+from keel.cli.render import ledger_text
+from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger, verify_chain
+from keel.errors import KeelUserError
+from keel.settings import KeelSettings
+from keel.workers.apps import APPS_ENV, installed_app_specs, load_app, resolve_apps
+
+QUERY_TIMEOUT = timedelta(seconds=15)
+"""How long a ``ledger`` or ``gates`` query may wait for a worker to answer."""
+_TIMED_OUT = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
+    """The ledger across every run of a workflow that continued as new, oldest first:
+    each run's first event names the run before it."""
+    events = await read_ledger(client, workflow_id)
+    while events and isinstance(events[0], LedgerContinued):
+        earlier = await read_ledger(client, workflow_id, events[0].previous_run_id)
+        events = earlier + events
+    return events
+
+
+async def read_ledger(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> list[LedgerEvent]:
+    """The ledger of one run: from its result when it completed, else by query.
+
+    Raises:
+        CliError: the execution has no Keel ledger, or no worker answered the query.
+    """
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    description = await handle.describe()
+    if description.status is WorkflowExecutionStatus.COMPLETED:
+        # Every Keel result carries its ledger; read it as JSON, so this works for any app.
+        result = await handle.result()
+        if isinstance(result, dict) and isinstance(result.get("ledger"), list):
+            return parse_ledger(result["ledger"])
+        raise CliError(
+            f"{workflow_id} ({description.workflow_type}) is not a Keel workflow: "
+            "its result carries no ledger",
+            FAILURE,
+        )
+    try:
+        events: list[LedgerEvent] = await handle.query(
+            "ledger", result_type=list[LedgerEvent], rpc_timeout=QUERY_TIMEOUT
+        )
+    except WorkflowQueryFailedError as exc:
+        raise CliError(
+            f"{workflow_id} ({description.workflow_type}) has no Keel ledger: {exc}", FAILURE
+        ) from exc
+    except RPCError as exc:
+        if exc.status not in _TIMED_OUT:
+            raise CliError(f"the ledger query of {workflow_id} failed: {exc.message}") from exc
+        raise CliError(
+            f"no worker answered the ledger query of {workflow_id} in "
+            f"{QUERY_TIMEOUT.total_seconds():.0f} s; is a worker for task queue "
+            f"{description.task_queue!r} running?",
+            FAILURE,
+        ) from exc
+    return events
+
+
+def load_event_types(args: Any) -> None:
+    """Import the apps whose ledger events should parse as their own types (and print with
+    their ``describe()``): ``--app`` strictly; by default each app of ``KEEL_APPS`` or the
+    installed ones that imports, with a note for those that do not. Reading a ledger needs
+    no app code: events of types not loaded stay whole and still verify."""
+    if args.app:
+        resolve_apps(args.app)
+        return
+    specs = [s.strip() for s in os.environ.get(APPS_ENV, "").split(",") if s.strip()]
+    for spec in specs or installed_app_specs():
+        try:
+            load_app(spec)
+        except KeelUserError as exc:
+            print(f"keel: note: {exc}; its events print generically", file=sys.stderr)
+
+
+async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
+    """Print the ledger; exit 1 if its hash chain does not verify."""
+    load_event_types(args)
+    events = await full_chain(client, args.workflow_id)
+    emit_lines(args, ledger_text(events), (e.model_dump(mode="json") for e in events))
+    chain = verify_chain(events)
+    if not chain.ok:
+        return report(
+            args, f"hash chain broken at event {chain.broken_at}: {chain.reason}", FAILURE
+        )
+    return OK
