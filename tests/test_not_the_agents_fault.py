@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from keel.activities.agent_node import AgentNodeActivities
 from keel.activities.providers.base import ModelProvider, ModelReply, ModelRequest
@@ -353,3 +355,29 @@ def test_each_failure_names_its_problem_and_fix(
     assert failure.explain("classify-risk").startswith(
         f"agent node classify-risk: {failure.reason}"
     )
+
+
+async def test_failed_and_escalated_runs_replay_deterministically(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    async with probe_worker(ts_env.client, provider=refused_key()) as tq:
+        failed = await start_probe(ts_env.client, tq, WITH_DEFAULT)
+        await failure_of(failed)
+        escalated = await start_probe(ts_env.client, tq, ESCALATING)
+        await wait_for_gate(escalated, "classify-by-hand")
+        await escalated.execute_update(
+            "review",
+            review(
+                "classify-by-hand",
+                "modify",
+                "legal.sam",
+                modifications={k: v for k, v in DEFAULT.items() if k != "confidence"},
+            ),
+        )
+        result = await escalated.result()
+    assert result["source"] == "human" and result["output"]["risk_level"] == "low"
+    replayer = Replayer(workflows=[AgentNodeProbe], data_converter=pydantic_data_converter)
+    for handle in (failed, escalated):
+        history = await handle.fetch_history()
+        outcome = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert outcome.replay_failure is None, f"{handle.id}: {outcome.replay_failure}"

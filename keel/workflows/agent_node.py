@@ -63,6 +63,10 @@ OutputCheck = Callable[[Any], list[str]]
 
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 
+SYSTEM_FAILURES_PATCH = "keel-agent-node-system-failures"
+"""Runs recorded before system failures were told apart replay the old path (the failed
+call taken as a spent budget); every other run records this patch marker when a call fails."""
+
 NODE_FAILED = "AgentNodeFailed"
 """``ApplicationError.type`` of a run an agent node failed for a reason not the agent's."""
 
@@ -140,7 +144,8 @@ class AgentNodes:
                     node, contract, guarded.payload, attempt_feedback, attempt, models[0]
                 )
             except ActivityError as err:
-                if isinstance(err.cause, CancelledError):
+                told_apart = workflow.patched(SYSTEM_FAILURES_PATCH)
+                if told_apart and isinstance(err.cause, CancelledError):
                     raise  # the run is being cancelled: not a failure to classify
                 reason, retryable = self._record_call_failure(node, contract, attempt, err)
                 if retryable and len(models) > 1:
@@ -157,6 +162,9 @@ class AgentNodes:
                     models.pop(0)
                     attempt -= 1  # the provider failed, not the answer: same attempt again
                     continue
+                if not told_apart:  # a run recorded before: replay what it did
+                    reasons = [reason]
+                    break
                 failure = self._classify(contract, err)
                 return await self._not_the_agents(node, contract, failure, checkpoint, attempt)
             verdict = _judge(contract, decision, check)
