@@ -258,12 +258,14 @@ async def test_reject_and_an_invalid_input_started_by_type(cli: Cli) -> None:
     await cli.wait_for_gate(workflow_id, "echo-review")
     missing_comment = await cli("reject", workflow_id, "echo-review", "--reviewer", "x", expect=2)
     assert "--comment" in missing_comment.err
-    out = await cli(
-        "reject", workflow_id, "echo-review", "--reviewer", "echo.reviewer", "--comment", "no"
-    )
-    assert "echo-review: rejected" in out.out
-    events = await cli.wait_for_ledger(workflow_id, "WorkflowCompleted")
+    reject = ["reject", workflow_id, "echo-review", "--reviewer", "echo.reviewer"]
+    out = await cli(*reject, "--comment", "no", "-o", "json")
+    assert out.json()["gate"] == "echo-review" and out.json()["state"] == "rejected"
+    await cli.client.get_workflow_handle(workflow_id).result()
+    events = (await cli("ledger", workflow_id, "-o", "json")).json_lines()
     assert events[-1]["outcome"] == "rejected"
+    again = await cli(*reject, "--comment", "twice", expect=1)
+    assert f"keel: workflow '{workflow_id}'" in again.err and "already completed" in again.err
 
     # The raw input goes to the workflow, which refuses it non-retryably: nothing wedges.
     bad_id = f"echo-bad-{uuid.uuid4().hex[:8]}"
@@ -315,6 +317,22 @@ async def test_replay_of_a_history_file_names_the_workflow_from_the_history(cli:
     assert "is not a workflow history" in not_history.err
     absent = await cli("replay", str(cli.tmp / "absent.json"), expect=2)
     assert "cannot read" in absent.err
+
+
+async def test_a_ledger_whose_hash_chain_does_not_verify_exits_1(cli: Cli) -> None:
+    workflow_id = f"tampered-{uuid.uuid4().hex[:8]}"
+    empty = cli.write("empty.json", {})
+    await cli(
+        "start", "--workflow-type", "TestTamperedLedger", "--input", empty, "--id", workflow_id
+    )
+    await cli.client.get_workflow_handle(workflow_id).result()
+    text = await cli("ledger", workflow_id, expect=1)
+    assert "echo=changed afterwards" in text.out
+    assert "HASH CHAIN BROKEN at event 2: hash does not match the event's content" in text.out
+    assert "keel: hash chain broken at event 2" in text.err
+    as_json = await cli("ledger", workflow_id, "-o", "json", expect=1)
+    assert [e["seq"] for e in as_json.json_lines()] == [1, 2, 3]
+    assert json.loads(as_json.err)["error"].startswith("hash chain broken at event 2")
 
 
 async def test_exit_codes_for_failures_refusals_and_an_unreachable_server(cli: Cli) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from keel.workers.app import App, Entry
 from tests.apps.echo_contracts import ECHO_CONTRACT, EchoInput, EchoNoted
-from tests.apps.echo_workflow import EchoReviewWorkflow
+from tests.apps.echo_workflow import EchoReviewWorkflow, TamperedLedgerWorkflow
 
 
 def echo_rule(node_input: Mapping[str, Any], feedback: Sequence[str]) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def echo_rule(node_input: Mapping[str, Any], feedback: Sequence[str]) -> dict[st
 
 APP = App(
     name="test-echo",
-    workflows=[EchoReviewWorkflow],
+    workflows=[EchoReviewWorkflow, TamperedLedgerWorkflow],
     entries=[Entry("echo", EchoReviewWorkflow, EchoInput)],
     contracts=[ECHO_CONTRACT],
     offline_rules={ECHO_CONTRACT.name: echo_rule},

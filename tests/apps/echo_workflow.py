@@ -45,3 +45,18 @@ class EchoReviewWorkflow(KeelWorkflow):
                 ledger_head=self.ledger.head_hash,
             )
         )
+
+
+@workflow.defn(name="TestTamperedLedger")
+class TamperedLedgerWorkflow(KeelWorkflow):
+    """Hands back a ledger one of whose events changed after it was recorded, as a tampered
+    store would: ``keel ledger`` must not call it verified."""
+
+    @workflow.run
+    async def run(self, raw_input: dict[str, Any]) -> dict[str, Any]:
+        self.start(raw_input)
+        self.ledger.record(EchoNoted(words=1, echo="original"))
+        self.ledger.record(WorkflowCompleted(outcome="approved"))
+        events = [event.model_dump(mode="json") for event in self.ledger.events]
+        events[1]["echo"] = "changed afterwards"
+        return {"outcome": "approved", "ledger": events, "ledger_head": self.ledger.head_hash}
