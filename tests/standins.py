@@ -1,18 +1,17 @@
-"""Test seams for planned work: a scripted planner and stand-in tool activities registered
-under the real activity names (no monkeypatching)."""
+"""Test seams for planned work: a scripted planner (a keel.testing FunctionModel) and
+stand-in tool activities registered under the real activity names (no monkeypatching)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.contracts.tools import CATALOG, EffectReceipt, ToolCall, ToolResult, tool_activity_name
+from keel.testing import FunctionModel, ModelRequest
 
 SERVICE = "checkout-api"
 INPUTS: dict[str, dict[str, Any]] = {
@@ -71,20 +70,18 @@ def plan(
     }
 
 
-class ScriptedPlanner:
-    """A model provider that answers the planner contract from a script, one plan per call."""
+class ScriptedPlanner(FunctionModel):
+    """The planner contract answered from a script, one plan per call; a finished plan once
+    the script ends. Every request is kept in ``requests``."""
 
     name = "scripted"
-    model = "script-1"
 
     def __init__(self, *plans: dict[str, Any]) -> None:
         self.plans = list(plans)
-        self.requests: list[ModelRequest] = []
+        super().__init__(self._next_plan, model="script-1")
 
-    async def complete(self, request: ModelRequest) -> ModelReply:
-        self.requests.append(request)
-        answer = self.plans.pop(0) if self.plans else plan(done=True, summary="script ended")
-        return ModelReply(text=json.dumps(answer), provider=self.name, model=self.model)
+    def _next_plan(self, request: ModelRequest) -> dict[str, Any]:
+        return self.plans.pop(0) if self.plans else plan(done=True, summary="script ended")
 
 
 class StandInTools:

@@ -12,11 +12,15 @@ Keel is installed) sets for the whole session; a test that means to call a real 
 Example:
     A test of an app's routing, on the offline model::
 
-        async def test_small_claims_are_approved_by_rule(keel_worker) -> None:
+        async def test_small_claims_are_approved_by_rule(keel_env, keel_worker) -> None:
             async with keel_worker(apps=[APP]) as task_queue:
-                handle = await client.start_workflow(...)
-                ledger = (await handle.result()).ledger
-            assert events_of(ledger, Routed)[0].route == "auto-approve"
+                handle = await keel_env.client.start_workflow(
+                    ExpenseApprovalWorkflow.run, SMALL_CLAIM, id="exp-1", task_queue=task_queue
+                )
+                result = await handle.result()
+            assert events_of(result.ledger, Routed)[0].route == "auto-approve"
+
+    See ``examples/expense-approval`` in Keel's repository for a whole app tested this way.
 """
 
 from __future__ import annotations

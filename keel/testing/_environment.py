@@ -104,7 +104,8 @@ async def keel_worker(
         apps: the apps to serve; default: every installed app (``keel.resolve_apps``).
         model: the model provider of the agent nodes; default: the offline model.
         activities: stand-ins registered under the real activity names, instead of the
-            apps' own activities; default: the apps' own, opened with ``settings``.
+            apps' own activities; default: the apps' own, opened with ``settings`` and the
+            task queue as ``AppContext.scope`` (each worker's fake systems are its own).
         workflows: further workflow classes to register.
         settings: default: ``offline_settings()``.
     """
