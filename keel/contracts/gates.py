@@ -30,6 +30,8 @@ class GateState(StrEnum):
 
 
 class ReviewDecision(StrEnum):
+    """What a reviewer decides at a gate."""
+
     APPROVE = "approve"
     REJECT = "reject"
     MODIFY = "modify"

@@ -67,6 +67,8 @@ class ForeignEvent(EventBase):
 
 
 class WorkflowStarted(EventBase):
+    """The run began; the input is recorded by digest, not by value."""
+
     type: Literal["WorkflowStarted"] = "WorkflowStarted"
     workflow: str
     workflow_id: str
@@ -75,11 +77,15 @@ class WorkflowStarted(EventBase):
 
 
 class InputRejected(EventBase):
+    """The input failed validation; the run fails with these reasons."""
+
     type: Literal["InputRejected"] = "InputRejected"
     reasons: list[str]
 
 
 class CheckpointTaken(EventBase):
+    """A snapshot of the context before an agent node (what a rollback returns to)."""
+
     type: Literal["CheckpointTaken"] = "CheckpointTaken"
     checkpoint: str
     node: str
@@ -88,6 +94,8 @@ class CheckpointTaken(EventBase):
 
 
 class AgentDecided(EventBase):
+    """One model answer with its provenance: contract, fingerprint, model, prompt hash, raw text."""
+
     type: Literal["AgentDecided"] = "AgentDecided"
     node: str
     contract: str
@@ -110,6 +118,8 @@ class AgentDecided(EventBase):
 
 
 class ValidationFailed(EventBase):
+    """An answer was rejected: unparseable, off-schema, against a rule, or under the threshold."""
+
     type: Literal["ValidationFailed"] = "ValidationFailed"
     node: str
     contract: str
@@ -119,6 +129,8 @@ class ValidationFailed(EventBase):
 
 
 class AgentRetried(EventBase):
+    """The node re-enters from its checkpoint, with this feedback."""
+
     type: Literal["AgentRetried"] = "AgentRetried"
     node: str
     contract: str
@@ -128,6 +140,8 @@ class AgentRetried(EventBase):
 
 
 class AgentCallFailed(EventBase):
+    """The model call itself failed (after Temporal's retries of transient errors)."""
+
     type: Literal["AgentCallFailed"] = "AgentCallFailed"
     node: str
     contract: str
@@ -138,6 +152,8 @@ class AgentCallFailed(EventBase):
 
 
 class ProviderFallback(EventBase):
+    """The worker's model kept failing; the node moved to the contract's next model."""
+
     type: Literal["ProviderFallback"] = "ProviderFallback"
     node: str
     contract: str
@@ -148,6 +164,8 @@ class ProviderFallback(EventBase):
 
 
 class PolicyApplied(EventBase):
+    """A guardrail's decision before a model call (allow, modify or deny)."""
+
     type: Literal["PolicyApplied"] = "PolicyApplied"
     node: str
     contract: str
@@ -159,6 +177,8 @@ class PolicyApplied(EventBase):
 
 
 class RolledBack(EventBase):
+    """The context went back to a checkpoint (a reviewer rejected what followed it)."""
+
     type: Literal["RolledBack"] = "RolledBack"
     checkpoint: str
     reason: str
@@ -166,6 +186,8 @@ class RolledBack(EventBase):
 
 
 class Escalated(EventBase):
+    """A node or gate handed over to people."""
+
     type: Literal["Escalated"] = "Escalated"
     subject: str
     """The node or gate that escalated."""
@@ -187,6 +209,8 @@ class NodeFailed(EventBase):
 
 
 class DefaultApplied(EventBase):
+    """The node took its contract's deterministic default after its budget was spent."""
+
     type: Literal["DefaultApplied"] = "DefaultApplied"
     node: str
     contract: str
@@ -195,6 +219,8 @@ class DefaultApplied(EventBase):
 
 
 class GateOpened(EventBase):
+    """A gate is waiting for a reviewer."""
+
     type: Literal["GateOpened"] = "GateOpened"
     gate: str
     title: str
@@ -205,6 +231,8 @@ class GateOpened(EventBase):
 
 
 class GateDecided(EventBase):
+    """A reviewer decided a gate."""
+
     type: Literal["GateDecided"] = "GateDecided"
     gate: str
     decision: str
@@ -217,6 +245,8 @@ class GateDecided(EventBase):
 
 
 class ReviewRefused(EventBase):
+    """A review signal was refused; what it held is recorded by digest."""
+
     type: Literal["ReviewRefused"] = "ReviewRefused"
     gate: str | None
     reviewer: str | None
@@ -226,6 +256,8 @@ class ReviewRefused(EventBase):
 
 
 class GateExpired(EventBase):
+    """No reviewer decided before the SLAs passed; the gate took its default."""
+
     type: Literal["GateExpired"] = "GateExpired"
     gate: str
     default_decision: str
@@ -233,6 +265,8 @@ class GateExpired(EventBase):
 
 
 class Routed(EventBase):
+    """A named rule routed the run, with the values it read."""
+
     type: Literal["Routed"] = "Routed"
     rule: str
     inputs: dict[str, Any]
@@ -240,6 +274,8 @@ class Routed(EventBase):
 
 
 class PlanProposed(EventBase):
+    """A planner's plan passed validation and is recorded before it runs."""
+
     type: Literal["PlanProposed"] = "PlanProposed"
     round: int
     planner: str
@@ -253,6 +289,8 @@ class PlanProposed(EventBase):
 
 
 class PlanRejected(EventBase):
+    """A planner's plan failed validation; the reasons are fed back."""
+
     type: Literal["PlanRejected"] = "PlanRejected"
     round: int
     rejection: int
@@ -262,6 +300,8 @@ class PlanRejected(EventBase):
 
 
 class PlanMaterialized(EventBase):
+    """A plan's tasks became child workflows, in these dependency levels."""
+
     type: Literal["PlanMaterialized"] = "PlanMaterialized"
     round: int
     levels: list[list[str]]
@@ -270,6 +310,8 @@ class PlanMaterialized(EventBase):
 
 
 class TaskCompleted(EventBase):
+    """A planned task finished, with its output and effect receipt."""
+
     type: Literal["TaskCompleted"] = "TaskCompleted"
     round: int
     ref: str
@@ -280,6 +322,8 @@ class TaskCompleted(EventBase):
 
 
 class TaskFailed(EventBase):
+    """A planned task failed."""
+
     type: Literal["TaskFailed"] = "TaskFailed"
     round: int
     ref: str
@@ -289,6 +333,8 @@ class TaskFailed(EventBase):
 
 
 class TaskSkipped(EventBase):
+    """A planned task did not run (a dependency failed or a gate rejected it)."""
+
     type: Literal["TaskSkipped"] = "TaskSkipped"
     round: int
     ref: str
@@ -296,6 +342,8 @@ class TaskSkipped(EventBase):
 
 
 class Compensated(EventBase):
+    """A completed task was undone by its compensation (or the compensation failed)."""
+
     type: Literal["Compensated"] = "Compensated"
     ref: str
     """The task that was undone."""
@@ -308,6 +356,8 @@ class Compensated(EventBase):
 
 
 class LedgerContinued(EventBase):
+    """First event of a run after continue-as-new: links to the previous run's head."""
+
     type: Literal["LedgerContinued"] = "LedgerContinued"
     previous_run_id: str
     previous_head: str
@@ -316,12 +366,16 @@ class LedgerContinued(EventBase):
 
 
 class ContinuedAsNew(EventBase):
+    """The run continues as new; the next run's LedgerContinued links back."""
+
     type: Literal["ContinuedAsNew"] = "ContinuedAsNew"
     reason: str
     rounds_done: int
 
 
 class WorkflowCompleted(EventBase):
+    """The run's outcome."""
+
     type: Literal["WorkflowCompleted"] = "WorkflowCompleted"
     outcome: str
     summary: dict[str, Any] = Field(default_factory=dict)

@@ -30,6 +30,7 @@ class OfflineProvider:
         check_fault_kinds(self.faults)
 
     async def complete(self, request: ModelRequest) -> ModelReply:
+        """Answer by the contract's rule, with any fault that applies to this call."""
         contract_name = request.contract.split("@", 1)[0]
         rule = rule_for(contract_name)
         if rule is None:

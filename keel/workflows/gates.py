@@ -50,6 +50,7 @@ class GateRecord:
     """Why the gate opened (``GateView.reason``)."""
 
     def view(self) -> GateView:
+        """What the ``gates`` query shows of this gate."""
         review = self.review
         return GateView(
             gate=self.name,
@@ -207,6 +208,7 @@ class GateBook:
         return ReviewReceipt(gate=record.name, state=record.state, ledger_seq=event.seq)
 
     def views(self) -> list[GateView]:
+        """Every gate opened so far, as the ``gates`` query shows them."""
         return [record.view() for record in self._gates.values()]
 
     async def _decided_within(self, record: GateRecord, timeout: Any) -> bool:

@@ -50,6 +50,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
 
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> IncidentResult:
+        """Investigate the page in ``raw_input`` (resuming from ``carry``, if any)."""
         return await self.settle(await self._investigate(raw_input))
 
     async def _investigate(self, raw_input: dict[str, Any]) -> IncidentResult:

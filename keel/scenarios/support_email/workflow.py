@@ -44,10 +44,13 @@ SEND_RETRIES = RetryPolicy(
 
 @workflow.defn(name="SupportEmail")
 class SupportEmailWorkflow(KeelWorkflow):
+    """Answer one customer email: triage, look up, draft under a guard, approve, send once."""
+
     token_budget = 20_000
 
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> SupportResult:
+        """Handle the email in ``raw_input`` (a ``SupportEmail``)."""
         return await self.settle(await self._handle(raw_input))
 
     async def _handle(self, raw_input: dict[str, Any]) -> SupportResult:
