@@ -17,9 +17,8 @@ from pydantic import BaseModel
 from keel.activities.providers.base import ModelRequest
 from keel.contracts.plans import PlannerOutput, execution_levels, validate_plan
 from keel.contracts.tools import CATALOG
-from keel.offline import OfflineFault
+from keel.offline import OfflineFault, rule_for
 from keel.offline.provider import OfflineProvider
-from keel.offline import rule_for
 from keel.scenarios.incident.contracts import (
     INCIDENT_PLANNER,
     INCIDENT_POLICY,

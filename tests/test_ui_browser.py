@@ -32,11 +32,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keel.cli.commands import start
-from tests.samples import entry
 from keel.contracts.names import SEARCH_ATTRIBUTES
 from tests.conftest import free_port, keel_worker, offline_settings
 from tests.helpers import wait_for_gate
-from tests.samples import load_sample
+from tests.samples import entry, load_sample
 from tests.standins import ScriptedPlanner, StandInTools, plan, task
 
 pytestmark = pytest.mark.timeout(120)
