@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,15 @@ class Cli:
         }
 
     async def __call__(
-        self, *args: str, expect: int = 0, with_app: bool = False, **env: str | None
+        self,
+        *args: str,
+        expect: int = 0,
+        with_app: bool = False,
+        env: Mapping[str, str | None] | None = None,
     ) -> Run:
-        """Run ``keel ARGS``; ``env`` adds variables (``None`` removes one)."""
-        merged = {**self.env, **({"PYTHONPATH": str(REPO)} if with_app else {}), **env}
+        """Run ``keel ARGS``; ``env`` adds variables (``None`` removes one), ``with_app``
+        puts the repository (and so the echo app) on ``PYTHONPATH``."""
+        merged = {**self.env, **({"PYTHONPATH": str(REPO)} if with_app else {}), **(env or {})}
         proc = await asyncio.create_subprocess_exec(
             str(BIN / "keel"),
             *args,
@@ -293,9 +298,9 @@ async def test_replay_of_a_history_file_names_the_workflow_from_the_history(cli:
 
     # A history file needs no server.
     offline = {"TEMPORAL_ADDRESS": UNREACHABLE}
-    ok = await cli("replay", str(saved), "--app", ECHO_MODULE, with_app=True, **offline)
+    ok = await cli("replay", str(saved), "--app", ECHO_MODULE, with_app=True, env=offline)
     assert f"replayed {workflow_id} (TestEchoReview)" in ok.out and "deterministic" in ok.out
-    missing_app = await cli("replay", str(saved), expect=2, **offline)
+    missing_app = await cli("replay", str(saved), expect=2, env=offline)
     assert "is a TestEchoReview workflow, which no loaded app defines" in missing_app.err
 
     changed = json.loads(history)
@@ -359,7 +364,7 @@ async def test_exit_codes_for_failures_refusals_and_an_unreachable_server(cli: C
     for command in (["ledger", "x"], ["gates"], ["export"], ["worker", "--app", "x"]):
         down = await cli(*command, "--address", UNREACHABLE, expect=3)
         assert f"cannot reach Temporal at {UNREACHABLE}" in down.err
-    down = await cli("-o", "json", "gates", expect=3, TEMPORAL_ADDRESS=UNREACHABLE)
+    down = await cli("-o", "json", "gates", expect=3, env={"TEMPORAL_ADDRESS": UNREACHABLE})
     assert "cannot reach Temporal" in json.loads(down.err)["error"]
 
 
@@ -369,9 +374,9 @@ async def test_address_namespace_and_profile_options(cli: Cli) -> None:
     # Flags win over TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE, before or after the command.
     wrong = {"TEMPORAL_ADDRESS": UNREACHABLE, "TEMPORAL_NAMESPACE": "default"}
     flags = ["--address", cli.address, "--namespace", cli.namespace]
-    events = (await cli("ledger", workflow_id, *flags, "-o", "json", **wrong)).json_lines()
+    events = (await cli("ledger", workflow_id, *flags, "-o", "json", env=wrong)).json_lines()
     assert events[0]["type"] == "WorkflowStarted"
-    assert workflow_id in (await cli(*flags, "gates", **wrong)).out
+    assert workflow_id in (await cli(*flags, "gates", env=wrong)).out
     elsewhere = await cli("ledger", workflow_id, "--namespace", "default", expect=1)
     assert "not found" in elsewhere.err
 
@@ -385,15 +390,17 @@ async def test_address_namespace_and_profile_options(cli: Cli) -> None:
         "TEMPORAL_ADDRESS": None,
         "TEMPORAL_NAMESPACE": None,
     }
-    by_profile = await cli("ledger", workflow_id, "--profile", "echo", "--json", **profile_env)
+    by_profile = await cli("ledger", workflow_id, "--profile", "echo", "--json", env=profile_env)
     assert by_profile.json_lines()[0]["workflow_id"] == workflow_id
-    by_env = await cli("gates", **profile_env, TEMPORAL_PROFILE="echo")
+    by_env = await cli("gates", env={**profile_env, "TEMPORAL_PROFILE": "echo"})
     assert workflow_id in by_env.out
-    down = await cli("gates", "--profile", "down", expect=3, **profile_env)
+    down = await cli("gates", "--profile", "down", expect=3, env=profile_env)
     assert f"cannot reach Temporal at {UNREACHABLE}" in down.err
-    tls = await cli("gates", "--profile", "echo", expect=3, **profile_env, TEMPORAL_TLS="true")
+    tls = await cli(
+        "gates", "--profile", "echo", expect=3, env={**profile_env, "TEMPORAL_TLS": "true"}
+    )
     assert f"cannot reach Temporal at {cli.address}" in tls.err  # TLS against a plain server
-    unknown = await cli("gates", "--profile", "nope", expect=2, **profile_env)
+    unknown = await cli("gates", "--profile", "nope", expect=2, env=profile_env)
     assert "Profile 'nope' not found" in unknown.err
 
     # `keel worker` connects the same way: it serves the echo app in the profile's namespace.
@@ -425,7 +432,7 @@ async def test_address_namespace_and_profile_options(cli: Cli) -> None:
         echo = cli.write("served.json", {"message": "served by keel worker"})
         await cli(
             "start", "--workflow-type", "TestEchoReview", "--input", echo, "--id", served,
-            "--task-queue", queue, "--profile", "echo", **profile_env,
+            "--task-queue", queue, "--profile", "echo", env=profile_env,
         )  # fmt: skip
         await cli.wait_for_gate(served, "echo-review")
         await cli("approve", served, "echo-review", "--reviewer", "echo.reviewer")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from keel.contracts.gates import GateState
@@ -29,7 +30,8 @@ class EchoReviewWorkflow(KeelWorkflow):
         request = self.ingest(EchoInput, raw_input, max_bytes=4096)
         outcome = await self.agents.run("echo", ECHO_CONTRACT, request)
         answer = outcome.output
-        assert answer is not None
+        if answer is None:  # the contract's default applies instead, so this cannot happen
+            raise ApplicationError("the echo agent gave no answer", non_retryable=True)
         self.ledger.record(EchoNoted(words=answer.words, echo=answer.echo))
         gate = self.gate_book.open(ECHO_GATE, {"echo": answer.echo})
         await self.gate_book.wait(gate)
