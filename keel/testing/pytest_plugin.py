@@ -24,15 +24,18 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
 import keel.testing
-from keel.settings import KeelSettings
-from keel.testing._environment import keel_worker as _keel_worker
-from keel.testing._environment import offline_settings as _offline_settings
-from keel.testing._environment import time_skipping_env
+
+# The plugin loads in every pytest run of the environment: Temporal and Keel's worker code
+# (most of a second) are imported by the fixtures that need them, not at startup.
+if TYPE_CHECKING:
+    from temporalio.testing import WorkflowEnvironment
+
+    from keel.settings import KeelSettings
 
 WorkerFactory = Callable[..., AbstractAsyncContextManager[str]]
 
@@ -52,7 +55,7 @@ def _keel_model_requests(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
-_EnvFixture = Callable[[], AsyncIterator[WorkflowEnvironment]]
+_EnvFixture = Callable[[], AsyncIterator["WorkflowEnvironment"]]
 _session_fixture: Callable[[_EnvFixture], _EnvFixture]
 try:
     import pytest_asyncio
@@ -66,6 +69,8 @@ except ImportError:  # the plugin loads in every pytest run: pytest says what is
 
 async def _keel_env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping test server for the session (``keel.testing.time_skipping_env``)."""
+    from keel.testing._environment import time_skipping_env
+
     async with time_skipping_env() as env:
         yield env
 
@@ -76,10 +81,14 @@ keel_env = _session_fixture(_keel_env)
 @pytest.fixture
 def keel_worker(keel_env: WorkflowEnvironment) -> WorkerFactory:
     """``keel.testing.keel_worker`` bound to the session's test server."""
-    return functools.partial(_keel_worker, keel_env.client)
+    from keel.testing._environment import keel_worker as start_worker
+
+    return functools.partial(start_worker, keel_env.client)
 
 
 @pytest.fixture
 def offline_settings(tmp_path: Path) -> KeelSettings:
     """Offline settings that ignore the environment, keeping data under ``tmp_path``."""
-    return _offline_settings(data_dir=tmp_path)
+    from keel.testing._environment import offline_settings as settings
+
+    return settings(data_dir=tmp_path)
