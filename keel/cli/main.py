@@ -156,7 +156,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
     try:
         return await handler(client, settings, args)
     except RPCError as exc:
-        raise rpc_failure(exc, client, getattr(args, "workflow_id", None)) from exc
+        workflow_id = getattr(args, "workflow_id", None) or getattr(args, "target", None)
+        raise rpc_failure(exc, client, workflow_id) from exc
 
 
 def rpc_failure(exc: RPCError, client: Client, workflow_id: str | None) -> CliError:

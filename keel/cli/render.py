@@ -137,5 +137,6 @@ def gates_text(rows: list[tuple[str, GateView]]) -> str:
 
 
 def ui_link(ui_url: str, namespace: str, workflow_id: str, run_id: str | None) -> str:
+    """The Temporal UI's page of an execution (its history, when ``run_id`` is known)."""
     tail = f"/{run_id}/history" if run_id else ""
     return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}{tail}"
