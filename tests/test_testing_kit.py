@@ -156,6 +156,12 @@ def test_the_marker_lets_one_test_call_real_models() -> None:
     assert keel.testing.ALLOW_MODEL_REQUESTS is True
 
 
+def test_the_next_test_is_blocked_again() -> None:
+    import keel.testing
+
+    assert keel.testing.ALLOW_MODEL_REQUESTS is False
+
+
 async def test_gate_helpers_approve_modify_and_reject_through_the_review_update(
     keel_worker: WorkerFactory, keel_env: Any
 ) -> None:

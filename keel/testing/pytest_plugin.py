@@ -50,8 +50,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _keel_model_requests(request: pytest.FixtureRequest) -> Iterator[None]:
-    allowed = request.node.get_closest_marker("allow_model_requests") is not None
-    with keel.testing.allow_model_requests(allowed):
+    """Lift the block for a test marked ``allow_model_requests``; leave it alone otherwise
+    (a project that sets ``keel.testing.ALLOW_MODEL_REQUESTS = True`` in its own
+    ``pytest_configure`` or a session fixture allows every test)."""
+    if request.node.get_closest_marker("allow_model_requests") is None:
+        yield
+        return
+    with keel.testing.allow_model_requests():
         yield
 
 
