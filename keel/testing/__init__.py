@@ -26,11 +26,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-
-from keel.errors import ProviderPermanentError
 
 if TYPE_CHECKING:
     from keel.activities.providers.base import ModelProvider, ModelReply, ModelRequest
@@ -52,53 +48,12 @@ if TYPE_CHECKING:
     from keel.testing._models import FunctionModel, ScriptedModel
     from keel.testing._replay import HistorySource, assert_replays, replay_histories
 
-ALLOW_MODEL_REQUESTS = True
-"""Whether the OpenAI and Anthropic providers may send requests. The pytest plugin sets it
-to False for the test session; ``allow_model_requests()`` lifts it for a block."""
-
-
-class ModelRequestsBlocked(ProviderPermanentError):
-    """A real model provider was called while ``ALLOW_MODEL_REQUESTS`` is False.
-
-    Permanent, so the agent node records the failure and does not retry it.
-    """
-
-
-def check_model_requests_allowed(provider: str) -> None:
-    """Refuse a real model call while requests are blocked (the providers call this first).
-
-    Args:
-        provider: the provider about to call out (``"openai"``, ``"anthropic"``).
-
-    Raises:
-        ModelRequestsBlocked: ``ALLOW_MODEL_REQUESTS`` is False.
-    """
-    if not ALLOW_MODEL_REQUESTS:
-        raise ModelRequestsBlocked(
-            f"real {provider} model requests are blocked in tests "
-            "(keel.testing.ALLOW_MODEL_REQUESTS is False): use keel.testing.ScriptedModel, "
-            "FunctionModel or the offline model, or opt in with "
-            "keel.testing.allow_model_requests() / @pytest.mark.allow_model_requests",
-            provider=provider,
-        )
-
-
-@contextmanager
-def allow_model_requests(allow: bool = True) -> Iterator[None]:
-    """Set ``ALLOW_MODEL_REQUESTS`` to ``allow`` for the block, then restore it.
-
-    Args:
-        allow: True lets real providers call out (e.g. to a local fake server); False
-            blocks them.
-    """
-    global ALLOW_MODEL_REQUESTS
-    before = ALLOW_MODEL_REQUESTS
-    ALLOW_MODEL_REQUESTS = allow
-    try:
-        yield
-    finally:
-        ALLOW_MODEL_REQUESTS = before
-
+from keel.activities.providers import guard as _guard
+from keel.activities.providers.guard import (
+    ModelRequestsBlocked,
+    allow_model_requests,
+    check_model_requests_allowed,
+)
 
 # The rest is imported on first use, so the providers' guard costs one tiny import.
 _EXPORTS = {
@@ -125,6 +80,8 @@ _EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "ALLOW_MODEL_REQUESTS":  # read through: the providers' guard holds it
+        return _guard.ALLOW_MODEL_REQUESTS
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keel.testing' has no attribute {name!r}")

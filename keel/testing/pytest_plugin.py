@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import keel.testing
+from keel.activities.providers import guard
 
 # The plugin loads in every pytest run of the environment: Temporal and Keel's worker code
 # (most of a second) are imported by the fixtures that need them, not at startup.
@@ -42,7 +43,7 @@ WorkerFactory = Callable[..., AbstractAsyncContextManager[str]]
 
 def pytest_configure(config: pytest.Config) -> None:
     """Block real model calls for the session and declare the marker."""
-    keel.testing.ALLOW_MODEL_REQUESTS = False
+    guard.ALLOW_MODEL_REQUESTS = False
     config.addinivalue_line(
         "markers", "allow_model_requests: let real model providers send requests in this test"
     )
@@ -51,8 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _keel_model_requests(request: pytest.FixtureRequest) -> Iterator[None]:
     """Lift the block for a test marked ``allow_model_requests``; leave it alone otherwise
-    (a project that sets ``keel.testing.ALLOW_MODEL_REQUESTS = True`` in its own
-    ``pytest_configure`` or a session fixture allows every test)."""
+    (a project that sets ``keel.activities.providers.guard.ALLOW_MODEL_REQUESTS = True`` in its
+    own ``pytest_configure`` or a session fixture allows every test)."""
     if request.node.get_closest_marker("allow_model_requests") is None:
         yield
         return

@@ -244,6 +244,12 @@ async def ensure_search_attributes(client: Client) -> None:
     }
     if missing:
         log.info("registering search attributes %s", sorted(missing))
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
-        )
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            )
+        except RPCError as err:
+            # Another worker added them first, or (time-skipping server) they were there
+            # but could not be listed.
+            if err.status is not RPCStatusCode.ALREADY_EXISTS:
+                raise

@@ -10,13 +10,13 @@ from openai.types.chat import ChatCompletion
 
 from keel.activities.providers._http_errors import is_retryable_status, retry_after_seconds
 from keel.activities.providers.base import ModelReply, ModelRequest
+from keel.activities.providers.guard import check_model_requests_allowed
 from keel.errors import (
     ProviderConfigError,
     ProviderError,
     ProviderPermanentError,
     ProviderRetryableError,
 )
-from keel.testing import check_model_requests_allowed
 
 if TYPE_CHECKING:
     import httpx2
