@@ -133,6 +133,8 @@ def gates_text(rows: list[tuple[str, GateView]]) -> str:
             f"{workflow_id:<44} {gate.gate:<22} {gate.state.value:<18} {deadline:<17} "
             f"{', '.join(gate.reviewers) or 'anyone'}"
         )
+        if gate.reason:  # why it opened, e.g. an escalated agent node's problem and its fix
+            lines.append(f"  why: {gate.reason}")
     return "\n".join(lines)
 
 
