@@ -42,14 +42,18 @@ async def keel(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[i
 class DevStack:
     """``keel dev`` in the background, stopped with Ctrl-C (SIGINT)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
         self.env = env
+        self.args = args
+        self.ready = ""
+        """The line ``keel dev`` prints once it is up."""
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> DevStack:
         self.proc = await asyncio.create_subprocess_exec(
             str(BIN / "keel"),
             "dev",
+            *self.args,
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -58,6 +62,7 @@ class DevStack:
         async with asyncio.timeout(60):
             while b"keel dev:" not in (line := await self.proc.stdout.readline()):
                 assert line, "keel dev exited before it was ready"
+        self.ready = line.decode()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -127,6 +132,31 @@ async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) ->
     async with DevStack(env):  # same data dir: the execution is still there
         code, out = await keel(env, "ledger", "persisted-1")
         assert code == 0 and "approved (decided_by=rule:contract-risk-routing@1" in out
+
+
+async def test_dev_serves_the_apps_it_is_given_or_no_worker_at_all(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, free_port(), free_port())
+    contract = tmp_path / "contract.json"
+    contract.write_text(
+        (
+            Path(__file__).parents[1]
+            / "keel/scenarios/contract_review/samples/contract-low-risk.json"
+        ).read_text()
+    )
+    async with DevStack(env, "--app", "keel.scenarios.contract_review") as stack:
+        assert "worker for contract-review;" in stack.ready, stack.ready
+        code, out = await keel(env, "start", "contract-review", "--input", str(contract))
+        assert code == 0, out
+        workflow_id = re.search(r"started (\S+)", out)
+        assert workflow_id is not None
+        async with asyncio.timeout(30):
+            while "WorkflowCompleted" not in (await keel(env, "ledger", workflow_id[1]))[1]:
+                await asyncio.sleep(0.2)
+    async with DevStack(env, "--no-worker") as stack:
+        assert "no worker;" in stack.ready, stack.ready
+        # A completed execution's ledger comes from its result: no worker needed.
+        code, out = await keel(env, "ledger", workflow_id[1])
+        assert code == 0 and "hash chain verified" in out, out
 
 
 async def test_support_email_through_the_cli_sends_one_reply(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ async def test_incident_children_read_in_the_ui(temporal_ui: TemporalUI, browser
             workflow_id=f"ui-incident-{uuid.uuid4()}",
             task_queue=task_queue,
         )
-        assert (await handle.result()).outcome == "mitigated"
+        assert (await handle.result())["outcome"] == "mitigated"  # started by type: JSON
         await page.goto(await temporal_ui.history_url(handle))
 
         async def history() -> None:
