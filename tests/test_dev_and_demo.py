@@ -27,6 +27,14 @@ def stack_env(tmp: Path, port: int, ui_port: int) -> dict[str, str]:
     }
 
 
+def sample_file(tmp: Path, app: str, sample: str) -> Path:
+    """A copy of a built-in app's sample in ``tmp``, as a user's input file."""
+    source = Path(__file__).parents[1] / "keel/scenarios" / app / "samples" / f"{sample}.json"
+    copy = tmp / f"{sample}.json"
+    copy.write_text(source.read_text())
+    return copy
+
+
 async def keel(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         str(BIN / "keel"),
@@ -114,13 +122,7 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
 
 async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) -> None:
     env = stack_env(tmp_path, free_port(), free_port())
-    contract = tmp_path / "contract.json"
-    contract.write_text(
-        (
-            Path(__file__).parents[1]
-            / "keel/scenarios/contract_review/samples/contract-low-risk.json"
-        ).read_text()
-    )
+    contract = sample_file(tmp_path, "contract_review", "contract-low-risk")
     async with DevStack(env):
         code, out = await keel(
             env, "start", "contract-review", "--input", str(contract), "--id", "persisted-1"
@@ -136,13 +138,7 @@ async def test_dev_keeps_the_stack_up_and_persists_executions(tmp_path: Path) ->
 
 async def test_dev_serves_the_apps_it_is_given_or_no_worker_at_all(tmp_path: Path) -> None:
     env = stack_env(tmp_path, free_port(), free_port())
-    contract = tmp_path / "contract.json"
-    contract.write_text(
-        (
-            Path(__file__).parents[1]
-            / "keel/scenarios/contract_review/samples/contract-low-risk.json"
-        ).read_text()
-    )
+    contract = sample_file(tmp_path, "contract_review", "contract-low-risk")
     async with DevStack(env, "--app", "keel.scenarios.contract_review") as stack:
         assert "worker for contract-review;" in stack.ready, stack.ready
         code, out = await keel(env, "start", "contract-review", "--input", str(contract))
@@ -161,12 +157,7 @@ async def test_dev_serves_the_apps_it_is_given_or_no_worker_at_all(tmp_path: Pat
 
 async def test_support_email_through_the_cli_sends_one_reply(tmp_path: Path) -> None:
     env = stack_env(tmp_path, free_port(), free_port())
-    email = tmp_path / "email.json"
-    email.write_text(
-        (
-            Path(__file__).parents[1] / "keel/scenarios/support_email/samples/support-refund.json"
-        ).read_text()
-    )
+    email = sample_file(tmp_path, "support_email", "support-refund")
     async with DevStack(env):
         code, out = await keel(
             env, "start", "support-email", "--input", str(email), "--id", "mail-1"
