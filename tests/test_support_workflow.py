@@ -16,7 +16,14 @@ from temporalio.testing import WorkflowEnvironment
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.activities.tools.email import EmailSender
 from keel.contracts.email import message_id_for
-from keel.contracts.ledger import Escalated, PolicyApplied, ValidationFailed, verify_chain
+from keel.contracts.gates import GateView
+from keel.contracts.ledger import (
+    Escalated,
+    GateDecided,
+    PolicyApplied,
+    ValidationFailed,
+    verify_chain,
+)
 from keel.offline import OfflineFault, OfflineProvider
 from keel.scenarios.support_email import SupportEmailWorkflow
 from keel.scenarios.support_email.contracts import SupportResult
@@ -148,6 +155,65 @@ async def test_a_rejected_refund_sends_nothing(ts_env: WorkflowEnvironment, tmp_
         result = await handle.result()
         assert sink.count() == 0
     assert (result.outcome, result.reason) == ("rejected", "refund not approved: item was misused")
+
+
+async def test_a_modified_refund_is_approved_and_sent_with_the_reviewers_changes(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with support_worker(ts_env, tmp_path, Recording()) as (tq, sink):
+        handle = await start(ts_env, tq, "support-refund")
+        await wait_for_gate(handle, "approve-refund")
+        # Modifications the guard refuses change nothing: the gate still waits.
+        lead = "support.lead.chen"
+        too_much = review("approve-refund", "modify", lead, modifications={"refund_usd": 120.0})
+        assert "refund $120.00 exceeds the limit $89.00" in await refused(handle, too_much)
+        vague = {"body": "Hello, we will refund part of order AB-104233 within 5 business days."}
+        assert "must state the refund $89.00" in await refused(
+            handle, review("approve-refund", "modify", lead, modifications=vague)
+        )
+        subject = {"subject": "Re: anything"}
+        assert "does not allow modifying ['subject']" in await refused(
+            handle, review("approve-refund", "modify", lead, modifications=subject)
+        )
+        gates = await handle.query("gates", result_type=list[GateView])
+        assert [(g.gate, g.state.value) for g in gates] == [("approve-refund", "awaiting_approval")]
+        assert gates[0].context["refund_usd"] == 89.0
+        await handle.execute_update(
+            "review",
+            review(
+                "approve-refund",
+                "modify",
+                lead,
+                comment="partial refund: the lid only",
+                modifications={"refund_usd": 60.0},
+            ),
+        )
+        result = await handle.result()
+        received = list(sink.messages)
+    assert (result.outcome, result.refund_usd) == ("replied", 60.0)
+    assert len(received) == 1 and received[0].message_id == result.reply_message_id
+    assert "$60.00" in received[0].body and "$89.00" not in received[0].body
+    (decided,) = events_of(result.ledger, GateDecided)
+    assert (decided.decision, decided.state, decided.reviewer) == ("modify", "modified", lead)
+    assert decided.modifications == {"refund_usd": 60.0}
+    assert verify_chain(result.ledger).ok
+
+
+async def test_a_refund_modified_with_a_new_body_sends_that_body(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    body = "Hello Maya, we will refund $45.50 for the lid of order AB-104233 within 5 days."
+    async with support_worker(ts_env, tmp_path, Recording()) as (tq, sink):
+        handle = await start(ts_env, tq, "support-refund")
+        await wait_for_gate(handle, "approve-refund")
+        mods = {"refund_usd": 45.5, "body": body}
+        await handle.execute_update(
+            "review", review("approve-refund", "modify", "support.lead.chen", modifications=mods)
+        )
+        result = await handle.result()
+        received = list(sink.messages)
+    assert (result.outcome, result.refund_usd) == ("replied", 45.5)
+    assert len(received) == 1 and received[0].body.strip() == body
 
 
 class AlwaysOverpromising(Recording):

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keel.contracts.agent import AgentContract, EscalateToGate
 from keel.contracts.email import EMAIL_ADDRESS_PATTERN, MESSAGE_ID_PATTERN
@@ -127,8 +127,10 @@ REFUND_APPROVAL = GateSpec(
     escalation_reviewers=("support.manager.dee",),
     escalation_sla=timedelta(hours=20),
     on_expiry="reject",
-    modifiable_fields=("refund_usd",),
+    modifiable_fields=("refund_usd", "body"),
 )
+"""A ``modify`` approves the refund with changes: a different ``refund_usd`` and/or a new
+``body``; the modified reply is held to the guard (see ``modified_reply``) and then sent."""
 
 SUPPORT_TRIAGE = REGISTRY.register(
     AgentContract(
@@ -215,3 +217,34 @@ def reply_problems(reply: Reply, order: Order | None, policy: RefundPolicy) -> l
             f"the reply is {len(reply.body)} characters; the limit is {MAX_REPLY_CHARS}"
         )
     return problems
+
+
+def modified_reply(
+    reply: Reply, modifications: dict[str, Any], order: Order | None, policy: RefundPolicy
+) -> tuple[Reply | None, list[str]]:
+    """``reply`` with a refund gate's ``modifications`` applied, or every reason it may not be.
+
+    A new ``refund_usd`` without a new ``body`` rewrites the amount the body states
+    (``$89.00`` -> ``$60.00``); the result must satisfy ``Reply``, ``reply_problems`` and
+    state the refund it makes (and no longer the one it replaced).
+    """
+    fields = {**reply.model_dump(), **modifications}
+    old, new = reply.refund_usd, fields.get("refund_usd")
+    if old and isinstance(new, int | float) and 0 < new != old and "body" not in modifications:
+        fields["body"] = reply.body.replace(_amount(old), _amount(new))
+    try:
+        changed = Reply.model_validate(fields)
+    except ValidationError as err:
+        return None, [
+            f"modifications.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        ]
+    problems = reply_problems(changed, order, policy)
+    if changed.refund_usd and _amount(changed.refund_usd) not in changed.body:
+        problems.append(f"the reply body must state the refund {_amount(changed.refund_usd)}")
+    if old and changed.refund_usd != old and _amount(old) in changed.body:
+        problems.append(f"the reply body still states the replaced refund {_amount(old)}")
+    return (None, problems) if problems else (changed, [])
+
+
+def _amount(usd: float) -> str:
+    return f"${usd:.2f}"

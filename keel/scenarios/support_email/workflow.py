@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         SupportResult,
         Triage,
         TriageInput,
+        modified_reply,
         reply_problems,
     )
     from keel.scenarios.support_email.tools import LOOKUP_ORDER, REFUND_POLICY, OrderQuery
@@ -83,6 +84,7 @@ class SupportEmailWorkflow(KeelWorkflow):
             outcome = "denied" if drafted.source == "denied" else "escalated"
             return self._finish(email, outcome, drafted.note, triage)
         if reply.refund_usd:
+            drafted_reply = reply
             gate = self.gate_book.open(
                 REFUND_APPROVAL,
                 {
@@ -92,9 +94,18 @@ class SupportEmailWorkflow(KeelWorkflow):
                     "reply_body": reply.body,
                     "customer": email.from_address,
                 },
+                check=lambda mods: modified_reply(drafted_reply, mods, order, policy)[1],
             )
             await self.gate_book.wait(gate)
-            if gate.state is not GateState.APPROVED:
+            if gate.state is GateState.MODIFIED and gate.review:
+                # Approved with modifications (checked when the review was accepted).
+                mods = gate.review.modifications or {}
+                changed, problems = modified_reply(reply, mods, order, policy)
+                if changed is None:
+                    refused = "; ".join(problems)
+                    return self._finish(email, "rejected", f"modified refund refused: {refused}")
+                reply = changed
+            elif gate.state is not GateState.APPROVED:
                 why = gate.review.comment if gate.review else "no decision before the SLAs"
                 return self._finish(email, "rejected", f"refund not approved: {why}", triage, reply)
         sent = await self._send(email, reply)
