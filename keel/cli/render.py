@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -104,6 +105,23 @@ def _fields(values: dict[str, Any], *names: str) -> str:
     return ", ".join(f"{n}={values[n]}" for n in names if n in values)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls (newlines, ANSI escapes), Unicode line breaks and bidi overrides."""
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    r"""``text`` with every character that could forge a line, move the cursor or reorder
+    what a terminal shows written as an escape (``\n``, ``\x1b``, ``\u2028``)."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m[0]) or _code(m[0]), text)
+
+
+def _code(char: str) -> str:
+    point = ord(char)
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+
+
 def ledger_text(events: Sequence[EventBase], *, genesis: str | None = None) -> str:
     """One line per event, then the chain verification (from ``genesis`` when the events
     are one run of a workflow that continued as new)."""
@@ -118,7 +136,7 @@ def ledger_text(events: Sequence[EventBase], *, genesis: str | None = None) -> s
         lines.append(f"hash chain verified: {report.events} events, head {report.head_hash[:16]}")
     else:
         lines.append(f"HASH CHAIN BROKEN at event {report.broken_at}: {report.reason}")
-    return "\n".join(lines)
+    return "\n".join(escape(line) for line in lines)  # a field's newline cannot forge a line
 
 
 def gates_text(rows: list[tuple[str, GateView]]) -> str:
@@ -129,12 +147,13 @@ def gates_text(rows: list[tuple[str, GateView]]) -> str:
     lines = [header]
     for workflow_id, gate in rows:
         deadline = f"{gate.deadline:%Y-%m-%d %H:%M}" if gate.deadline else "-"
+        reviewers = escape(", ".join(gate.reviewers) or "anyone")
         lines.append(
-            f"{workflow_id:<44} {gate.gate:<22} {gate.state.value:<18} {deadline:<17} "
-            f"{', '.join(gate.reviewers) or 'anyone'}"
+            f"{escape(workflow_id):<44} {escape(gate.gate):<22} {gate.state.value:<18} "
+            f"{deadline:<17} {reviewers}"
         )
         if gate.reason:  # why it opened, e.g. an escalated agent node's problem and its fix
-            lines.append(f"  why: {gate.reason}")
+            lines.append(f"  why: {escape(gate.reason)}")
     return "\n".join(lines)
 
 

@@ -6,10 +6,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_COMMENT_CHARS = 4_000
 MAX_MODIFICATION_CHARS = 16_000
+MAX_NAME_CHARS = 200
+"""Longest gate, reviewer or device name a review may carry."""
+MAX_MODIFICATION_DEPTH = 16
+"""Deepest nesting of a ``modify`` decision's modifications (a deeper one could make the
+ledger and the result undecodable by JSON parsers with recursion limits)."""
 
 
 class GateState(StrEnum):
@@ -71,12 +76,33 @@ class ReviewInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gate: str = Field(min_length=1)
+    gate: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     decision: ReviewDecision
-    reviewer: str = Field(min_length=1, max_length=200)
+    reviewer: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
     modifications: dict[str, Any] | None = None
-    device: str | None = Field(None, max_length=200)
+    device: str | None = Field(None, max_length=MAX_NAME_CHARS)
+
+    @field_validator("modifications")
+    @classmethod
+    def _shallow(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and _depth(value) > MAX_MODIFICATION_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_MODIFICATION_DEPTH} levels")
+        return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list | tuple):
+            deepest = max(deepest, level)
+            if level <= MAX_MODIFICATION_DEPTH:  # deeper than the limit is all we need to know
+                stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 class GateView(BaseModel):

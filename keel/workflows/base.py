@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
 
 from keel.workflows.agent_node import AgentNodes
 from keel.workflows.context import WorkflowContext
-from keel.workflows.gates import GateBook, payload_digest, refusal
+from keel.workflows.gates import GateBook, bounded_text, payload_digest, refusal
 from keel.workflows.ledger import Ledger
 
 M = TypeVar("M", bound=BaseModel)
@@ -36,6 +36,8 @@ class KeelWorkflow:
         self.context = WorkflowContext(self.ledger)
         self.gate_book = GateBook(self.ledger)
         self.agents = AgentNodes(self.ledger, self.context, self.gate_book)
+        self.refused_signals = 0
+        """Review signals refused so far (only the first ``MAX_RECORDED_REFUSALS`` recorded)."""
 
     def start(self, raw_input: Any) -> None:
         """Record ``WorkflowStarted`` with a digest of the input as received."""
@@ -78,44 +80,82 @@ class KeelWorkflow:
         )
 
     @workflow.query(name="ledger")
-    def ledger_query(self) -> list[LedgerEvent]:
-        """Every ledger event so far."""
+    def ledger_query(self, *args: Any) -> list[LedgerEvent]:
+        """Every ledger event so far (the query takes no arguments)."""
+        _no_arguments("ledger", args)
         return list(self.ledger.events)
 
     @workflow.query(name="gates")
-    def gates_query(self) -> list[GateView]:
-        """Every gate opened so far, with its state and verdict."""
+    def gates_query(self, *args: Any) -> list[GateView]:
+        """Every gate opened so far, with its state and verdict (no arguments)."""
+        _no_arguments("gates", args)
         return self.gate_book.views()
 
+    # The review handlers take ``*args``: Temporal calls a handler with however many
+    # arguments the caller sent, and a signal handler that raises fails the workflow task.
+
     @workflow.update(name="review")
-    def review_update(self, payload: Any) -> ReviewReceipt:
+    def review_update(self, *args: Any) -> ReviewReceipt:
         """Decide a gate; refused input is rejected by the validator and changes nothing."""
-        review, _ = self.gate_book.check(payload)
-        if not isinstance(review, ReviewInput):  # the validator ran first; keep mypy honest
-            raise refusal(["malformed review"])
+        review, reasons = self._check_review(args)
+        if reasons or review is None:  # the validator ran first (it does not on replay)
+            raise refusal(reasons or ["malformed review"])
         return self.gate_book.apply(review, via="update")
 
     @review_update.validator
-    def validate_review(self, payload: Any) -> None:
+    def validate_review(self, *args: Any) -> None:
         """Refuse a bad review before it reaches history (nothing changes)."""
-        _, reasons = self.gate_book.check(payload)
+        _, reasons = self._check_review(args)
         if reasons:
             raise refusal(reasons)
 
     @workflow.signal(name="review")
-    def review_signal(self, payload: Any) -> None:
-        """Same as the update for tools that can only signal; refusals go to the ledger."""
-        review, reasons = self.gate_book.check(payload)
-        if reasons or review is None:
-            raw = payload if isinstance(payload, dict) else {}
-            self.ledger.record(
-                ReviewRefused(
-                    gate=str(raw["gate"]) if raw.get("gate") is not None else None,
-                    reviewer=str(raw["reviewer"]) if raw.get("reviewer") is not None else None,
-                    via="signal",
-                    reasons=reasons,
-                    payload_sha256=payload_digest(payload),
-                )
-            )
+    def review_signal(self, *args: Any) -> None:
+        """Same as the update for tools that can only signal; refusals go to the ledger,
+        the first ``MAX_RECORDED_REFUSALS`` of them (bounded), then they are only counted."""
+        review, reasons = self._check_review(args)
+        if review is not None and not reasons:
+            self.gate_book.apply(review, via="signal")
             return
-        self.gate_book.apply(review, via="signal")
+        self.refused_signals += 1
+        if self.refused_signals > MAX_RECORDED_REFUSALS:
+            if self.refused_signals == MAX_RECORDED_REFUSALS + 1:
+                workflow.logger.warning("refused review signals are no longer recorded")
+            return
+        if self.refused_signals == MAX_RECORDED_REFUSALS:
+            reasons = [
+                *reasons,
+                f"this is the {MAX_RECORDED_REFUSALS}th refused review signal: later ones are "
+                "not recorded in the ledger (Temporal's history keeps every signal)",
+            ]
+        payload = args[0] if len(args) == 1 else list(args)
+        raw = payload if isinstance(payload, dict) else {}
+        self.ledger.record(
+            ReviewRefused(
+                gate=_quoted(raw.get("gate")),
+                reviewer=_quoted(raw.get("reviewer")),
+                via="signal",
+                reasons=reasons or ["malformed review"],
+                payload_sha256=payload_digest(payload),
+            )
+        )
+
+    def _check_review(self, args: tuple[Any, ...]) -> tuple[ReviewInput | None, list[str]]:
+        if len(args) != 1:
+            return None, [f"a review is one JSON object; {len(args)} arguments were sent"]
+        return self.gate_book.check(args[0])
+
+
+MAX_RECORDED_REFUSALS = 20
+"""Refused review signals recorded per run; a flood of bad signals cannot grow the ledger."""
+
+
+def _quoted(value: Any) -> str | None:
+    return None if value is None else bounded_text(value)
+
+
+def _no_arguments(query: str, args: tuple[Any, ...]) -> None:
+    if args:
+        raise ApplicationError(
+            f"the {query} query takes no arguments; {len(args)} were sent", type="QueryRefused"
+        )

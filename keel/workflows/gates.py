@@ -154,9 +154,17 @@ class GateBook:
         return record
 
     def check(self, payload: Any) -> tuple[ReviewInput | None, list[str]]:
-        """Parse and check a ``review`` payload; the reasons say why it is refused."""
+        """Parse and check a ``review`` payload; the reasons say why it is refused.
+
+        Never raises, whatever ``payload`` holds; the reasons are bounded (``bounded_reasons``)
+        and quote what the caller sent only in bounded form.
+        """
+        review, reasons = self._check(payload)
+        return review, bounded_reasons(reasons)
+
+    def _check(self, payload: Any) -> tuple[ReviewInput | None, list[str]]:
         if not isinstance(payload, dict):
-            return None, ["the review payload must be a JSON object"]
+            return None, [f"the review payload must be a JSON object, not {_kind(payload)}"]
         try:
             review = ReviewInput.model_validate(payload)
         except ValidationError as err:
@@ -167,18 +175,23 @@ class GateBook:
         record = self._gates.get(review.gate)
         if record is None:
             open_names = [g.name for g in self._gates.values() if g.state.open]
-            return review, [f"unknown gate {review.gate!r} (open gates: {open_names or 'none'})"]
+            return review, [
+                f"unknown gate {bounded_text(review.gate)!r} (open gates: {open_names or 'none'})"
+            ]
         if not record.state.open:
             return review, [f"gate {review.gate!r} is {record.state.value}, not awaiting approval"]
         reasons: list[str] = []
         if record.reviewers and review.reviewer not in record.reviewers:
             reasons.append(
-                f"{review.reviewer!r} may not review gate {review.gate!r} "
+                f"{bounded_text(review.reviewer)!r} may not review gate {review.gate!r} "
                 f"(allowed: {', '.join(record.reviewers)})"
             )
         reasons += _decision_problems(record.spec, review)
         if not reasons and record.check and review.decision is ReviewDecision.MODIFY:
-            reasons += record.check(review.modifications or {})
+            try:
+                reasons += record.check(review.modifications or {})
+            except Exception as err:  # an app's check must not fail the workflow task
+                reasons.append(f"the modifications could not be checked ({type(err).__name__})")
         return review, reasons
 
     def apply(self, review: ReviewInput, *, via: Literal["update", "signal"]) -> ReviewReceipt:
@@ -267,15 +280,57 @@ def _decision_problems(spec: GateSpec, review: ReviewInput) -> list[str]:
     return []
 
 
+MAX_QUOTED_CHARS = 200
+"""Longest text a caller sent that a refusal or ledger event quotes whole."""
+MAX_REASONS = 10
+MAX_REASON_CHARS = 500
+
+
+def bounded_text(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``value`` as text, cut to ``limit`` characters plus a note of its full length."""
+    text = value if isinstance(value, str) else _json_or_repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text)} chars)"
+
+
+def bounded_reasons(reasons: list[str]) -> list[str]:
+    """At most ``MAX_REASONS`` reasons of at most ``MAX_REASON_CHARS`` each (a payload with a
+    thousand unknown keys gets ten reasons and a count of the rest)."""
+    kept = [bounded_text(reason, MAX_REASON_CHARS) for reason in reasons[:MAX_REASONS]]
+    if len(reasons) > MAX_REASONS:
+        kept.append(f"and {len(reasons) - MAX_REASONS} more problems")
+    return kept
+
+
 def payload_digest(payload: Any) -> str:
     """sha256 of a payload as received (refused payloads are recorded by digest only)."""
-    try:
-        text = canonical_json(payload)
-    except (TypeError, ValueError):
-        text = repr(payload)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_json_or_repr(payload).encode()).hexdigest()
 
 
 def refusal(reasons: list[str]) -> ApplicationError:
-    """The error an update validator raises for a refused review."""
-    return ApplicationError("review refused: " + "; ".join(reasons), type="ReviewRefused")
+    """The error an update validator raises for a refused review (its reasons bounded)."""
+    return ApplicationError(
+        "review refused: " + "; ".join(bounded_reasons(reasons)), type="ReviewRefused"
+    )
+
+
+def _json_or_repr(value: Any) -> str:
+    try:
+        return canonical_json(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
+def _kind(payload: Any) -> str:
+    if payload is None:
+        return "null"
+    if isinstance(payload, bool):
+        return "a boolean"
+    if isinstance(payload, int | float):
+        return "a number"
+    if isinstance(payload, str):
+        return "a string"
+    if isinstance(payload, list | tuple):
+        return "a list"
+    return type(payload).__name__
