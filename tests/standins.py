@@ -43,7 +43,7 @@ def task(
         "purpose": f"test task {ref}",
     }
     if gate:
-        planned["gate"] = {"title": gate, "reviewers": ["oncall.lead"]}
+        planned["gate"] = {"title": gate}
     if compensation:
         planned["compensation"] = compensation
     return planned

@@ -7,21 +7,45 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from keel.contracts.gates import GateSpec
 from keel.contracts.tools import ToolCatalog
+
+_POLICY_GATE_FIELDS = {
+    "reviewers": "reviewers",
+    "escalation_reviewers": "reviewers",
+    "sla": "a gate's SLA",
+    "escalation_sla": "a gate's SLA",
+    "on_expiry": "what an unanswered gate does",
+}
 
 
 class TaskGate(BaseModel):
-    """A human gate before a task runs."""
+    """A human gate before a task runs: the plan says only what it asks.
+
+    Who may approve, the SLAs and the escalation come from the ``PlanPolicy``
+    (``PlanPolicy.gate_spec``), never from the plan: a planner that reads untrusted text must
+    not be able to pick a reviewer it controls. A gate naming any of them is refused.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
-    reviewers: list[str] = Field(default_factory=list, max_length=20)
-    """Who may approve; empty means the policy's default reviewers."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_policy_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, what in _POLICY_GATE_FIELDS.items():
+                if key in data:
+                    raise ValueError(
+                        f"plans may not choose {what} ({key!r}): the policy names them"
+                    )
+        return data
 
 
 class Compensation(BaseModel):
@@ -77,7 +101,40 @@ class PlanPolicy(BaseModel):
     side_effects_require_gate: bool = True
     gate_exempt_tools: tuple[str, ...] = ()
     """Side-effecting tools that may run without a gate (e.g. a note on the incident itself)."""
-    default_reviewers: tuple[str, ...] = ()
+    gate_reviewers: tuple[str, ...] = ()
+    """Who may approve a planned task's gate (the plan cannot choose); empty means anyone."""
+    tool_gate_reviewers: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Tool name -> who may approve its tasks' gates, instead of ``gate_reviewers``."""
+    gate_escalation_reviewers: tuple[str, ...] = ()
+    """Who is added when a planned gate's SLA passes; empty means no escalation."""
+    gate_sla: timedelta = timedelta(minutes=30)
+    gate_escalation_sla: timedelta = timedelta(hours=2)
+
+    def reviewers_for(self, tool: str) -> tuple[str, ...]:
+        """Who may approve a gate before a task of ``tool``."""
+        return self.tool_gate_reviewers.get(tool, self.gate_reviewers)
+
+    def gate_spec(self, task: PlannedTask) -> GateSpec:
+        """The gate before ``task``: its title from the plan, everything else from policy.
+
+        A reviewer may modify any field of the task's input (checked against the tool's
+        input model when the review arrives).
+        """
+        if task.gate is None:
+            raise ValueError(f"task {task.ref!r} has no gate")
+        reviewers = self.reviewers_for(task.tool)
+        return GateSpec(
+            name=f"approve-{task.ref}",
+            title=task.gate.title,
+            reviewers=reviewers,
+            sla=self.gate_sla,
+            escalation_reviewers=tuple(
+                r for r in self.gate_escalation_reviewers if r not in reviewers
+            ),
+            escalation_sla=self.gate_escalation_sla,
+            on_expiry="reject",
+            modifiable_fields=tuple(task.input),
+        )
 
 
 def validate_plan(plan: PlannerOutput, catalog: ToolCatalog, policy: PlanPolicy) -> list[str]:

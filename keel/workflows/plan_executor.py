@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -20,7 +19,7 @@ from temporalio.exceptions import ChildWorkflowError, FailureError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
-    from keel.contracts.gates import GateSpec, GateState
+    from keel.contracts.gates import GateState
     from keel.contracts.ledger import (
         Compensated,
         PlanMaterialized,
@@ -33,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         PlannedTask,
         PlannerOutput,
         PlanPolicy,
-        TaskGate,
         execution_levels,
     )
     from keel.contracts.tools import (
@@ -45,9 +43,6 @@ with workflow.unsafe.imports_passed_through():
 
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
-
-TASK_GATE_SLA = timedelta(minutes=30)
-TASK_GATE_ESCALATION_SLA = timedelta(hours=2)
 
 
 class CompletedTask(BaseModel):
@@ -197,7 +192,7 @@ class PlanExecutor:
     async def _run_task(self, round_no: int, task: PlannedTask) -> ToolResult:
         task_input = dict(task.input)
         if task.gate is not None:
-            task_input = await self._pass_gate(round_no, task, task.gate)
+            task_input = await self._pass_gate(round_no, task)
         spec = self._catalog.get(task.tool)
         parent = workflow.info().workflow_id
         child_id = self.child_id(parent, round_no, task.ref)
@@ -247,22 +242,11 @@ class PlanExecutor:
         )
         return result
 
-    async def _pass_gate(self, round_no: int, task: PlannedTask, gate: TaskGate) -> dict[str, Any]:
-        """Open the task's gate and wait; returns the (possibly modified) task input."""
-        reviewers = tuple(gate.reviewers) or self._policy.default_reviewers
+    async def _pass_gate(self, round_no: int, task: PlannedTask) -> dict[str, Any]:
+        """Open the task's gate (reviewers and SLAs from the policy) and wait; returns the
+        (possibly modified) task input."""
         tool = self._catalog.get(task.tool)
-        spec = GateSpec(
-            name=f"approve-{task.ref}",
-            title=gate.title,
-            reviewers=reviewers,
-            sla=TASK_GATE_SLA,
-            escalation_reviewers=tuple(
-                r for r in self._policy.default_reviewers if r not in reviewers
-            ),
-            escalation_sla=TASK_GATE_ESCALATION_SLA,
-            on_expiry="reject",
-            modifiable_fields=tuple(task.input),
-        )
+        spec = self._policy.gate_spec(task)
         record = self._gates.open(
             spec,
             {

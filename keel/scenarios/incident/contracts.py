@@ -216,7 +216,9 @@ INCIDENT_POLICY = PlanPolicy(
     ),
     side_effects_require_gate=True,
     gate_exempt_tools=("update_incident",),
-    default_reviewers=("oncall.lead", "sre.manager"),
+    # Who approves a planned rollback is policy, never the planner's choice.
+    gate_reviewers=("oncall.lead", "sre.manager"),
+    gate_sla=timedelta(minutes=30),
 )
 
 

@@ -128,7 +128,7 @@ def _rollback(service: str, ev: _Evidence) -> dict[str, Any]:
                     "deploy_id": deploy.deploy_id,
                     "to_version": deploy.previous_version,
                 },
-                "gate": {"title": title, "reviewers": []},
+                "gate": {"title": title},
                 "compensation": {
                     "tool": "roll_forward_deploy",
                     "input": {"service": service, "to_version": deploy.version},

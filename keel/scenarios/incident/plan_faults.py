@@ -122,7 +122,7 @@ def _rollback_task(tasks: list[Task], service: str, node_input: Mapping[str, Any
         "tool": "rollback_deploy",
         "input": {"service": service, "deploy_id": deploy_id, "to_version": previous},
         "depends_on": [t["ref"] for t in tasks],
-        "gate": {"title": f"Roll back {service} from {version} to {previous}", "reviewers": []},
+        "gate": {"title": f"Roll back {service} from {version} to {previous}"},
         "compensation": {
             "tool": "roll_forward_deploy",
             "input": {"service": service, "to_version": version},
