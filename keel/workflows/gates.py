@@ -309,10 +309,9 @@ def payload_digest(payload: Any) -> str:
 
 
 def refusal(reasons: list[str]) -> ApplicationError:
-    """The error an update validator raises for a refused review (its reasons bounded)."""
-    return ApplicationError(
-        "review refused: " + "; ".join(bounded_reasons(reasons)), type="ReviewRefused"
-    )
+    """The error an update validator raises for a refused review (its message bounded)."""
+    text = bounded_text("; ".join(reasons), (MAX_REASONS + 1) * MAX_REASON_CHARS)
+    return ApplicationError("review refused: " + text, type="ReviewRefused")
 
 
 def _json_or_repr(value: Any) -> str:
