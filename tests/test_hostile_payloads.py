@@ -336,8 +336,9 @@ async def test_any_json_sent_as_a_review_signal_is_recorded_bounded_and_the_run_
         assert "GateDecided" not in [e.type for e in events]
 
     await for_each_example(PAYLOADS, check)
+    assert sent > 20  # past the number of refusals recorded
     result = await approve_and_finish(waiting)
-    assert len(events_of(result.ledger, ReviewRefused)) == min(sent, 20)
+    assert len(events_of(result.ledger, ReviewRefused)) == 20
     assert [d.reviewer for d in events_of(result.ledger, GateDecided)] == ["legal.priya"]
     assert ledger_bytes(result.ledger) < LEDGER_LIMIT
 

@@ -1,7 +1,9 @@
 """What every Keel workflow shares: ledger, context, gates, agent nodes and their handlers.
 
 Handlers: query ``ledger``, query ``gates``, update ``review`` (validated, answers the
-caller) and signal ``review`` (same payload; refused input is recorded, never fatal).
+caller) and signal ``review`` (same payload; refused input is recorded, never fatal). Each
+takes any number of arguments of any shape and refuses what it cannot use with a reason;
+what a refusal records of the caller's input is bounded, and so is the number recorded.
 """
 
 from __future__ import annotations
