@@ -6,6 +6,11 @@ happen in workflow code, so a rejected answer costs no extra activity.
 Every failure leaves as an ``ApplicationError`` whose ``type`` is the Keel error's class name
 and whose first detail is ``{"provider", "status"}``: the workflow classifies it
 (``classify_failure``) as a failure that is not the agent's, and says what to fix.
+
+No secret leaves with it: message and details are scrubbed (``keel.contracts.secrets``) of
+the worker's configured keys and of anything key-shaped, and the error is raised ``from
+None``, so the provider's original exception (whose text may echo the key) is not in the
+failure's cause chain, its stack trace, the worker's log line or the activity's span.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from keel.activities.providers import close_provider
 from keel.activities.providers.base import ModelProvider, ModelRequest
 from keel.contracts import REGISTRY, AgentDecision, AgentNodeRequest, ContractRegistry
 from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
+from keel.contracts.secrets import scrub_secrets, scrub_value
 from keel.errors import KeelUserError, ProviderError, ProviderRetryableError
 
 MAX_RAW_RESPONSE_CHARS = 32_000
@@ -73,6 +79,18 @@ class AgentNodeActivities:
             self._fallbacks[model] = self._fallback(model)
         return self._fallbacks[model]
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The configured keys of every provider this worker holds: no error text keeps them."""
+        providers = [self.provider, *self._fallbacks.values()]
+        return tuple(v for p in providers for v in getattr(p, "secret_values", ()) if v)
+
+    def _scrub(self, text: str) -> str:
+        return scrub_secrets(text, self.secret_values())
+
+    def _scrub_value(self, value: dict[str, Any]) -> dict[str, Any]:
+        scrubbed: dict[str, Any] = scrub_value(value, self.secret_values())
+        return scrubbed
+
     async def aclose(self) -> None:
         """Close the fallback providers this worker built."""
         for provider in self._fallbacks.values():
@@ -99,7 +117,9 @@ class AgentNodeActivities:
         try:
             provider = self.provider_for(request.model)
         except KeelUserError as err:
-            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+            raise ApplicationError(
+                self._scrub(str(err)), type=type(err).__name__, non_retryable=True
+            ) from None
         model_request = ModelRequest(
             system=contract.system_prompt,
             prompt=prompt,
@@ -132,19 +152,25 @@ class AgentNodeActivities:
         except ProviderError as err:
             retry_after = getattr(err, "retry_after", None)
             raise ApplicationError(
-                str(err),
-                {"provider": err.provider, "status": err.status},
+                self._scrub(str(err)),
+                self._scrub_value({"provider": err.provider, "status": err.status}),
                 type=type(err).__name__,
                 non_retryable=not err.retryable,
                 next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
-            ) from err
+            ) from None  # the chain would carry the unscrubbed text
         except KeelUserError as err:  # the provider cannot serve this call as configured
             raise ApplicationError(
-                str(err),
+                self._scrub(str(err)),
                 {"provider": provider.name, "status": None},
                 type=type(err).__name__,
                 non_retryable=True,
-            ) from err
+            ) from None
+        except Exception as err:  # a provider bug: Temporal retries it, as it would unwrapped
+            raise ApplicationError(
+                self._scrub(str(err)),
+                {"provider": provider.name, "status": None},
+                type=type(err).__name__,
+            ) from None
         latency_ms = (time.perf_counter() - started) * 1000
         text = _clean(reply.text)
         output, parse_error = _parse(text)

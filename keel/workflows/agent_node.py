@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         ValidationFailed,
     )
     from keel.contracts.names import model_queue
+    from keel.contracts.secrets import scrub_secrets
 
 from keel.workflows.context import Checkpoint, WorkflowContext
 from keel.workflows.gates import GateBook
@@ -269,7 +270,9 @@ class AgentNodes:
         self, node: str, contract: AgentContract[Any, Any], attempt: int, err: ActivityError
     ) -> tuple[str, bool]:
         cause = err.cause
-        message = str(cause) if cause else str(err)
+        # Scrubbed again (the activity already did): a worker of another version, or a
+        # failure that did not come through the activity's translation, may carry a key.
+        message = scrub_secrets(str(cause) if cause else str(err))
         error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else "Error"
         retryable = not (isinstance(cause, ApplicationError) and cause.non_retryable)
         self._ledger.record(
@@ -298,6 +301,7 @@ class AgentNodes:
             error_type, message, detail = "TimeoutError", f"the call hit its {kind} timeout", None
         else:
             error_type, message, detail = type(cause).__name__, str(cause or err), None
+        message = scrub_secrets(message)
         info = detail if isinstance(detail, dict) else {}
         status = info.get("status")
         provider = info.get("provider")

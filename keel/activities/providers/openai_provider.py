@@ -11,6 +11,7 @@ from openai.types.chat import ChatCompletion
 from keel.activities.providers._http_errors import is_retryable_status, retry_after_seconds
 from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.activities.providers.guard import check_model_requests_allowed
+from keel.contracts.secrets import scrub_secrets
 from keel.errors import (
     ProviderConfigError,
     ProviderError,
@@ -65,6 +66,8 @@ class OpenAIProvider:
                 )
             api_key = _PLACEHOLDER_KEY
         self.model = model
+        self.secret_values: tuple[str, ...] = (api_key,) if api_key != _PLACEHOLDER_KEY else ()
+        """Values no error text may carry (scrubbed out along with anything key-shaped)."""
         # max_retries=0: Temporal's retry policy owns retries; SDK retries would hide
         # attempts from the workflow history and multiply the configured backoff.
         self._client = openai.AsyncOpenAI(
@@ -114,13 +117,16 @@ class OpenAIProvider:
                 f"OpenAI call timed out after {request.timeout_seconds}s", provider=self.name
             ) from exc
         except openai.APIConnectionError as exc:
+            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+            where = self._scrub(f"{self._client.base_url}: {exc}{cause}")
             raise ProviderRetryableError(
-                f"Cannot reach OpenAI at {self._client.base_url}: {exc}", provider=self.name
-            ) from exc
+                f"Cannot reach OpenAI at {where}", provider=self.name
+            ) from None
         except openai.APIStatusError as exc:
-            raise self._status_error(exc) from exc
+            # from None: the SDK's exception text is the raw body, which may echo the key.
+            raise self._status_error(exc) from None
         except (openai.APIResponseValidationError, json.JSONDecodeError) as exc:
-            raise self._malformed(f"{type(exc).__name__}: {exc}") from exc
+            raise self._malformed(f"{type(exc).__name__}: {exc}") from None
         return self._reply(response)
 
     async def aclose(self) -> None:
@@ -153,14 +159,20 @@ class OpenAIProvider:
     def _malformed(self, detail: str) -> ProviderRetryableError:
         # A body the SDK cannot read is a server or proxy glitch, not our request's fault.
         return ProviderRetryableError(
-            f"OpenAI returned a malformed HTTP response body ({detail})", provider=self.name
+            f"OpenAI returned a malformed HTTP response body ({self._scrub(detail)})",
+            provider=self.name,
         )
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without this provider's key or anything else key-shaped."""
+        return scrub_secrets(text, self.secret_values)
 
     def _status_error(self, exc: openai.APIStatusError) -> ProviderError:
         status = exc.status_code
         detail = _server_message(exc)
+        detail = self._scrub(detail)
         if exc.request_id:
-            detail += f" (request id {exc.request_id})"
+            detail += f" (request id {self._scrub(exc.request_id)})"
         if is_retryable_status(status):
             return ProviderRetryableError(
                 f"OpenAI returned HTTP {status}: {detail}",
