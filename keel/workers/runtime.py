@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from pydantic import ValidationError
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -14,8 +17,9 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeIndexedValueType
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -130,7 +134,7 @@ def build_worker(
     queue = task_queue or settings.task_queue
     nodes = nodes or agent_node_activities(settings, provider)
     main = Worker(
-        client,
+        refusing_undecodable(client),
         task_queue=queue,
         workflows=workflows_of(apps, extra=workflows),
         activities=list(activities),
@@ -146,6 +150,38 @@ def build_worker(
         max_task_queue_activities_per_second=settings.model_calls_per_second,
     )
     return KeelWorker(main, models)
+
+
+class RefusingPayloadConverter(PydanticPayloadConverter):
+    """Keel's converter, except that a payload it cannot decode (invalid or too deeply
+    nested JSON, an unknown encoding, a value of the wrong shape) raises a non-retryable
+    ``UndecodableInput`` failure: the SDK then fails the run it started instead of failing
+    every workflow task, so an undecodable start ends FAILED rather than "running" forever."""
+
+    def from_payloads(
+        self, payloads: Sequence[Payload], type_hints: list[type] | None = None
+    ) -> list[Any]:
+        """The decoded values, or a non-retryable ``UndecodableInput`` failure."""
+        try:
+            return super().from_payloads(payloads, type_hints)
+        except FailureError:
+            raise
+        except Exception as err:
+            problems = err.errors()[:3] if isinstance(err, ValidationError) else None
+            reason = "; ".join(e["msg"] for e in problems) if problems else f"{err!r}"
+            raise ApplicationError(
+                f"undecodable input: {reason[:300]}", type="UndecodableInput", non_retryable=True
+            ) from None
+
+
+def refusing_undecodable(client: Client) -> Client:
+    """``client`` with ``RefusingPayloadConverter`` (for workers: the client's own callers
+    keep their converter)."""
+    config = client.config()
+    config["data_converter"] = dataclasses.replace(
+        config["data_converter"], payload_converter_class=RefusingPayloadConverter
+    )
+    return Client(**config)
 
 
 @asynccontextmanager

@@ -23,7 +23,13 @@ with workflow.unsafe.imports_passed_through():
 
 from keel.workflows.agent_node import AgentNodes
 from keel.workflows.context import WorkflowContext
-from keel.workflows.gates import GateBook, bounded_text, payload_digest, refusal
+from keel.workflows.gates import (
+    GateBook,
+    bounded_reasons,
+    bounded_text,
+    payload_digest,
+    refusal,
+)
 from keel.workflows.ledger import Ledger
 
 M = TypeVar("M", bound=BaseModel)
@@ -42,9 +48,15 @@ class KeelWorkflow:
         """Review signals refused so far (only the first ``MAX_RECORDED_REFUSALS`` recorded)."""
 
     def start(self, raw_input: Any) -> None:
-        """Record ``WorkflowStarted`` with a digest of the input as received."""
+        """Record ``WorkflowStarted`` with a digest of the input as received. An input with
+        no JSON form (bytes sent as ``binary/plain``, say) is recorded as such and fails the
+        run, non-retryably."""
         info = workflow.info()
-        digest = hashlib.sha256(canonical_json(raw_input).encode()).hexdigest()
+        try:
+            digest = hashlib.sha256(canonical_json(raw_input).encode()).hexdigest()
+            problem = None
+        except (TypeError, ValueError, RecursionError) as err:
+            digest, problem = "none: the input has no JSON form", bounded_text(str(err))
         self.ledger.record(
             WorkflowStarted(
                 workflow=info.workflow_type,
@@ -53,6 +65,12 @@ class KeelWorkflow:
                 input_sha256=digest,
             )
         )
+        if problem is not None:
+            reason = f"input has no JSON form ({type(raw_input).__name__}): {problem}"
+            self.ledger.record(InputRejected(reasons=[reason]))
+            raise ApplicationError(
+                f"invalid input: {reason}", type="InvalidInput", non_retryable=True
+            )
 
     async def settle(self, result: R) -> R:
         """Return ``result`` once every update and signal handler has finished, so no
@@ -61,8 +79,11 @@ class KeelWorkflow:
         return result
 
     def ingest(self, model: type[M], raw_input: Any, *, max_bytes: int) -> M:
-        """Validate the input; a malformed one is recorded and fails the run, non-retryably."""
-        reasons: list[str] = []
+        """Validate the input; a malformed one is recorded and fails the run, non-retryably.
+
+        The reasons quote the caller's keys and values only in bounded form, and at most
+        ``MAX_REASONS`` of them are kept (with a count of the rest), so a hostile start can
+        push neither the ledger nor the failure past Temporal's limits."""
         size = len(canonical_json(raw_input).encode())
         if size > max_bytes:
             reasons = [f"input is {size} bytes; the limit is {max_bytes}"]
@@ -70,13 +91,10 @@ class KeelWorkflow:
             try:
                 return model.model_validate(raw_input)
             except ValidationError as err:
-                reasons = [
-                    f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
-                    for e in err.errors()
-                ]
+                reasons = bounded_reasons([_input_problem(e) for e in err.errors()])
         self.ledger.record(InputRejected(reasons=reasons))
         raise ApplicationError(
-            f"invalid {model.__name__}: " + "; ".join(reasons),
+            bounded_text(f"invalid {model.__name__}: " + "; ".join(reasons), MAX_FAILURE_CHARS),
             type="InvalidInput",
             non_retryable=True,
         )
@@ -150,6 +168,18 @@ class KeelWorkflow:
 
 MAX_RECORDED_REFUSALS = 20
 """Refused review signals recorded per run; a flood of bad signals cannot grow the ledger."""
+
+
+MAX_LOCATION_PART_CHARS = 60
+"""Longest key or index of an invalid input a refusal quotes whole."""
+MAX_FAILURE_CHARS = 4000
+"""Longest message of the failure an invalid input ends its run with."""
+
+
+def _input_problem(error: Any) -> str:
+    """One pydantic error as ``where: what``, the caller's keys cut to a bounded length."""
+    where = ".".join(bounded_text(str(p), MAX_LOCATION_PART_CHARS) for p in error["loc"])
+    return f"{where or 'input'}: {error['msg']}"
 
 
 def _quoted(value: Any) -> str | None:
