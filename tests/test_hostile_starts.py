@@ -7,22 +7,33 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from keel.contracts.ledger import InputRejected
+from keel.cli.ledgers import MAX_RUNS, full_chain
+from keel.cli.output import CliError
+from keel.contracts.ledger import InputRejected, LedgerContinued
+from keel.offline import OfflineProvider
 from keel.scenarios.contract_review.contracts import MAX_INPUT_BYTES
 from keel.testing import events_of
-from tests.conftest import keel_worker
+from keel.workers.apps import resolve_apps
+from keel.workers.runtime import build_worker
+from tests.conftest import keel_worker, offline_settings
 from tests.helpers import ledger_of
 from tests.samples import load_sample
+from tests.test_cli import Cli
 
 REJECTION_LIMIT = 16_000
 """Bytes of JSON an ``InputRejected`` event may take at most, whatever the input."""
@@ -131,3 +142,173 @@ async def test_every_undecodable_start_ends_failed_with_a_reason(
         expected = "invalid input: " if name == "raw bytes" else "undecodable input: "
         assert message.startswith(expected), (name, message)
         assert len(message) < MESSAGE_LIMIT, name
+
+
+# The CLI: files no start should read whole, and ledgers whose continue-as-new links lie.
+
+
+@workflow.defn(name="ForgedLinkProbe", sandboxed=False)
+class ForgedLinkProbe:
+    """Completes at once with a ledger whose first event links back to ``previous_run_id``
+    (``"self"``: this very run)."""
+
+    @workflow.run
+    async def run(self, previous_run_id: str) -> dict[str, Any]:
+        info = workflow.info()
+        link = LedgerContinued(
+            previous_run_id=info.run_id if previous_run_id == "self" else previous_run_id,
+            previous_head="0" * 64,
+            run=2,
+            rounds_done=1,
+        )
+        return {"ledger": [link.model_dump(mode="json")]}
+
+
+@pytest.fixture
+async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli]:
+    task_queue = f"hostile-cli-{uuid.uuid4()}"
+    async with build_worker(
+        dev_env.client,
+        offline_settings(),
+        apps=resolve_apps(),
+        task_queue=task_queue,
+        provider=OfflineProvider(),
+        workflows=[ForgedLinkProbe],
+    ):
+        yield Cli(dev_env.client.service_client.config.target_host, task_queue, tmp_path)
+
+
+def assert_clear_refusal(output: str, *needles: str) -> None:
+    assert "Traceback" not in output, output
+    assert output.startswith("keel: "), output
+    for needle in needles:
+        assert needle in output, output
+
+
+async def test_keel_start_refuses_a_deeply_nested_file_without_a_traceback(cli: Cli) -> None:
+    nested = cli.tmp / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)  # 200 KB: within every size limit
+    for args in (("contract-review",), ("--workflow-type", "ContractReview")):
+        output = await cli("start", *args, "--input", str(nested), expect=2)
+        assert_clear_refusal(output, "nested too deeply")
+
+
+async def test_keel_start_refuses_a_huge_file_by_its_size_without_reading_it(cli: Cli) -> None:
+    huge = cli.tmp / "huge.json"
+    with huge.open("wb") as file:
+        file.truncate(50 * 1024**3)  # 50 GB, sparse: reading it would take minutes
+    for args in (("contract-review",), ("--workflow-type", "ContractReview")):
+        output = await cli("start", *args, "--input", str(huge), expect=2)
+        assert_clear_refusal(output, f"is {50 * 1024**3} bytes; the limit is")
+
+
+async def test_keel_start_escapes_control_characters_in_what_it_quotes(cli: Cli) -> None:
+    contract = load_sample("contract-low-risk")
+    contract["bad\nkeel: forged line\x1b[2J"] = 1
+    output = await cli(
+        "start", "contract-review", "--input", cli.write("c.json", contract), expect=2
+    )
+    assert_clear_refusal(output, "bad\\nkeel: forged line\\x1b[2J")
+    assert "\x1b" not in output and "\nkeel: forged" not in output
+
+
+async def test_keel_ledger_refuses_continue_as_new_links_to_nowhere_or_in_a_loop(
+    cli: Cli, dev_env: WorkflowEnvironment
+) -> None:
+    cases = {"self": "a run already read", str(uuid.uuid4()): "which does not exist"}
+    for previous, verdict in cases.items():
+        handle = await dev_env.client.start_workflow(
+            ForgedLinkProbe.run,
+            previous,
+            id=f"forged-{uuid.uuid4()}",
+            task_queue=cli.env["KEEL_TASK_QUEUE"],
+        )
+        await handle.result()
+        output = await cli("ledger", handle.id, expect=1)
+        assert_clear_refusal(output, verdict)
+
+
+class FakeRuns:
+    """A stand-in client over made-up runs of one workflow id: run id -> (type, ledger)."""
+
+    def __init__(self, latest: str, runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> None:
+        self.latest = latest
+        self.runs = runs
+        self.reads = 0
+
+    def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None) -> FakeRuns.Run:
+        return FakeRuns.Run(self, run_id or self.latest)
+
+    class Run:
+        def __init__(self, runs: FakeRuns, run_id: str) -> None:
+            self.runs = runs
+            self.run_id = run_id
+
+        async def describe(self) -> SimpleNamespace:
+            if self.run_id not in self.runs.runs:
+                raise RPCError("workflow execution not found", RPCStatusCode.NOT_FOUND, b"")
+            self.runs.reads += 1
+            return SimpleNamespace(
+                run_id=self.run_id,
+                workflow_type=self.runs.runs[self.run_id][0],
+                status=WorkflowExecutionStatus.COMPLETED,
+                task_queue="q",
+            )
+
+        async def result(self) -> dict[str, Any]:
+            return {"ledger": self.runs.runs[self.run_id][1]}
+
+
+def link(previous: str) -> dict[str, Any]:
+    return LedgerContinued(
+        previous_run_id=previous, previous_head="0" * 64, run=2, rounds_done=1
+    ).model_dump(mode="json")
+
+
+async def chain_of(runs: FakeRuns) -> list[Any]:
+    return await full_chain(cast(Client, runs), "wf")
+
+
+async def test_the_ledger_reader_follows_honest_links_oldest_first() -> None:
+    runs = FakeRuns(
+        "r3",
+        {
+            "r1": ("Incident", []),
+            "r2": ("Incident", [link("r1")]),
+            "r3": ("Incident", [link("r2")]),
+        },
+    )
+    chain = await chain_of(runs)
+    assert [e.previous_run_id for e in chain] == ["r1", "r2"]
+
+
+async def test_the_ledger_reader_refuses_a_link_to_a_run_of_another_workflow_type() -> None:
+    runs = FakeRuns("r2", {"r1": ("ContractReview", []), "r2": ("Incident", [link("r1")])})
+    with pytest.raises(CliError, match="another workflow type") as info:
+        await chain_of(runs)
+    assert info.value.code == 1
+
+
+async def test_the_ledger_reader_detects_a_loop_of_links_and_stops() -> None:
+    runs = FakeRuns(
+        "r3",
+        {
+            "r1": ("Incident", [link("r3")]),
+            "r2": ("Incident", [link("r1")]),
+            "r3": ("Incident", [link("r2")]),
+        },
+    )
+    with pytest.raises(CliError, match="loop"):
+        await chain_of(runs)
+    assert runs.reads == 3
+
+
+async def test_the_ledger_reader_follows_at_most_max_runs_runs() -> None:
+    count = MAX_RUNS + 5
+    runs = FakeRuns(
+        f"r{count}",
+        {f"r{i}": ("Incident", [link(f"r{i - 1}")]) for i in range(1, count + 1)},
+    )
+    with pytest.raises(CliError, match=f"more than {MAX_RUNS} runs"):
+        await chain_of(runs)
+    assert runs.reads == MAX_RUNS

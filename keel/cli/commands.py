@@ -9,6 +9,7 @@ reviews go through the queries and the update every Keel workflow has.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import uuid
@@ -27,7 +28,7 @@ from temporalio.service import RPCError
 
 from keel.cli.ledgers import QUERY_TIMEOUT, cmd_ledger, full_chain, read_ledger
 from keel.cli.output import OK, USAGE, CliError, emit, emit_lines, report
-from keel.cli.render import gates_text, ui_link
+from keel.cli.render import escape, gates_text, ui_link
 from keel.contracts.gates import GateView, ReviewReceipt
 from keel.settings import KeelSettings
 from keel.workers.app import Entry
@@ -36,18 +37,37 @@ from keel.workers.apps import find_entry, resolve_apps
 __all__ = ["cmd_gates", "cmd_ledger", "cmd_review", "cmd_start", "full_chain", "read_ledger"]
 
 
-def read_json(path: str) -> Any:
-    """The JSON value in the file ``path``.
+MAX_START_FILE_BYTES = 2 * 1024 * 1024
+"""Largest input file ``keel start --workflow-type`` reads (Temporal's default payload limit)."""
+FILE_SLACK = 2
+"""An entry's input file may be this many times its ``max_input_bytes`` (indentation); a
+larger one is refused by its size, unread. The compact JSON is then held to the limit."""
+
+
+def read_json(path: str, max_bytes: int = MAX_START_FILE_BYTES) -> Any:
+    """The JSON value in the file ``path``, of at most ``max_bytes`` bytes.
 
     Raises:
-        CliError: the file is missing, unreadable or not JSON (exit 2).
+        CliError: the file is missing, unreadable, larger than ``max_bytes`` (refused by its
+            size before it is read), not JSON or nested too deeply to parse (exit 2).
     """
+    shown = escape(path)
     try:
-        return json.loads(Path(path).read_text())
+        with Path(path).open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > max_bytes:
+                raise CliError(f"{shown} is {size} bytes; the limit is {max_bytes}", USAGE)
+            data = file.read(max_bytes + 1)  # a pipe or device has no size to check first
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}", USAGE) from exc
+        raise CliError(f"cannot read {shown}: {escape(exc.strerror or str(exc))}", USAGE) from exc
+    if len(data) > max_bytes:
+        raise CliError(f"{shown} holds more than {max_bytes} bytes, the limit", USAGE)
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise CliError(f"{shown} is nested too deeply to read as JSON", USAGE) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CliError(f"{path} is not valid JSON: {exc}", USAGE) from exc
+        raise CliError(f"{shown} is not valid JSON: {escape(str(exc))}", USAGE) from exc
 
 
 async def start(
@@ -60,7 +80,10 @@ async def start(
     task_queue: str | None = None,
 ) -> WorkflowHandle[Any, Any]:
     """Validate ``payload`` for ``entry`` (nothing starts if it is invalid), then start it."""
-    size = len(json.dumps(payload).encode())
+    try:
+        size = len(json.dumps(payload).encode())
+    except RecursionError as exc:
+        raise ValueError("the input is nested too deeply") from exc
     if size > entry.max_input_bytes:
         raise ValueError(f"input is {size} bytes; the limit is {entry.max_input_bytes}")
     entry.input_model.model_validate(payload)
@@ -87,34 +110,31 @@ def _facts(payload: dict[str, Any]) -> str:
 async def cmd_start(client: Client, settings: KeelSettings, args: Any) -> int:
     """``keel start ENTRY --input FILE`` (validated here first) or ``keel start
     --workflow-type TYPE --input FILE`` (the input as is, for apps this CLI never loaded)."""
-    payload = read_json(args.input)
     if args.workflow_type and args.scenario:
         raise CliError("give an ENTRY or --workflow-type, not both", USAGE)
     try:
         if args.workflow_type:
-            handle = await _start_by_type(client, settings, args, payload)
+            handle = await _start_by_type(client, settings, args, read_json(args.input))
         else:
-            handle = await _start_entry(client, settings, args, payload)
+            handle = await _start_entry(client, settings, args)
     except WorkflowAlreadyStartedError as exc:
         raise CliError(f"a workflow with id {exc.workflow_id!r} is already running", USAGE) from exc
     url = ui_link(settings.ui_url, client.namespace, handle.id, handle.result_run_id)
     emit(
         args,
-        f"started {handle.id} (run {handle.result_run_id})\n{url}",
+        f"started {escape(handle.id)} (run {escape(handle.result_run_id or '')})\n{url}",
         {"workflow_id": handle.id, "run_id": handle.result_run_id, "ui_url": url},
     )
     return OK
 
 
 async def _start_entry(
-    client: Client, settings: KeelSettings, args: Any, payload: Any
+    client: Client, settings: KeelSettings, args: Any
 ) -> WorkflowHandle[Any, Any]:
     if not args.scenario:
         raise CliError(
             "name the ENTRY to start (e.g. contract-review), or give --workflow-type TYPE", USAGE
         )
-    if not isinstance(payload, dict):
-        raise CliError(f"{args.input} must hold a JSON object", USAGE)
     found = find_entry(resolve_apps(args.app or ()), args.scenario)
     if found is None:
         raise CliError(
@@ -123,6 +143,9 @@ async def _start_entry(
             "--workflow-type TYPE --input FILE",
             USAGE,
         )
+    payload = read_json(args.input, FILE_SLACK * found[1].max_input_bytes)
+    if not isinstance(payload, dict):
+        raise CliError(f"{escape(args.input)} must hold a JSON object", USAGE)
     try:
         return await start(
             client,
@@ -133,13 +156,24 @@ async def _start_entry(
             task_queue=args.task_queue,
         )
     except ValidationError as exc:
-        lines = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        lines = "\n".join(
+            f"  {escape('.'.join(map(str, e['loc'])))}: {escape(e['msg'])}"
+            for e in exc.errors()[:MAX_LISTED_PROBLEMS]
+        )
+        more = len(exc.errors()) - MAX_LISTED_PROBLEMS
+        if more > 0:
+            lines += f"\n  and {more} more problems"
         raise CliError(
-            f"{args.input} is not a valid {args.scenario} input; nothing was started:\n{lines}",
+            f"{escape(args.input)} is not a valid {escape(args.scenario)} input; nothing was "
+            f"started:\n{lines}",
             USAGE,
         ) from exc
     except ValueError as exc:
-        raise CliError(f"{exc}; nothing was started", USAGE) from exc
+        raise CliError(f"{escape(str(exc))}; nothing was started", USAGE) from exc
+
+
+MAX_LISTED_PROBLEMS = 50
+"""Problems of an invalid input ``keel start`` lists (then a count of the rest)."""
 
 
 async def _start_by_type(
@@ -148,14 +182,17 @@ async def _start_by_type(
     """Keel workflows validate their input in workflow code: an invalid one fails the run,
     non-retryably, with the reasons in its ledger."""
     title = payload.get("title", "") if isinstance(payload, dict) else ""
-    handle: WorkflowHandle[Any, Any] = await client.start_workflow(
-        args.workflow_type,
-        payload,
-        id=args.id or f"{args.workflow_type.lower()}-{uuid.uuid4().hex[:12]}",
-        task_queue=args.task_queue or settings.task_queue,
-        static_summary=f"{args.workflow_type}: {title}"[:200],
-        static_details=_facts(payload) if isinstance(payload, dict) else None,
-    )
+    try:
+        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+            args.workflow_type,
+            payload,
+            id=args.id or f"{args.workflow_type.lower()}-{uuid.uuid4().hex[:12]}",
+            task_queue=args.task_queue or settings.task_queue,
+            static_summary=f"{args.workflow_type}: {title}"[:200],
+            static_details=_facts(payload) if isinstance(payload, dict) else None,
+        )
+    except RecursionError as exc:
+        raise CliError(f"{escape(args.input)} is nested too deeply to send", USAGE) from exc
     return handle
 
 
@@ -171,7 +208,10 @@ async def open_gates(client: Client) -> list[tuple[str, GateView]]:
                 "gates", result_type=list[GateView], rpc_timeout=QUERY_TIMEOUT
             )
         except (WorkflowQueryFailedError, RPCError) as exc:
-            print(f"keel: skipped {execution.id}: gates query failed: {exc}", file=sys.stderr)
+            print(
+                f"keel: skipped {escape(execution.id)}: gates query failed: {escape(str(exc))}",
+                file=sys.stderr,
+            )
             continue
         rows += [(execution.id, gate) for gate in gates if gate.state.open]
     return rows
@@ -209,17 +249,17 @@ async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:
     if getattr(args, "modify", None):
         try:
             payload["modifications"] = json.loads(args.modify)
-        except json.JSONDecodeError as exc:
-            return report(args, f"--modify is not valid JSON: {exc}", USAGE)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            return report(args, f"--modify is not valid JSON: {escape(str(exc))}", USAGE)
         payload["decision"] = "modify"
     try:
         receipt = await send_review(client, args.workflow_id, payload)
     except WorkflowUpdateFailedError as exc:
         reason = getattr(exc.cause, "message", None) or str(exc.cause or exc)
-        return report(args, f"refused: {reason}", USAGE)
+        return report(args, f"refused: {escape(reason)}", USAGE)
     emit(
         args,
-        f"{receipt.gate}: {receipt.state.value} (ledger event #{receipt.ledger_seq})",
+        f"{escape(receipt.gate)}: {receipt.state.value} (ledger event #{receipt.ledger_seq})",
         {"workflow_id": args.workflow_id, **receipt.model_dump(mode="json")},
     )
     return OK

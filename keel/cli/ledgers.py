@@ -8,11 +8,16 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli.output import FAILURE, OK, CliError, emit_lines, report
-from keel.cli.render import ledger_text
+from keel.cli.render import escape, ledger_text
 from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger, verify_chain
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
@@ -23,14 +28,42 @@ QUERY_TIMEOUT = timedelta(seconds=15)
 _TIMED_OUT = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
 
 
+MAX_RUNS = 10_000
+"""Runs ``full_chain`` follows back at most: a forged link cannot make it walk forever."""
+
+
 async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
     """The ledger across every run of a workflow that continued as new, oldest first:
-    each run's first event names the run before it."""
-    events = await read_ledger(client, workflow_id)
+    each run's first event names the run before it.
+
+    Raises:
+        CliError: a link names a run that does not exist, a run of another workflow type, a
+            run already read (a loop), or the walk passes ``MAX_RUNS`` runs.
+    """
+    description, events = await _read_run(client, workflow_id, None)
+    runs = [events]
+    seen = {description.run_id}
     while events and isinstance(events[0], LedgerContinued):
-        earlier = await read_ledger(client, workflow_id, events[0].previous_run_id)
-        events = earlier + events
-    return events
+        previous = events[0].previous_run_id
+        where = f"the ledger of {escape(workflow_id)} links back to run {escape(previous)!r}"
+        if previous in seen:
+            raise CliError(f"{where}, a run already read: the continue-as-new links loop")
+        if len(seen) >= MAX_RUNS:
+            raise CliError(f"{where}: more than {MAX_RUNS} runs; stopped following the links")
+        seen.add(previous)
+        try:
+            earlier, events = await _read_run(client, workflow_id, previous)
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            raise CliError(f"{where}, which does not exist: a broken or forged link") from exc
+        if earlier.workflow_type != description.workflow_type:
+            raise CliError(
+                f"{where}, a run of another workflow type ({escape(earlier.workflow_type)}, "
+                f"not {escape(description.workflow_type)}): a forged link"
+            )
+        runs.append(events)
+    return [event for run in reversed(runs) for event in run]
 
 
 async def read_ledger(
@@ -41,36 +74,39 @@ async def read_ledger(
     Raises:
         CliError: the execution has no Keel ledger, or no worker answered the query.
     """
+    return (await _read_run(client, workflow_id, run_id))[1]
+
+
+async def _read_run(
+    client: Client, workflow_id: str, run_id: str | None
+) -> tuple[WorkflowExecutionDescription, list[LedgerEvent]]:
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     description = await handle.describe()
+    name = f"{escape(workflow_id)} ({escape(description.workflow_type)})"
     if description.status is WorkflowExecutionStatus.COMPLETED:
         # Every Keel result carries its ledger; read it as JSON, so this works for any app.
         result = await handle.result()
         if isinstance(result, dict) and isinstance(result.get("ledger"), list):
-            return parse_ledger(result["ledger"])
-        raise CliError(
-            f"{workflow_id} ({description.workflow_type}) is not a Keel workflow: "
-            "its result carries no ledger",
-            FAILURE,
-        )
+            return description, parse_ledger(result["ledger"])
+        raise CliError(f"{name} is not a Keel workflow: its result carries no ledger", FAILURE)
     try:
         events: list[LedgerEvent] = await handle.query(
             "ledger", result_type=list[LedgerEvent], rpc_timeout=QUERY_TIMEOUT
         )
     except WorkflowQueryFailedError as exc:
-        raise CliError(
-            f"{workflow_id} ({description.workflow_type}) has no Keel ledger: {exc}", FAILURE
-        ) from exc
+        raise CliError(f"{name} has no Keel ledger: {escape(str(exc))}", FAILURE) from exc
     except RPCError as exc:
         if exc.status not in _TIMED_OUT:
-            raise CliError(f"the ledger query of {workflow_id} failed: {exc.message}") from exc
+            raise CliError(
+                f"the ledger query of {escape(workflow_id)} failed: {escape(exc.message)}"
+            ) from exc
         raise CliError(
-            f"no worker answered the ledger query of {workflow_id} in "
+            f"no worker answered the ledger query of {escape(workflow_id)} in "
             f"{QUERY_TIMEOUT.total_seconds():.0f} s; is a worker for task queue "
             f"{description.task_queue!r} running?",
             FAILURE,
         ) from exc
-    return events
+    return description, events
 
 
 def load_event_types(args: Any) -> None:
@@ -86,7 +122,7 @@ def load_event_types(args: Any) -> None:
         try:
             load_app(spec)
         except KeelUserError as exc:
-            print(f"keel: note: {exc}; its events print generically", file=sys.stderr)
+            print(f"keel: note: {escape(str(exc))}; its events print generically", file=sys.stderr)
 
 
 async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
@@ -97,6 +133,8 @@ async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
     chain = verify_chain(events)
     if not chain.ok:
         return report(
-            args, f"hash chain broken at event {chain.broken_at}: {chain.reason}", FAILURE
+            args,
+            f"hash chain broken at event {chain.broken_at}: {escape(chain.reason or '')}",
+            FAILURE,
         )
     return OK

@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from keel.cli import commands, history
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
 from keel.cli.output import FAILURE, UNREACHABLE, USAGE, CliError, report
+from keel.cli.render import escape
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings, get_settings
 from keel.workers.apps import resolve_apps
@@ -161,15 +162,17 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
 
 
 def rpc_failure(exc: RPCError, client: Client, workflow_id: str | None) -> CliError:
-    """What a server error means to the user, and its exit code."""
+    """What a server error means to the user, and its exit code (the server's text with
+    its control characters escaped: it may quote what someone sent)."""
+    message = escape(exc.message)
     if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-        return CliError(f"Temporal did not answer: {exc.message}", UNREACHABLE)
+        return CliError(f"Temporal did not answer: {message}", UNREACHABLE)
     if exc.status is RPCStatusCode.NOT_FOUND:
         what = f"workflow {workflow_id!r}" if workflow_id else "not found"
-        return CliError(f"{what} in namespace {client.namespace!r}: {exc.message}", FAILURE)
+        return CliError(f"{what} in namespace {client.namespace!r}: {message}", FAILURE)
     if exc.status is RPCStatusCode.INVALID_ARGUMENT:
-        return CliError(exc.message, USAGE)
-    return CliError(exc.message, FAILURE)
+        return CliError(message, USAGE)
+    return CliError(message, FAILURE)
 
 
 def until_signal() -> asyncio.Event:
