@@ -20,6 +20,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import WorkflowHistory
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers import close_provider
@@ -28,12 +29,13 @@ from keel.activities.providers.base import ModelProvider, ModelRequest
 from keel.activities.providers.openai_provider import OpenAIProvider
 from keel.contracts.ledger import AgentCallFailed, Escalated, NodeFailed, verify_chain
 from keel.contracts.secrets import scrub_secrets, scrub_value
-from keel.errors import ProviderPermanentError
+from keel.errors import ProviderPermanentError, ProviderRetryableError
 from keel.workers.runtime import connect
 from keel.workers.telemetry import tracing_interceptors
 from tests.conftest import keel_worker, offline_settings
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import ledger_of, review, start_review, wait_for_gate
+from tests.test_agent_node_activity import FailingProvider, failure, request
 from tests.test_not_the_agents_fault import (
     WITH_DEFAULT,
     Refusing,
@@ -190,6 +192,49 @@ async def test_a_provider_error_echoing_the_key_carries_neither_key_nor_raw_caus
     assert "[redacted:" in str(error) and "HTTP 401" in str(error)
     assert not leaks(str(error), key)
     assert error.__cause__ is None and error.__suppress_context__
+
+
+# --- the activity's error translation -----------------------------------------------------
+
+
+class KeyedFailingProvider(FailingProvider):
+    """Raises ``error`` on every call; configured with ``key``, like the SDK providers."""
+
+    def __init__(self, error: Exception, key: str) -> None:
+        super().__init__(error)
+        self.secret_values = (key,)
+
+
+async def test_the_activity_scrubs_a_provider_error_with_the_workers_configured_key() -> None:
+    error = ProviderRetryableError(
+        f"gateway returned HTTP 503: {echo(GATEWAY_KEY)}", provider="openai", status=503
+    )
+    raised = await failure(KeyedFailingProvider(error, GATEWAY_KEY), request())
+    assert raised.type == "ProviderRetryableError" and not raised.non_retryable
+    assert "HTTP 503" in raised.message and "[redacted:configured-secret]" in raised.message
+    assert not leaks(raised.message, GATEWAY_KEY)
+    assert raised.__cause__ is None and raised.__suppress_context__
+
+
+async def test_an_unexpected_provider_exception_is_scrubbed_and_still_retried() -> None:
+    bug = RuntimeError(f"client blew up with headers {{'Authorization': 'Bearer {OPENAI_KEY}'}}")
+    raised = await failure(FailingProvider(bug), request())
+    assert raised.type == "RuntimeError" and not raised.non_retryable
+    assert "client blew up" in raised.message and not leaks(raised.message, OPENAI_KEY)
+    assert raised.__cause__ is None and raised.__suppress_context__
+
+
+async def test_a_provider_raising_a_temporal_error_keeps_its_verdict_without_the_key() -> None:
+    refusal = ApplicationError(
+        f"refused {ANTHROPIC_KEY}",
+        {"echo": ANTHROPIC_KEY},
+        type="GatewayRefused",
+        non_retryable=True,
+    )
+    raised = await failure(FailingProvider(refusal), request())
+    assert (raised.type, raised.non_retryable) == ("GatewayRefused", True)
+    assert raised.message == "refused [redacted:anthropic-key]"
+    assert list(raised.details) == [{"echo": "[redacted:anthropic-key]"}]
 
 
 # --- end to end: history, ledger, logs, spans ------------------------------------------

@@ -10,7 +10,8 @@ and whose first detail is ``{"provider", "status"}``: the workflow classifies it
 No secret leaves with it: message and details are scrubbed (``keel.contracts.secrets``) of
 the worker's configured keys and of anything key-shaped, and the error is raised ``from
 None``, so the provider's original exception (whose text may echo the key) is not in the
-failure's cause chain, its stack trace, the worker's log line or the activity's span.
+failure's cause chain, the worker's log line or the activity's span. The stack trace keeps
+the provider's frames (code locations only, no exception text).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, FailureError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -157,20 +158,31 @@ class AgentNodeActivities:
                 type=type(err).__name__,
                 non_retryable=not err.retryable,
                 next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
-            ) from None  # the chain would carry the unscrubbed text
+            ).with_traceback(err.__traceback__) from None  # the chain would carry the raw text
         except KeelUserError as err:  # the provider cannot serve this call as configured
             raise ApplicationError(
                 self._scrub(str(err)),
                 {"provider": provider.name, "status": None},
                 type=type(err).__name__,
                 non_retryable=True,
-            ) from None
+            ).with_traceback(err.__traceback__) from None
+        except ApplicationError as err:  # a provider that speaks Temporal: keep its verdict
+            raise ApplicationError(
+                self._scrub(err.message),
+                *scrub_value(list(err.details), self.secret_values()),
+                type=err.type,
+                non_retryable=err.non_retryable,
+                next_retry_delay=err.next_retry_delay,
+                category=err.category,
+            ).with_traceback(err.__traceback__) from None
+        except FailureError:  # Temporal's own (cancellation, ...): not a provider's text
+            raise
         except Exception as err:  # a provider bug: Temporal retries it, as it would unwrapped
             raise ApplicationError(
                 self._scrub(str(err)),
                 {"provider": provider.name, "status": None},
                 type=type(err).__name__,
-            ) from None
+            ).with_traceback(err.__traceback__) from None
         latency_ms = (time.perf_counter() - started) * 1000
         text = _clean(reply.text)
         output, parse_error = _parse(text)
