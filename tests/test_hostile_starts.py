@@ -78,9 +78,9 @@ async def test_an_input_over_the_size_limit_is_refused_by_size_before_validation
 async def test_thousands_of_wrong_fields_and_long_keys_leave_a_bounded_rejection(
     ts_env: WorkflowEnvironment,
 ) -> None:
-    payload: dict[str, Any] = load_sample("contract-low-risk")
+    payload: dict[str, Any] = {f"{i}" + "K" * 20_000: "v" for i in range(5)}  # 20 KB keys
+    payload.update(load_sample("contract-low-risk"))
     payload.update({f"x{i}": i for i in range(5000)})  # 5,000 unknown fields
-    payload.update({f"{i}" + "K" * 20_000: "v" for i in range(5)})  # five 20 KB keys
     payload["annual_value_usd"] = "a" * 50_000
     assert len(json.dumps(payload).encode()) < MAX_INPUT_BYTES
     async with keel_worker(ts_env.client) as tq:
@@ -93,6 +93,8 @@ async def test_thousands_of_wrong_fields_and_long_keys_leave_a_bounded_rejection
     assert len(reasons) <= 21
     assert reasons[-1].startswith("and ") and reasons[-1].endswith(" more problems")
     assert "annual_value_usd: Input should be a valid number" in reasons[0]
+    long_keys = [r for r in reasons if "…(20001 chars): Extra inputs are not permitted" in r]
+    assert len(long_keys) == 5
     assert all(len(reason) <= 600 for reason in reasons)
 
 
@@ -215,7 +217,11 @@ async def test_keel_start_escapes_control_characters_in_what_it_quotes(cli: Cli)
 async def test_keel_ledger_refuses_continue_as_new_links_to_nowhere_or_in_a_loop(
     cli: Cli, dev_env: WorkflowEnvironment
 ) -> None:
-    cases = {"self": "a run already read", str(uuid.uuid4()): "which does not exist"}
+    cases = {
+        "self": "a run already read",
+        str(uuid.uuid4()): "which does not exist",
+        "not a run id\nkeel: forged": "which does not exist",
+    }
     for previous, verdict in cases.items():
         handle = await dev_env.client.start_workflow(
             ForgedLinkProbe.run,
@@ -226,6 +232,7 @@ async def test_keel_ledger_refuses_continue_as_new_links_to_nowhere_or_in_a_loop
         await handle.result()
         output = await cli("ledger", handle.id, expect=1)
         assert_clear_refusal(output, verdict)
+        assert "\nkeel: forged" not in output
 
 
 class FakeRuns:

@@ -45,7 +45,7 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
     seen = {description.run_id}
     while events and isinstance(events[0], LedgerContinued):
         previous = events[0].previous_run_id
-        where = f"the ledger of {escape(workflow_id)} links back to run {escape(previous)!r}"
+        where = f"the ledger of {escape(workflow_id)} links back to run '{escape(previous)}'"
         if previous in seen:
             raise CliError(f"{where}, a run already read: the continue-as-new links loop")
         if len(seen) >= MAX_RUNS:
@@ -54,7 +54,7 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
         try:
             earlier, events = await _read_run(client, workflow_id, previous)
         except RPCError as exc:
-            if exc.status is not RPCStatusCode.NOT_FOUND:
+            if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise
             raise CliError(f"{where}, which does not exist: a broken or forged link") from exc
         if earlier.workflow_type != description.workflow_type:
