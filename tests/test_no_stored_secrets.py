@@ -14,27 +14,35 @@ import binascii
 import contextlib
 import json
 import logging
+import uuid
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio import activity
 from temporalio.client import WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from keel.activities.agent_node import AgentNodeActivities
 from keel.activities.providers import close_provider
 from keel.activities.providers.anthropic_provider import AnthropicProvider
 from keel.activities.providers.base import ModelProvider, ModelRequest
 from keel.activities.providers.openai_provider import OpenAIProvider
+from keel.contracts import AgentDecision, AgentNodeRequest
+from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
 from keel.contracts.ledger import AgentCallFailed, Escalated, NodeFailed, verify_chain
 from keel.contracts.secrets import scrub_secrets, scrub_value
 from keel.errors import ProviderPermanentError, ProviderRetryableError
-from keel.workers.runtime import connect
+from keel.offline import OfflineProvider
+from keel.workers.apps import resolve_apps
+from keel.workers.runtime import build_worker, connect
 from keel.workers.telemetry import tracing_interceptors
 from tests.conftest import keel_worker, offline_settings
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import ledger_of, review, start_review, wait_for_gate
+from tests.probe_workflows import AgentNodeProbe
 from tests.test_agent_node_activity import FailingProvider, failure, request
 from tests.test_not_the_agents_fault import (
     WITH_DEFAULT,
@@ -311,6 +319,47 @@ async def test_a_run_failed_by_a_refused_key_records_no_key_in_node_failed(
     stored = [failure.message, json.dumps(list(failure.details), default=str), history]
     stored.append(json.dumps([e.model_dump(mode="json") for e in ledger]))
     assert [text for text in stored if leaks(text, GATEWAY_KEY)] == []
+
+
+class UnscrubbedNodes(AgentNodeActivities):
+    """An agent-node activity of another build, which passes the provider's text on raw."""
+
+    @activity.defn(name=AGENT_NODE_ACTIVITY)
+    async def run_agent_node(self, request: AgentNodeRequest) -> AgentDecision:
+        raise ApplicationError(
+            f"OpenAI rejected the call with HTTP 401: {echo(OPENAI_KEY)}",
+            {"provider": "openai", "status": 401},
+            type="ProviderPermanentError",
+            non_retryable=True,
+        )
+
+
+async def test_the_workflow_scrubs_what_it_records_even_from_an_unscrubbed_worker(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    task_queue = f"test-{uuid.uuid4()}"
+    nodes = UnscrubbedNodes(OfflineProvider([]))
+    async with build_worker(
+        ts_env.client,
+        offline_settings(),
+        apps=resolve_apps(),
+        task_queue=task_queue,
+        nodes=nodes,
+        workflows=[AgentNodeProbe],
+    ):
+        handle = await start_probe(ts_env.client, task_queue, WITH_DEFAULT)
+        failure = await failure_of(handle)
+        ledger = await ledger_of(handle)
+    node_failed = assert_failed_visibly(ledger, "provider-auth")
+    call_failed = ledger[-2]
+    assert isinstance(call_failed, AgentCallFailed)
+    assert "[redacted:openai-key]" in call_failed.message
+    assert "[redacted:openai-key]" in node_failed.reason
+    # The raw activity failure is in history (the workflow cannot unwrite it); nothing the
+    # workflow itself wrote (its ledger, its own failure) repeats the key.
+    kept = [failure.message, json.dumps(list(failure.details), default=str)]
+    kept.append(json.dumps([e.model_dump(mode="json") for e in ledger]))
+    assert [text for text in kept if leaks(text, OPENAI_KEY)] == []
 
 
 # --- helpers ----------------------------------------------------------------------------
