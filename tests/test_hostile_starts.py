@@ -21,6 +21,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from keel.cli.ledgers import MAX_RUNS, full_chain
 from keel.cli.output import CliError
@@ -28,8 +29,8 @@ from keel.contracts.ledger import InputRejected, LedgerContinued
 from keel.offline import OfflineProvider
 from keel.scenarios.contract_review.contracts import MAX_INPUT_BYTES
 from keel.testing import events_of
-from keel.workers.apps import resolve_apps
-from keel.workers.runtime import build_worker
+from keel.workers.apps import resolve_apps, workflows_of
+from keel.workers.runtime import WORKER_DATA_CONVERTER, build_worker
 from tests.conftest import keel_worker, offline_settings
 from tests.helpers import ledger_of
 from tests.samples import load_sample
@@ -319,3 +320,17 @@ async def test_the_ledger_reader_follows_at_most_max_runs_runs() -> None:
     with pytest.raises(CliError, match=f"more than {MAX_RUNS} runs"):
         await chain_of(runs)
     assert runs.reads == MAX_RUNS
+
+
+async def test_the_history_of_an_undecodable_start_replays_with_the_worker_converter(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    async with keel_worker(ts_env.client) as tq:
+        handle = await start_raw(ts_env.client, tq, UNDECODABLE["an unknown encoding"])
+        await ends_failed(ts_env.client, handle, timeout=20)
+    history = await handle.fetch_history()
+    replayer = Replayer(
+        workflows=workflows_of(resolve_apps()), data_converter=WORKER_DATA_CONVERTER
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None

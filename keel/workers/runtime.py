@@ -174,6 +174,13 @@ class RefusingPayloadConverter(PydanticPayloadConverter):
             ) from None
 
 
+WORKER_DATA_CONVERTER = dataclasses.replace(
+    pydantic_data_converter, payload_converter_class=RefusingPayloadConverter
+)
+"""The converter Keel's workers decode with; a replayer of their histories needs it too (an
+undecodable start failed its run there, and must replay the same way)."""
+
+
 def refusing_undecodable(client: Client) -> Client:
     """``client`` with ``RefusingPayloadConverter`` (for workers: the client's own callers
     keep their converter)."""
