@@ -10,7 +10,6 @@ from typing import IO, Any
 
 from google.protobuf.json_format import ParseError
 from temporalio.client import Client, WorkflowExecution, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
@@ -20,6 +19,7 @@ from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_js
 from keel.contracts.tools import TOOL_TASK_WORKFLOW
 from keel.settings import KeelSettings
 from keel.workers.apps import resolve_apps, workflows_of
+from keel.workers.runtime import WORKER_DATA_CONVERTER
 
 DEFAULT_EXPORT_QUERY = f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
 """Every execution but Keel's tool-task children (their parents' ledgers record them)."""
@@ -80,7 +80,7 @@ async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -
             USAGE,
         )
     replayer = Replayer(
-        workflows=workflows, data_converter=pydantic_data_converter, runtime=_quiet_runtime()
+        workflows=workflows, data_converter=WORKER_DATA_CONVERTER, runtime=_quiet_runtime()
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     record: dict[str, Any] = {

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import WorkflowHandle, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, WorkflowReplayResult
 
 from keel.workers.app import App
 from keel.workers.apps import resolve_apps, workflows_of
+from keel.workers.runtime import WORKER_DATA_CONVERTER
 
 HistorySource = WorkflowHistory | WorkflowHandle[Any, Any] | str | os.PathLike[str]
 """A history, a handle to fetch it from, or a JSON file (``temporal workflow show
@@ -40,7 +40,7 @@ async def replay_histories(
     """
     chosen = list(apps) if apps is not None else resolve_apps()
     replayer = Replayer(
-        workflows=workflows_of(chosen, extra=workflows), data_converter=pydantic_data_converter
+        workflows=workflows_of(chosen, extra=workflows), data_converter=WORKER_DATA_CONVERTER
     )
     results = []
     for source in histories:
