@@ -352,7 +352,7 @@ async def test_exit_codes_for_failures_refusals_and_an_unreachable_server(cli: C
     malformed.write_text("{not json")
     out = await cli("start", "--workflow-type", "T", "--input", str(malformed), expect=2)
     assert "is not valid JSON" in out.err
-    out = await cli("start", "echo", "--input", str(cli.tmp / "absent.json"), expect=2)
+    out = await cli("start", "contract-review", "--input", str(cli.tmp / "absent.json"), expect=2)
     assert "cannot read" in out.err and "No such file" in out.err
     out = await cli("start", "--input", cli.write("e.json", {}), expect=2)
     assert "name the ENTRY to start" in out.err
