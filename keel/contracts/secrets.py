@@ -21,7 +21,7 @@ What is replaced, each by a marker such as ``[redacted:openai-key]``:
 - long high-entropy runs: 32 or more hex digits, or 32 or more base64/base64url characters
   mixing upper case, lower case and digits.
 
-What stays: ordinary words and identifiers (``contract_review.risk@1``, order numbers such as
+What stays: ordinary words and identifiers (``risk-classifier@1``, order numbers such as
 ``AB-104233``), URLs without credentials, UUIDs, and provider request ids (``req_...``,
 ``msg_...``, ``chatcmpl-...``), which support needs. A 64-hex SHA-256 digest *inside a
 provider error text* is replaced: it cannot be told from a hex key (Azure OpenAI keys are
