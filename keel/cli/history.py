@@ -18,6 +18,7 @@ from keel.cli.ledgers import load_event_types, read_ledger
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_json
 from keel.contracts.tools import TOOL_TASK_WORKFLOW
 from keel.settings import KeelSettings
+from keel.workers.app import workflow_type_of
 from keel.workers.apps import resolve_apps, workflows_of
 from keel.workers.runtime import WORKER_DATA_CONVERTER
 
@@ -71,7 +72,7 @@ async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -
     apps = resolve_apps(args.app or ())
     workflows = workflows_of(apps)
     kind = history_type(history)
-    known = {getattr(w, "__temporal_workflow_definition").name for w in workflows}
+    known = {workflow_type_of(w) for w in workflows}
     if kind not in known:
         raise CliError(
             f"{history.workflow_id} is a {kind} workflow, which no loaded app defines (loaded: "

@@ -3,7 +3,6 @@ the ``ledger`` query, as JSON, so no app code is needed."""
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from keel.cli.render import escape, ledger_text
 from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger, verify_chain
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
-from keel.workers.apps import APPS_ENV, installed_app_specs, load_app, resolve_apps
+from keel.workers.apps import app_specs, load_app, resolve_apps
 
 QUERY_TIMEOUT = timedelta(seconds=15)
 """How long a ``ledger`` or ``gates`` query may wait for a worker to answer."""
@@ -117,8 +116,7 @@ def load_event_types(args: Any) -> None:
     if args.app:
         resolve_apps(args.app)
         return
-    specs = [s.strip() for s in os.environ.get(APPS_ENV, "").split(",") if s.strip()]
-    for spec in specs or installed_app_specs():
+    for spec in app_specs():
         try:
             load_app(spec)
         except KeelUserError as exc:

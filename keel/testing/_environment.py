@@ -22,7 +22,7 @@ from keel.offline import OfflineProvider
 from keel.settings import KeelSettings
 from keel.workers.app import App, AppContext
 from keel.workers.apps import resolve_apps
-from keel.workers.runtime import build_worker, ensure_search_attributes
+from keel.workers.runtime import app_activities, build_worker, ensure_search_attributes
 
 TEST_SERVER = "temporal-test-server"
 """The time-skipping server's executable, installed next to the Python interpreter by the
@@ -115,10 +115,7 @@ async def keel_worker(
     async with AsyncExitStack() as stack:
         if activities is None:
             context = AppContext(settings, scope=task_queue)
-            opened: list[Callable[..., Any]] = []
-            for app in chosen:
-                opened += await stack.enter_async_context(app.open_activities(context))
-            activities = _one_per_name(opened)
+            activities = await stack.enter_async_context(app_activities(chosen, context))
         worker = build_worker(
             client,
             settings,
@@ -130,12 +127,3 @@ async def keel_worker(
         )
         async with worker:
             yield task_queue
-
-
-def _one_per_name(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
-    """Two apps that both open an engine tool (``send_email``) register it once."""
-    by_name: dict[str, Callable[..., Any]] = {}
-    for fn in activities:
-        defn = getattr(fn, "__temporal_activity_definition", None)
-        by_name.setdefault(defn.name if defn else repr(fn), fn)
-    return list(by_name.values())

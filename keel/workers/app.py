@@ -35,6 +35,18 @@ def load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def workflow_type_of(workflow_class: type) -> str:
+    """The Temporal workflow type name of a ``@workflow.defn`` class.
+
+    Raises:
+        TypeError: ``workflow_class`` is not a workflow definition.
+    """
+    defn = getattr(workflow_class, "__temporal_workflow_definition", None)
+    if defn is None:
+        raise TypeError(f"{workflow_class!r} is not a @workflow.defn")
+    return str(defn.name)
+
+
 @dataclass(frozen=True)
 class Entry:
     """A workflow ``keel start NAME`` can start, with what its input must be.
@@ -58,8 +70,7 @@ class Entry:
     @property
     def workflow_type(self) -> str:
         """The Temporal workflow type name of ``workflow``."""
-        defn = getattr(self.workflow, "__temporal_workflow_definition")
-        return str(defn.name)
+        return workflow_type_of(self.workflow)
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,10 @@ class App:
         for event_type in self.event_types:
             register_event_type(event_type)
         for workflow_class in self.workflows:
-            if not hasattr(workflow_class, "__temporal_workflow_definition"):
-                raise TypeError(f"app {self.name}: {workflow_class!r} is not a @workflow.defn")
+            try:
+                workflow_type_of(workflow_class)
+            except TypeError as err:
+                raise TypeError(f"app {self.name}: {err}") from None
 
     def sample(self, name: str) -> dict[str, Any]:
         """The sample input ``name`` (file stem in ``samples``)."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from keel.errors import KeelUserError
-from keel.workers.app import App, Entry
+from keel.workers.app import App, Entry, workflow_type_of
 
 ENTRY_POINT_GROUP = "keel.apps"
 APPS_ENV = "KEEL_APPS"
@@ -38,11 +38,17 @@ def installed_app_specs() -> list[str]:
     return sorted(ep.value for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
+def app_specs(specs: Sequence[str] = ()) -> list[str]:
+    """``MODULE[:ATTR]`` of the apps of this process: ``specs`` if given, else ``KEEL_APPS``
+    (comma-separated), else every installed app."""
+    chosen = list(specs) or [s.strip() for s in os.environ.get(APPS_ENV, "").split(",")]
+    return [s for s in chosen if s] or installed_app_specs()
+
+
 def resolve_apps(specs: Sequence[str] = ()) -> list[App]:
     """The apps of this process: ``specs`` if given, else ``KEEL_APPS`` (comma-separated),
     else every installed app. Duplicate names are refused."""
-    chosen = list(specs) or [s.strip() for s in os.environ.get(APPS_ENV, "").split(",") if s]
-    apps = [load_app(spec) for spec in chosen or installed_app_specs()]
+    apps = [load_app(spec) for spec in app_specs(specs)]
     names = [app.name for app in apps]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -65,6 +71,5 @@ def workflows_of(apps: Sequence[App], *, extra: Sequence[type] = ()) -> list[typ
 
     seen: dict[str, type] = {}
     for workflow_class in [ToolTaskWorkflow, *(w for app in apps for w in app.workflows), *extra]:
-        name = getattr(workflow_class, "__temporal_workflow_definition").name
-        seen.setdefault(name, workflow_class)
+        seen.setdefault(workflow_type_of(workflow_class), workflow_class)
     return list(seen.values())

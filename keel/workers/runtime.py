@@ -18,6 +18,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError, RPCStatusCode
@@ -174,9 +175,13 @@ class RefusingPayloadConverter(PydanticPayloadConverter):
             ) from None
 
 
-WORKER_DATA_CONVERTER = dataclasses.replace(
-    pydantic_data_converter, payload_converter_class=RefusingPayloadConverter
-)
+def refusing(converter: DataConverter) -> DataConverter:
+    """``converter`` (its codec and failure converter kept) decoding payloads with
+    ``RefusingPayloadConverter``."""
+    return dataclasses.replace(converter, payload_converter_class=RefusingPayloadConverter)
+
+
+WORKER_DATA_CONVERTER = refusing(pydantic_data_converter)
 """The converter Keel's workers decode with; a replayer of their histories needs it too (an
 undecodable start failed its run there, and must replay the same way)."""
 
@@ -185,9 +190,7 @@ def refusing_undecodable(client: Client) -> Client:
     """``client`` with ``RefusingPayloadConverter`` (for workers: the client's own callers
     keep their converter)."""
     config = client.config()
-    config["data_converter"] = dataclasses.replace(
-        config["data_converter"], payload_converter_class=RefusingPayloadConverter
-    )
+    config["data_converter"] = refusing(config["data_converter"])
     return Client(**config)
 
 
@@ -205,35 +208,38 @@ async def running_worker(
     duration of the block; what it opened (databases, model clients built here) is closed
     after. ``scope`` keeps one demo run's fake systems apart from another's."""
     nodes = agent_node_activities(settings, provider)
-    context = AppContext(settings, scope)
     try:
-        async with AsyncExitStack() as stack:
-            activities: list[Callable[..., Any]] = []
-            for app in apps:
-                activities += await stack.enter_async_context(app.open_activities(context))
-            async with build_worker(
+        async with (
+            app_activities(apps, AppContext(settings, scope)) as activities,
+            build_worker(
                 client,
                 settings,
                 apps=apps,
                 task_queue=task_queue,
                 nodes=nodes,
-                activities=_unique(activities),
-            ) as worker:
-                yield worker
+                activities=activities,
+            ) as worker,
+        ):
+            yield worker
     finally:
         await nodes.aclose()
         if provider is None:
             await close_provider(nodes.provider)
 
 
-def _unique(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
-    """One activity per name: two apps that both open an engine tool (``send_email``)
-    register it once."""
-    by_name: dict[str, Callable[..., Any]] = {}
-    for fn in activities:
-        defn = getattr(fn, "__temporal_activity_definition", None)
-        by_name.setdefault(defn.name if defn else repr(fn), fn)
-    return list(by_name.values())
+@asynccontextmanager
+async def app_activities(
+    apps: Sequence[App], context: AppContext
+) -> AsyncIterator[list[Callable[..., Any]]]:
+    """Every app's activities, open for the block (closed after), one per activity name:
+    two apps that both open an engine tool (``send_email``) register it once."""
+    async with AsyncExitStack() as stack:
+        by_name: dict[str, Callable[..., Any]] = {}
+        for app in apps:
+            for fn in await stack.enter_async_context(app.open_activities(context)):
+                defn = getattr(fn, "__temporal_activity_definition", None)
+                by_name.setdefault(defn.name if defn else repr(fn), fn)
+        yield list(by_name.values())
 
 
 def agent_node_activities(
