@@ -28,7 +28,15 @@ class KeelSettings(BaseSettings):
     )
     task_queue: str = "keel"
     data_dir: Path = Path(".keel")
-    """Where ``keel dev`` and ``keel demo`` keep the dev server's database."""
+    """Where ``keel dev`` and ``keel demo`` keep the dev server's database (and a worker
+    its generated signing key, when ``signing_key_file`` is not set)."""
+    signing_key_file: Path | None = None
+    """The worker's Ed25519 private key (PEM, PKCS#8): it signs ledger chain heads, tool
+    tasks and continue-as-new state. Unset: ``data_dir/keys/signing-key.pem``, generated on
+    first use."""
+    trusted_keys_file: Path | None = None
+    """Public keys trusted besides the worker's own (``keel keys export`` writes one): the
+    keys of earlier rotations, and of the other workers of a deployment."""
     ui_port: int = 8233
     """Port of the embedded dev server's web UI."""
     ui_url: str = "http://127.0.0.1:8233"

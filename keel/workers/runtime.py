@@ -27,11 +27,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from keel.activities import AgentNodeActivities
 from keel.activities.providers import ModelProvider, build_provider, close_provider
+from keel.activities.signing import SigningActivities
 from keel.contracts.names import SEARCH_ATTRIBUTES, model_queue
+from keel.contracts.signing import WorkerKeys
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
+from keel.workers.keys import load_worker_keys
 from keel.workers.telemetry import tracing_interceptors
 
 log = logging.getLogger(__name__)
@@ -124,13 +127,15 @@ def build_worker(
     nodes: AgentNodeActivities | None = None,
     activities: Sequence[Callable[..., Any]] = (),
     workflows: Sequence[type] = (),
+    keys: WorkerKeys | None = None,
 ) -> KeelWorker:
     """A worker for ``apps``' workflows (plus ``workflows`` and the engine's own) and
     ``activities`` on ``task_queue``, and the agent-node activity on its model queue, with
     the concurrency bounds and model rate limit of ``settings``.
 
     ``running_worker`` also opens the apps' activities; this one registers only
-    ``activities``, so tests can put stand-ins under the real names.
+    ``activities`` (and the engine's signing activities, over ``keys``, default: the keys
+    ``settings`` name), so tests can put stand-ins under the real names.
     """
     queue = task_queue or settings.task_queue
     nodes = nodes or agent_node_activities(settings, provider)
@@ -138,7 +143,7 @@ def build_worker(
         refusing_undecodable(client),
         task_queue=queue,
         workflows=workflows_of(apps, extra=workflows),
-        activities=list(activities),
+        activities=[*engine_activities(keys or load_worker_keys(settings)), *activities],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         workflow_runner=workflow_runner(),
@@ -151,6 +156,12 @@ def build_worker(
         max_task_queue_activities_per_second=settings.model_calls_per_second,
     )
     return KeelWorker(main, models)
+
+
+def engine_activities(keys: WorkerKeys) -> list[Callable[..., Any]]:
+    """The activities every Keel worker runs for its workflows: signing and checking."""
+    signing = SigningActivities(keys)
+    return [signing.sign, signing.verify_signature]
 
 
 class RefusingPayloadConverter(PydanticPayloadConverter):
