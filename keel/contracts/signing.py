@@ -6,7 +6,10 @@ use from being replayed for another. A key is named by its id, ``ed25519:`` and 
 16 hex digits of the sha256 of its raw public key, so a verifier can hold several keys
 (rotation) and a signature says which one made it.
 
-Pure: no I/O. Loading keys from files is ``keel.workers.keys``.
+Pure: no I/O. Loading keys from files is ``keel.workers.keys``. ``cryptography`` is imported
+only where a key is used, never at import time: workflow modules import this one, and a
+sandbox (Temporal's default runner re-imports modules for each run) cannot load its native
+extension.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 
 def signing_bytes(purpose: str, message: Mapping[str, Any]) -> bytes:
@@ -31,6 +37,8 @@ def signing_bytes(purpose: str, message: Mapping[str, Any]) -> bytes:
 
 def raw_public_key(public_key: Ed25519PublicKey) -> bytes:
     """The 32 raw bytes of ``public_key``."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -81,6 +89,8 @@ class SigningKey:
     @classmethod
     def generate(cls) -> SigningKey:
         """A new random key."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     def sign(self, purpose: str, message: Mapping[str, Any]) -> Signature:
@@ -124,6 +134,8 @@ class Keyring:
 
     def problem(self, purpose: str, message: Mapping[str, Any], signature: Signature) -> str | None:
         """Why ``signature`` does not hold for ``message`` under ``purpose``; None if it does."""
+        from cryptography.exceptions import InvalidSignature
+
         public_key = self._keys.get(signature.key_id)
         if public_key is None:
             return f"signed by {signature.key_id}, which is not a trusted key"
@@ -155,6 +167,8 @@ class Keyring:
         """
         if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
             raise ValueError('a keyring is {"keys": [{"key_id": ..., "public_key": ...}]}')
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         ring = cls()
         for entry in data["keys"]:
             if not isinstance(entry, dict) or not isinstance(entry.get("public_key"), str):

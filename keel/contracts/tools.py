@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.contracts.signing import Signature
+
 TOOL_TASK_WORKFLOW = "KeelToolTask"
 """Workflow type of the child that runs one planned task (stable: histories outlive code)."""
 
@@ -119,3 +121,7 @@ class ToolTaskInput(BaseModel):
     timeout_seconds: float = Field(60.0, gt=0, le=3_600)
     """Start-to-close timeout of one tool activity attempt: how long a worker that died
     mid-call goes unnoticed before another retries it."""
+    seal: Signature | None = None
+    """The parent's signature over the rest of this input, its own ids and the child's id
+    (``keel.workflows.sealed``): a task started by hand, or with an altered input, has none
+    that holds and performs nothing."""

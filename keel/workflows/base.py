@@ -9,7 +9,7 @@ what a refusal records of the caller's input is bounded, and so is the number re
 from __future__ import annotations
 
 import hashlib
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -31,6 +31,7 @@ from keel.workflows.gates import (
     refusal,
 )
 from keel.workflows.ledger import Ledger
+from keel.workflows.sealed import CONTINUED_KEY, continue_as_new_sealed, open_sealed_state
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -71,6 +72,28 @@ class KeelWorkflow:
             raise ApplicationError(
                 f"invalid input: {reason}", type="InvalidInput", non_retryable=True
             )
+
+    async def resume(self, raw_input: Any) -> dict[str, Any] | None:
+        """The state the previous run handed over with ``continue_as_new``, checked against
+        the worker's signature; None on a first run.
+
+        A run started with a forged or replayed state records ``WorkflowStarted`` and
+        ``InputRejected`` and fails, non-retryably, before acting on any of it.
+        """
+        if not isinstance(raw_input, dict) or CONTINUED_KEY not in raw_input:
+            return None
+        state, problem = await open_sealed_state(raw_input[CONTINUED_KEY])
+        if state is not None and set(raw_input) == {CONTINUED_KEY}:
+            return state
+        self.start(raw_input)
+        reason = problem or f"a continued run's input holds only {CONTINUED_KEY!r}"
+        self.ledger.record(InputRejected(reasons=[reason]))
+        raise ApplicationError(f"invalid input: {reason}", type="InvalidInput", non_retryable=True)
+
+    async def continue_as_new(self, state: dict[str, Any]) -> NoReturn:
+        """Continue as a new run that receives ``state`` from ``resume``, sealed with the
+        worker's signature so that no caller can start a run with a state of its own."""
+        await continue_as_new_sealed(state)
 
     async def settle(self, result: R) -> R:
         """Return ``result`` once every update and signal handler has finished, so no

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
 
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
+from keel.workflows.sealed import seal_task
 
 
 class CompletedTask(BaseModel):
@@ -151,17 +152,18 @@ class PlanExecutor:
             output: dict[str, Any] | None = None
             error: str | None = None
             try:
+                undo = ToolTaskInput(
+                    parent_workflow_id=parent,
+                    round=task.round,
+                    ref=task.ref,
+                    tool=task.compensation.tool,
+                    input=task.compensation.input,
+                    purpose=f"undo {task.tool}",
+                    compensating=task.ref,
+                )
                 result: ToolResult = await workflow.execute_child_workflow(
                     TOOL_TASK_WORKFLOW,
-                    ToolTaskInput(
-                        parent_workflow_id=parent,
-                        round=task.round,
-                        ref=task.ref,
-                        tool=task.compensation.tool,
-                        input=task.compensation.input,
-                        purpose=f"undo {task.tool}",
-                        compensating=task.ref,
-                    ),
+                    await _sealed(child_id, undo),
                     id=child_id,
                     result_type=ToolResult,
                     static_summary=f"compensate {task.ref}: {task.compensation.tool}",
@@ -197,16 +199,17 @@ class PlanExecutor:
         parent = workflow.info().workflow_id
         child_id = self.child_id(parent, round_no, task.ref)
         try:
+            child_input = ToolTaskInput(
+                parent_workflow_id=parent,
+                round=round_no,
+                ref=task.ref,
+                tool=task.tool,
+                input=task_input,
+                purpose=task.purpose,
+            )
             result: ToolResult = await workflow.execute_child_workflow(
                 TOOL_TASK_WORKFLOW,
-                ToolTaskInput(
-                    parent_workflow_id=parent,
-                    round=round_no,
-                    ref=task.ref,
-                    tool=task.tool,
-                    input=task_input,
-                    purpose=task.purpose,
-                ),
+                await _sealed(child_id, child_input),
                 id=child_id,
                 result_type=ToolResult,
                 task_queue=spec.task_queue if spec and spec.task_queue else None,
@@ -276,6 +279,15 @@ class PlanExecutor:
             )
         )
         raise TaskNotRun(f"gate {record.name} was {record.state.value} ({who})")
+
+
+async def _sealed(child_id: str, task: ToolTaskInput) -> ToolTaskInput:
+    """``task`` with the seal that lets child ``child_id`` run it (none when replaying a
+    run started before tool tasks were sealed)."""
+    if not workflow.patched("keel-tool-task-seal"):
+        return task
+    seal = await seal_task(child_id, task.model_dump(mode="json", exclude={"seal"}))
+    return task.model_copy(update={"seal": seal})
 
 
 def _push(queue: deque[str], ref: str, _task: object) -> None:

@@ -18,6 +18,8 @@ with workflow.unsafe.imports_passed_through():
         tool_activity_name,
     )
 
+from keel.workflows.sealed import task_seal_problem
+
 PERMANENT_TOOL_ERRORS = ["InvalidToolInput", "IdempotencyKeyConflict", "UnknownTool"]
 """The engine's permanent tool errors; a tool marks its own refusals non-retryable."""
 
@@ -29,7 +31,17 @@ class ToolTaskWorkflow:
 
     @workflow.run
     async def run(self, task: ToolTaskInput) -> ToolResult:
-        """Run the task's tool once; its workflow id is the idempotency key."""
+        """Run the task's tool once; its workflow id is the idempotency key.
+
+        Refused, performing nothing, unless the parent that started it sealed this task.
+        """
+        if workflow.patched("keel-tool-task-seal"):
+            unsealed = await task_seal_problem(
+                task.model_dump(mode="json", exclude={"seal"}), task.seal
+            )
+            if unsealed is not None:
+                workflow.set_current_details(f"Refused: {unsealed}")
+                raise ApplicationError(unsealed, type="UnsealedToolTask", non_retryable=True)
         if CATALOG.get(task.tool) is None:
             raise ApplicationError(
                 f"tool {task.tool!r} is not in this worker's catalog",

@@ -49,7 +49,7 @@ APP = App(
             IncidentInvestigationWorkflow,
             IncidentPage,
             MAX_PAGE_BYTES,
-            wrap=lambda page: {"page": page, "carry": None},
+            wrap=lambda page: {"page": page},
             title_field="alert",
         )
     ],

@@ -7,11 +7,13 @@ import hashlib
 from typing import Any, Literal
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from keel.contracts.agent import canonical_json
     from keel.contracts.ledger import (
         ContinuedAsNew,
+        InputRejected,
         LedgerContinued,
         PlanProposed,
         PlanRejected,
@@ -38,7 +40,8 @@ Outcome = Literal["mitigated", "handed-over", "round-limit", "compensated"]
 
 @workflow.defn(name="IncidentInvestigation")
 class IncidentInvestigationWorkflow(KeelWorkflow):
-    """Input: ``{"page": IncidentPage, "carry": IncidentCarry | null}``."""
+    """Input: ``{"page": IncidentPage}`` (``"carry": null`` allowed); a continued run's input
+    is the sealed state of ``KeelWorkflow.continue_as_new``, ``{"page", "carry"}`` inside."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,13 +57,21 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
         return await self.settle(await self._investigate(raw_input))
 
     async def _investigate(self, raw_input: dict[str, Any]) -> IncidentResult:
-        carry = self._resume(raw_input.get("carry"))
+        state = await self.resume(raw_input)
+        carry = self._resume(state["carry"]) if state is not None else None
         self.start(raw_input)
-        page = self.ingest(IncidentPage, raw_input.get("page"), max_bytes=MAX_PAGE_BYTES)
+        given = state if state is not None else raw_input
+        if state is None and raw_input.get("carry") is not None:
+            reason = "carry comes only from Keel's own continue-as-new, never from a caller"
+            self.ledger.record(InputRejected(reasons=[reason]))
+            raise ApplicationError(
+                f"invalid input: {reason}", type="InvalidInput", non_retryable=True
+            )
+        page = self.ingest(IncidentPage, given.get("page"), max_bytes=MAX_PAGE_BYTES)
         first_round = carry.rounds_done + 1 if carry else 1
         for round_no in range(first_round, INCIDENT_POLICY.max_rounds + 1):
             if self._should_continue(page, round_no - first_round):
-                self._continue_as_new(page, round_no - 1)
+                await self._continue_as_new(page, round_no - 1)
             plan, source = await self._plan(round_no, page)
             if plan is None:
                 return self._finish(page, "handed-over", source, round_no)
@@ -170,7 +181,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
             return True
         return workflow.info().is_continue_as_new_suggested()
 
-    def _continue_as_new(self, page: IncidentPage, rounds_done: int) -> None:
+    async def _continue_as_new(self, page: IncidentPage, rounds_done: int) -> None:
         reason = (
             f"{page.continue_after_rounds} rounds per run"
             if page.continue_after_rounds
@@ -187,7 +198,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
             actions=self.actions,
             completed=[c.model_dump(mode="json") for c in self.executor.completed],
         )
-        workflow.continue_as_new(
+        await self.continue_as_new(
             {"page": page.model_dump(mode="json"), "carry": carry.model_dump(mode="json")}
         )
 
