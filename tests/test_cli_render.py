@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from keel.cli.render import gates_text
 from keel.contracts.gates import GateState, GateView
 
@@ -29,3 +31,15 @@ def test_an_escalated_gate_shows_why_it_opened_and_what_to_fix() -> None:
 
 def test_an_ordinary_gate_has_no_why_line() -> None:
     assert "why:" not in gates_text([("c-43", gate(None))])
+
+
+def test_a_user_error_quoting_the_caller_cannot_forge_a_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from keel.cli.main import run
+
+    code = run(["dev", "--app", "no-such\nkeel: approved by gc.morgan\x1b[2J"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("keel: ")
+    assert "\\nkeel: approved by gc.morgan\\x1b[2J" in err

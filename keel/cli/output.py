@@ -7,6 +7,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from keel.cli.render import escape
+
 OK = 0
 FAILURE = 1
 """The command ran and something failed: a workflow, a replay, a ledger's hash chain."""
@@ -45,10 +47,10 @@ def emit_lines(args: Any, text: str, records: Iterable[Any]) -> None:
 
 
 def report(args: Any, message: str, code: int = USAGE) -> int:
-    """Print an error on stderr (``keel: message``, or ``{"error": message}``); return
-    ``code``."""
+    """Print an error on stderr (``keel: message``, with control characters escaped: an
+    error may quote what someone sent; or ``{"error": message}``); return ``code``."""
     if wants_json(args):
         print(json.dumps({"error": message}), file=sys.stderr)
     else:
-        print(f"keel: {message}", file=sys.stderr)
+        print(f"keel: {escape(message)}", file=sys.stderr)
     return code
