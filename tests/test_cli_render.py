@@ -38,8 +38,8 @@ def test_a_user_error_quoting_the_caller_cannot_forge_a_line(
 ) -> None:
     from keel.cli.main import run
 
-    code = run(["dev", "--app", "no-such\nkeel: approved by gc.morgan\x1b[2J"])
+    code = run(["dev", "--app", "no-such\nAPPROVED by gc.morgan\x1b[2J"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("keel: ")
-    assert "\\nkeel: approved by gc.morgan\\x1b[2J" in err
+    assert "no-such\\nAPPROVED by gc.morgan\\x1b[2J" in err
