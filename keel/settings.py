@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,20 @@ class KeelSettings(BaseSettings):
     """Port of the embedded dev server's web UI."""
     ui_url: str = "http://127.0.0.1:8233"
     """Base URL of the Temporal UI, for links printed by the CLI."""
+    codec: Literal["on", "off"] = "on"
+    """History encryption (``keel.workers.codec``); ``off`` sends payloads in plaintext."""
+    codec_keys: SecretStr | None = None
+    """AES-256 history keys, ``id1:base64key,id2:base64key`` (the first encrypts)."""
+    codec_key_file: Path | None = None
+    """A file of such keys (one a line or comma-separated), when ``codec_keys`` is unset.
+    Neither set: the dev key ``data_dir/keys/codec-keys`` (``keel.workers.codec``)."""
+    codec_server_port: int = 0
+    """Port of the codec server ``keel dev`` starts for the UI (0: any free port; the UI
+    is given the one chosen)."""
+    codec_server_token: SecretStr | None = None
+    """Bearer token the codec server requires; unset, ``keel dev`` generates one."""
+    codec_server_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest request body the codec server reads."""
     database_url: str | None = None
     """Side-effect record: a PostgreSQL URL (``postgresql://...``); unset means the SQLite
     file ``$KEEL_DATA_DIR/effects.sqlite3``."""

@@ -18,11 +18,21 @@ from temporalio.testing import WorkflowEnvironment
 from keel import testing
 from keel.activities.providers import ModelProvider
 from keel.offline import OfflineFault, OfflineProvider
+from keel.settings import KeelSettings
 from keel.testing import offline_settings
+from keel.workers.codec import new_key_entry
 
 BIN = Path(sys.executable).parent
 
-__all__ = ["BIN", "free_port", "keel_worker", "offline_settings"]
+__all__ = ["BIN", "CODEC_KEYS", "codec_settings", "free_port", "keel_worker", "offline_settings"]
+
+CODEC_KEYS = new_key_entry("test-1")
+"""History-encryption keys of this test session (``KEEL_CODEC_KEYS`` for subprocesses)."""
+
+
+def codec_settings(**overrides: Any) -> KeelSettings:
+    """``offline_settings`` with history encryption on, under ``CODEC_KEYS``."""
+    return offline_settings(**{"codec": "on", "codec_keys": CODEC_KEYS, **overrides})
 
 
 @pytest.fixture(scope="session")

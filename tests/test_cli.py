@@ -14,8 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.offline import OfflineProvider
 from keel.workers.apps import resolve_apps
-from keel.workers.runtime import build_worker
-from tests.conftest import BIN, offline_settings
+from keel.workers.runtime import build_worker, connect
+from tests.conftest import BIN, CODEC_KEYS, codec_settings, offline_settings
 from tests.samples import load_sample
 
 
@@ -30,6 +30,7 @@ class Cli:
             "KEEL_TASK_QUEUE": task_queue,
             "KEEL_DATA_DIR": str(tmp / "data"),
             "KEEL_MODEL": "offline",
+            "KEEL_CODEC_KEYS": CODEC_KEYS,  # the worker's: history is encrypted
         }
 
     async def __call__(self, *args: str, expect: int = 0) -> str:
@@ -66,14 +67,15 @@ class Cli:
 @pytest.fixture
 async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli]:
     task_queue = f"cli-{uuid.uuid4()}"
+    address = dev_env.client.service_client.config.target_host
     async with build_worker(
-        dev_env.client,
+        await connect(codec_settings(), address=address),
         offline_settings(),
         apps=resolve_apps(),
         task_queue=task_queue,
         provider=OfflineProvider(),
     ):
-        yield Cli(dev_env.client.service_client.config.target_host, task_queue, tmp_path)
+        yield Cli(address, task_queue, tmp_path)
 
 
 async def test_start_gates_approve_and_ledger(cli: Cli) -> None:

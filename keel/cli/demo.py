@@ -39,7 +39,7 @@ async def run_demo(settings: KeelSettings, apps: list[App]) -> int:
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
     async with AsyncExitStack() as stack:
         try:
-            client = await asyncio.wait_for(connect(settings), timeout=3)
+            client = await asyncio.wait_for(connect(settings, embedded=True), timeout=3)
             print(f"Using the Temporal server at {settings.temporal_address}")
         except (RuntimeError, TimeoutError, OSError):
             print("No Temporal server answered; starting the embedded dev server ...")

@@ -10,6 +10,7 @@ from typing import IO, Any
 
 from google.protobuf.json_format import ParseError
 from temporalio.client import Client, WorkflowExecution, WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
@@ -17,10 +18,12 @@ from temporalio.worker import Replayer
 from keel.cli.ledgers import load_event_types, read_ledger
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_json
 from keel.contracts.tools import TOOL_TASK_WORKFLOW
+from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.app import workflow_type_of
 from keel.workers.apps import resolve_apps, workflows_of
-from keel.workers.runtime import WORKER_DATA_CONVERTER
+from keel.workers.codec import ENCODING, HOW_TO_CONFIGURE, KEY_ID, EncryptionCodec, codec_keyring
+from keel.workers.runtime import refusing, worker_data_converter
 
 DEFAULT_EXPORT_QUERY = f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
 """Every execution but Keel's tool-task children (their parents' ledgers record them)."""
@@ -81,7 +84,9 @@ async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -
             USAGE,
         )
     replayer = Replayer(
-        workflows=workflows, data_converter=WORKER_DATA_CONVERTER, runtime=_quiet_runtime()
+        workflows=workflows,
+        data_converter=replay_converter(client, settings, history),
+        runtime=_quiet_runtime(),
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     record: dict[str, Any] = {
@@ -102,6 +107,38 @@ async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -
         record,
     )
     return OK
+
+
+def replay_converter(
+    client: Client | None, settings: KeelSettings, history: WorkflowHistory
+) -> DataConverter:
+    """The workers' converter, with the client's codec keys (else those configured): an
+    encrypted history replays decrypted.
+
+    Raises:
+        CliError: the history is encrypted with a key this process does not have (exit 2).
+    """
+    if client is not None:
+        converter = refusing(client.data_converter)
+    else:
+        try:
+            keyring = codec_keyring(settings, target=settings.temporal_address, embedded=False)
+        except KeelUserError:
+            keyring = None  # a plaintext history replays without keys
+        converter = worker_data_converter(keyring)
+    codec = converter.payload_codec
+    known = codec.keyring.keys if isinstance(codec, EncryptionCodec) else {}
+    start = history.events[0].workflow_execution_started_event_attributes
+    for payload in start.input.payloads:
+        if payload.metadata.get("encoding") == ENCODING:
+            key_id = payload.metadata.get(KEY_ID, b"").decode("utf-8", "replace")
+            if key_id not in known:
+                raise CliError(
+                    f"{history.workflow_id}'s history is encrypted with key id {key_id[:64]!r}, "
+                    f"which this process does not have: {HOW_TO_CONFIGURE}",
+                    USAGE,
+                )
+    return converter
 
 
 def _quiet_runtime() -> Runtime:

@@ -13,7 +13,6 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers import ModelProvider
@@ -22,7 +21,13 @@ from keel.offline import OfflineProvider
 from keel.settings import KeelSettings
 from keel.workers.app import App, AppContext
 from keel.workers.apps import resolve_apps
-from keel.workers.runtime import app_activities, build_worker, ensure_search_attributes
+from keel.workers.codec import CodecKeyring
+from keel.workers.runtime import (
+    app_activities,
+    build_worker,
+    ensure_search_attributes,
+    keel_data_converter,
+)
 
 TEST_SERVER = "temporal-test-server"
 """The time-skipping server's executable, installed next to the Python interpreter by the
@@ -47,10 +52,13 @@ class _OfflineSettings(KeelSettings):
 def offline_settings(**overrides: Any) -> KeelSettings:
     """Settings on the offline model that ignore the environment and any ``.env`` file.
 
+    History encryption is off in them (``codec="off"``), so a test can read the history of
+    its test server; pass ``codec="on", codec_keys=...`` to test with it.
+
     Args:
         **overrides: ``KeelSettings`` fields to set, e.g. ``data_dir=tmp_path``.
     """
-    return _OfflineSettings(**{"model": "offline", **overrides})
+    return _OfflineSettings(**{"model": "offline", "codec": "off", **overrides})
 
 
 def temporal_test_server_path() -> Path:
@@ -73,12 +81,19 @@ def temporal_test_server_path() -> Path:
 
 
 @asynccontextmanager
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+async def time_skipping_env(
+    *, keyring: CodecKeyring | None = None
+) -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping test server with Keel's pydantic converter and search attributes,
-    shut down after the block. Awaiting a workflow's result skips its timers (gate SLAs)."""
+    shut down after the block. Awaiting a workflow's result skips its timers (gate SLAs).
+
+    Args:
+        keyring: encrypt history with these keys, as Keel's clients do
+            (``keel.workers.codec``); default: plaintext, so tests can read history.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_test_server_path()),
-        data_converter=pydantic_data_converter,
+        data_converter=keel_data_converter(keyring),
     )
     try:
         await ensure_search_attributes(env.client)

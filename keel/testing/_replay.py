@@ -13,7 +13,8 @@ from temporalio.worker import Replayer, WorkflowReplayResult
 
 from keel.workers.app import App
 from keel.workers.apps import resolve_apps, workflows_of
-from keel.workers.runtime import WORKER_DATA_CONVERTER
+from keel.workers.codec import CodecKeyring
+from keel.workers.runtime import worker_data_converter
 
 HistorySource = WorkflowHistory | WorkflowHandle[Any, Any] | str | os.PathLike[str]
 """A history, a handle to fetch it from, or a JSON file (``temporal workflow show
@@ -25,14 +26,16 @@ async def replay_histories(
     *,
     apps: Sequence[App] | None = None,
     workflows: Sequence[type] = (),
+    keyring: CodecKeyring | None = None,
 ) -> list[tuple[str, WorkflowReplayResult]]:
     """Replay each history with the apps' workflows, in the full workflow sandbox and with
-    Keel's pydantic converter.
+    Keel's workers' converter.
 
     Args:
         histories: what to replay (see ``HistorySource``); folders give their ``*.json``.
         apps: whose workflows to replay with; default: every installed app.
         workflows: further workflow classes.
+        keyring: the codec keys of encrypted histories (``keel.workers.codec``).
 
     Returns:
         ``(workflow id, result)`` per history; a result's ``replay_failure`` is set when
@@ -40,7 +43,8 @@ async def replay_histories(
     """
     chosen = list(apps) if apps is not None else resolve_apps()
     replayer = Replayer(
-        workflows=workflows_of(chosen, extra=workflows), data_converter=WORKER_DATA_CONVERTER
+        workflows=workflows_of(chosen, extra=workflows),
+        data_converter=worker_data_converter(keyring),
     )
     results = []
     for source in histories:
@@ -55,6 +59,7 @@ async def assert_replays(
     *,
     apps: Sequence[App] | None = None,
     workflows: Sequence[type] = (),
+    keyring: CodecKeyring | None = None,
 ) -> None:
     """Fail unless every history replays without a nondeterminism or other replay error.
 
@@ -62,11 +67,12 @@ async def assert_replays(
         histories: what to replay (see ``HistorySource``).
         apps: whose workflows to replay with; default: every installed app.
         workflows: further workflow classes.
+        keyring: the codec keys of encrypted histories (``keel.workers.codec``).
 
     Raises:
         AssertionError: naming each history that failed and why, or there was none.
     """
-    results = await replay_histories(histories, apps=apps, workflows=workflows)
+    results = await replay_histories(histories, apps=apps, workflows=workflows, keyring=keyring)
     if not results:
         raise AssertionError("no histories to replay")
     failed = [f"{wid}: {r.replay_failure}" for wid, r in results if r.replay_failure]

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keel.contracts.names import SEARCH_ATTRIBUTES
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
+from keel.workers.codec import codec_keyring
+from keel.workers.runtime import keel_data_converter
 from keel.workers.telemetry import tracing_interceptors
 
 
@@ -36,13 +37,27 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 @asynccontextmanager
-async def dev_server(settings: KeelSettings) -> AsyncIterator[WorkflowEnvironment]:
-    """Start the dev server on ``TEMPORAL_ADDRESS``'s port, UI on ``KEEL_UI_PORT``."""
+async def dev_server(
+    settings: KeelSettings, *, codec_endpoint: str | None = None
+) -> AsyncIterator[WorkflowEnvironment]:
+    """Start the dev server on ``TEMPORAL_ADDRESS``'s port, UI on ``KEEL_UI_PORT``; its
+    client encrypts history with the configured codec keys, else the generated dev key
+    (``keel.workers.codec.codec_keyring``), unless ``KEEL_CODEC=off``.
+
+    Args:
+        settings: the process's settings.
+        codec_endpoint: the codec server the UI decodes payloads with.
+
+    Raises:
+        KeelUserError: the Temporal CLI is missing, or a configured codec key is malformed.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _, port = split_address(settings.temporal_address)
+    keyring = codec_keyring(settings, target=settings.temporal_address, embedded=True)
     env = await WorkflowEnvironment.start_local(
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=keel_data_converter(keyring),
+        dev_server_extra_args=["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else [],
         interceptors=tracing_interceptors(settings),
         port=port,
         ui=True,

@@ -18,7 +18,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError, RPCStatusCode
@@ -34,6 +34,7 @@ from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
+from keel.workers.codec import REFUSED_ENCODING, CodecKeyring, EncryptionCodec, codec_keyring
 from keel.workers.keys import load_worker_keys
 from keel.workers.telemetry import tracing_interceptors
 
@@ -47,18 +48,31 @@ async def connect(
     namespace: str | None = None,
     profile: str | None = None,
     interceptors: Sequence[Interceptor] | None = None,
+    embedded: bool = False,
 ) -> Client:
-    """A client with Keel's pydantic data converter and tracing, connected as
-    ``connect_config`` says (Temporal CLI profiles, TLS, API key, ``TEMPORAL_*``).
+    """A client with Keel's pydantic data converter, history encryption and tracing,
+    connected as ``connect_config`` says (Temporal CLI profiles, TLS, API key,
+    ``TEMPORAL_*``).
+
+    Args:
+        settings: the process's settings (their ``codec*`` fields choose the keys).
+        address: the Temporal frontend, overriding the configuration.
+        namespace: the namespace, overriding the configuration.
+        profile: the Temporal CLI profile to read.
+        interceptors: default: Keel's tracing.
+        embedded: the server is the embedded dev server of ``keel dev`` / ``keel demo``
+            (a missing dev codec key is generated; see ``keel.workers.codec.codec_keyring``).
 
     Raises:
-        KeelUserError: the Temporal client configuration cannot be read.
+        KeelUserError: the Temporal client configuration cannot be read, or history
+            encryption is on and no codec key is configured for this server.
         RuntimeError: the server cannot be reached.
     """
     config = connect_config(settings, address=address, namespace=namespace, profile=profile)
+    keyring = codec_keyring(settings, target=config["target_host"], embedded=embedded)
     return await Client.connect(
         **config,
-        data_converter=pydantic_data_converter,
+        data_converter=keel_data_converter(keyring),
         interceptors=list(
             interceptors if interceptors is not None else tracing_interceptors(settings)
         ),
@@ -174,6 +188,12 @@ class RefusingPayloadConverter(PydanticPayloadConverter):
         self, payloads: Sequence[Payload], type_hints: list[type] | None = None
     ) -> list[Any]:
         """The decoded values, or a non-retryable ``UndecodableInput`` failure."""
+        for payload in payloads:  # an encrypted payload the worker's codec could not open
+            if payload.metadata.get("encoding") == REFUSED_ENCODING:
+                reason = payload.data.decode("utf-8", "replace")[:300]
+                raise ApplicationError(
+                    f"undecodable input: {reason}", type="UndecodableInput", non_retryable=True
+                )
         try:
             return super().from_payloads(payloads, type_hints)
         except FailureError:
@@ -188,8 +208,33 @@ class RefusingPayloadConverter(PydanticPayloadConverter):
 
 def refusing(converter: DataConverter) -> DataConverter:
     """``converter`` (its codec and failure converter kept) decoding payloads with
-    ``RefusingPayloadConverter``."""
-    return dataclasses.replace(converter, payload_converter_class=RefusingPayloadConverter)
+    ``RefusingPayloadConverter``; a history-encryption codec in it refuses (rather than
+    raises on) a payload it cannot open, so that run fails instead of its every task."""
+    codec = converter.payload_codec
+    if isinstance(codec, EncryptionCodec):
+        codec = codec.with_refusing()
+    return dataclasses.replace(
+        converter, payload_converter_class=RefusingPayloadConverter, payload_codec=codec
+    )
+
+
+def keel_data_converter(keyring: CodecKeyring | None) -> DataConverter:
+    """Keel's pydantic converter, encrypting every payload with ``keyring`` (``None``: in
+    plaintext). With encryption on, failure messages and stack traces travel in an encoded
+    (so encrypted) payload as well."""
+    if keyring is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(keyring),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def worker_data_converter(keyring: CodecKeyring | None) -> DataConverter:
+    """What Keel's workers decode with, over ``keyring``: a replayer of their histories
+    needs the same (``WORKER_DATA_CONVERTER`` is the one of a worker without encryption)."""
+    return refusing(keel_data_converter(keyring))
 
 
 WORKER_DATA_CONVERTER = refusing(pydantic_data_converter)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from temporalio.client import Client
 
 from keel.settings import KeelSettings
 from keel.workers.app import App
+from keel.workers.codec import EncryptionCodec, codec_keyring, dev_key_path
+from keel.workers.codec_server import CodecServer, ui_origins
 from keel.workers.devstack import dev_server
 from keel.workers.runtime import ensure_search_attributes, running_worker
 
@@ -37,11 +41,15 @@ async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     mailbox = settings.data_dir / "mailbox.jsonl"
     with SmtpSink(settings.smtp_port, mailbox=mailbox) as sink:
-        async with dev_server(settings) as env, AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack:
+            codec = await stack.enter_async_context(_codec_server(settings))
+            endpoint = codec.ui_endpoint if codec else None
+            env = await stack.enter_async_context(dev_server(settings, codec_endpoint=endpoint))
             if apps:
                 await ensure_search_attributes(env.client)
                 await stack.enter_async_context(running_worker(env.client, settings, apps=apps))
             worker = f"worker for {', '.join(a.name for a in apps)}" if apps else "no worker"
+            print(_codec_note(settings, codec), flush=True)
             print(
                 f"keel dev: Temporal at {settings.temporal_address}, UI at {settings.ui_url}, "
                 f"SMTP at 127.0.0.1:{sink.port} (mailbox {mailbox}), data in "
@@ -50,3 +58,35 @@ async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) 
             )
             await stop.wait()
     return 0
+
+
+@asynccontextmanager
+async def _codec_server(settings: KeelSettings) -> AsyncIterator[CodecServer | None]:
+    """The codec server for the UI over the dev stack's keys (none with ``KEEL_CODEC=off``)."""
+    keyring = codec_keyring(settings, target=settings.temporal_address, embedded=True)
+    if keyring is None:
+        yield None
+        return
+    token = settings.codec_server_token
+    server = CodecServer(
+        EncryptionCodec(keyring),
+        token=token.get_secret_value() if token else secrets.token_urlsafe(24),
+        origins=ui_origins(settings.ui_url),
+        port=settings.codec_server_port,
+        max_bytes=settings.codec_server_max_bytes,
+    )
+    async with server:
+        yield server
+
+
+def _codec_note(settings: KeelSettings, codec: CodecServer | None) -> str:
+    if codec is None:
+        return "codec: history encryption is off (KEEL_CODEC=off): payloads are plaintext"
+    keys = settings.codec_key_file or (
+        "KEEL_CODEC_KEYS" if settings.codec_keys else dev_key_path(settings)
+    )
+    return (
+        f"codec: history encrypted (keys: {keys}); codec server for the UI at {codec.url} "
+        f"(token {codec.token}): `temporal --codec-endpoint {codec.url} --codec-auth "
+        f"'Bearer {codec.token}' workflow show -w ID` decodes too"
+    )
