@@ -63,6 +63,10 @@ class KeelSettings(BaseSettings):
     """SMTP server the support scenario sends replies through."""
     smtp_port: int = 2525
     smtp_sender: str = "support@keel.example"
+    smtp_unknown_outcome: Literal["escalate", "resend"] = "escalate"
+    """What the email tool does when a send's outcome is unknown (a worker died after the
+    server may have accepted it): ``escalate`` to a person, or ``resend`` with the same
+    Message-ID (only for receivers that deduplicate by Message-ID)."""
     max_concurrent_activities: int = Field(50, ge=1)
     """Tool activities one worker runs at once: a burst of workflows queues instead."""
     max_concurrent_workflow_tasks: int = Field(50, ge=1)

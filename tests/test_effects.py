@@ -150,11 +150,15 @@ async def test_a_crash_after_the_provider_acted_is_deduplicated_by_the_provider(
     entry = await record.get(key)
     assert entry is not None and entry.status == "intent" and entry.provider_id is None
 
-    receipt, result = await record.perform_once(key, "update_incident", request, act)
+    # The outcome is unknown; under policy resend the retry acts again with the same key.
+    receipt, result = await record.perform_once(
+        key, "update_incident", request, act, policy="resend"
+    )
     notes = await world.notes("INC-1")
     assert acts == 2
     assert len(notes) == 1  # the provider deduplicated the second action on the key
     assert receipt.replayed is False and receipt.provider_id == notes[0]["note_id"]
+    assert receipt.unknown_resolved_by == "resend"
     assert result["note_id"] == notes[0]["note_id"]
     entry = await record.get(key)
     assert entry is not None and (entry.status, entry.attempts) == ("performed", 2)
@@ -266,7 +270,8 @@ async def test_a_worker_killed_after_acting_leaves_a_retry_that_does_not_repeat(
 
         # The dead worker's lock went with its process: the retry does not wait for it.
         receipt, result = await asyncio.wait_for(
-            record.perform_once(key, "update_incident", {"n": 9}, act), timeout=10
+            record.perform_once(key, "update_incident", {"n": 9}, act, policy="resend"),
+            timeout=10,
         )
         notes = await world.notes("INC-9")
         assert len(notes) == 1 and notes[0]["note"] == "from a worker"

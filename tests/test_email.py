@@ -177,9 +177,10 @@ async def test_smtp_down_is_retryable_and_the_retry_sends_once(
     assert (err.type, err.non_retryable) == ("SmtpUnavailable", False)
     assert "unavailable" in str(err)
     entry = await effects.get(key)
-    assert entry is not None and (entry.status, entry.attempts) == ("intent", 1)
+    assert entry is not None and (entry.status, entry.attempts) == ("not_performed", 1)
+    assert entry.failure is not None and "unavailable" in entry.failure
 
-    # The retry reaches a server: the intent is acted on, once.
+    # The retry reaches a server: it sends, once.
     up = EmailSender(effects, host="127.0.0.1", port=sink.port, sender=SENDER)
     result: ToolResult = await ActivityEnvironment().run(up.send_email, call)
     assert result.effect is not None and not result.effect.replayed

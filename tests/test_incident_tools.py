@@ -61,7 +61,14 @@ async def test_every_tool_is_an_activity_named_after_it(tmp_path: Path) -> None:
     settings = KeelSettings(_env_file=None, data_dir=tmp_path, database_url=None)
     async with APP.open_activities(AppContext(settings)) as activities:
         names = [activity._Definition.must_from_callable(fn).name for fn in activities]
-    assert names == [tool_activity_name(spec.name) for spec in INCIDENT_TOOLS]
+    tools = [tool_activity_name(spec.name) for spec in INCIDENT_TOOLS]
+    effects = [
+        f"{tool_activity_name(spec.name)}.{step}_outcome"
+        for spec in INCIDENT_TOOLS
+        if spec.side_effects
+        for step in ("record", "resolve")
+    ]
+    assert names == tools + effects
     assert "keel.tool.metrics_lookup" in names
 
 

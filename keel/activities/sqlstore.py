@@ -13,6 +13,13 @@ Two kinds of serialization:
   processes, and the operating system releases it if the process dies (PostgreSQL: a
   session-level advisory lock on the session's connection; SQLite: ``flock`` on one of 256
   lock files next to the database). The side-effect record holds one while a provider acts.
+
+PostgreSQL connections come from two ``psycopg_pool.AsyncConnectionPool`` (one for sessions
+that hold a lock while a provider acts, one for short transactions, so a session waiting for
+a transaction's connection can never starve the pool it holds one of). Each connection is
+checked when it is taken, so a connection the server or the network cut is replaced, not
+handed out. A database that cannot be reached (refused, cut, timed out, SQLite locked past
+its busy timeout) raises ``StoreUnavailableError``: transient, retry later.
 """
 
 from __future__ import annotations
@@ -29,9 +36,25 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
+
+
+class StoreUnavailableError(Exception):
+    """The database could not be reached or did not answer in time (retry later)."""
+
+
+def _pg_unavailable(err: BaseException) -> bool:
+    return isinstance(err, psycopg.OperationalError | psycopg.InterfaceError | PoolTimeout)
+
+
+def _sqlite_unavailable(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, sqlite3.OperationalError) and any(
+        word in text for word in ("locked", "unable to open", "disk i/o", "busy")
+    )
 
 
 class Tx(ABC):
@@ -111,20 +134,36 @@ class SqlStore(ABC):
         async with self.session() as session:
             return await session.transaction(fn, lock=lock)
 
-    async def ensure_schema(self, name: str, ddl: Sequence[str]) -> None:
-        """Run the ``CREATE ... IF NOT EXISTS`` statements of ``name`` once per store."""
+    async def ensure_schema(
+        self,
+        name: str,
+        ddl: Sequence[str],
+        *,
+        columns: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Run the ``CREATE ... IF NOT EXISTS`` statements of ``name`` once per store, then
+        add the ``columns`` (table -> column -> SQL type) a table made by an older version
+        lacks."""
         if name in self._schemas:
             return
 
         async def create(tx: Tx) -> None:
             for statement in ddl:
                 await tx.execute(statement)
+            for table, wanted in (columns or {}).items():
+                have = await self._columns(tx, table)
+                for column, sql_type in wanted.items():
+                    if column not in have:
+                        await tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
         await self.transaction(create, lock="keel-schema")
         self._schemas.add(name)
 
+    @abstractmethod
+    async def _columns(self, tx: Tx, table: str) -> set[str]: ...
+
     async def aclose(self) -> None:  # noqa: B027 (optional hook)
-        """Release resources (connections are per session, so there is nothing pooled)."""
+        """Release resources (SQLite connections are per session: nothing to release)."""
 
 
 # --- SQLite ----------------------------------------------------------------------------------
@@ -150,10 +189,12 @@ class _SqliteSession(Session):
             try:
                 await asyncio.to_thread(self.conn.execute, "BEGIN IMMEDIATE")
                 result = await fn(_SqliteTx(self.conn))
-            except BaseException:
+                await asyncio.to_thread(self.conn.commit)
+            except BaseException as err:
                 self.conn.rollback()
+                if _sqlite_unavailable(err):
+                    raise StoreUnavailableError(f"SQLite database unavailable: {err}") from err
                 raise
-            await asyncio.to_thread(self.conn.commit)
             return result
 
 
@@ -201,11 +242,19 @@ class SqliteStore(SqlStore):
                     raise
                 time.sleep(0.01)
 
+    async def _columns(self, tx: Tx, table: str) -> set[str]:
+        return {str(row[1]) for row in await tx.fetchall(f"PRAGMA table_info({table})")}
+
     @asynccontextmanager
     async def _open(self, hold: str | None) -> AsyncIterator[Session]:
         lock_file = await self._flock(hold) if hold is not None else None
         try:
-            conn = await asyncio.to_thread(self._connect)
+            try:
+                conn = await asyncio.to_thread(self._connect)
+            except sqlite3.OperationalError as err:
+                if _sqlite_unavailable(err):
+                    raise StoreUnavailableError(f"SQLite database unavailable: {err}") from err
+                raise
             try:
                 yield _SqliteSession(conn, self._writer)
             finally:
@@ -251,32 +300,102 @@ class _PgSession(Session):
         self.conn = conn
 
     async def transaction(self, fn: Callable[[Tx], Awaitable[T]], *, lock: str | None = None) -> T:
-        async with self.conn.transaction():
-            if lock is not None:
-                await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(lock),))
-            return await fn(_PgTx(self.conn))
+        try:
+            async with self.conn.transaction():
+                if lock is not None:
+                    await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(lock),))
+                return await fn(_PgTx(self.conn))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+            raise StoreUnavailableError(f"PostgreSQL unavailable: {err}") from err
 
 
 class PostgresStore(SqlStore):
-    """A PostgreSQL database; one connection per session (no pool to tune or leak)."""
+    """A PostgreSQL database through two connection pools (see the module docstring).
 
-    def __init__(self, url: str, *, connect_timeout_seconds: int = 10) -> None:
+    Args:
+        url: the ``postgresql://`` URL.
+        connect_timeout_seconds: per connection attempt.
+        max_connections: per pool (so at most twice this many connections).
+        acquire_timeout_seconds: how long a session waits for a connection before the
+            database counts as unavailable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_seconds: int = 10,
+        max_connections: int = 20,
+        acquire_timeout_seconds: float = 15.0,
+    ) -> None:
         super().__init__()
         self.url = url
         self.connect_timeout_seconds = connect_timeout_seconds
+        self.max_connections = max_connections
+        self.acquire_timeout_seconds = acquire_timeout_seconds
+        self._pools: dict[bool, AsyncConnectionPool[Any]] = {}
 
     def __repr__(self) -> str:
         return "PostgresStore(<url>)"  # the URL may hold a password
 
+    async def _pool(self, held: bool) -> AsyncConnectionPool[Any]:
+        pool = self._pools.get(held)
+        if pool is None:
+            pool = AsyncConnectionPool(
+                self.url,
+                min_size=0,
+                max_size=self.max_connections,
+                kwargs={"autocommit": True, "connect_timeout": self.connect_timeout_seconds},
+                check=AsyncConnectionPool.check_connection,
+                timeout=self.acquire_timeout_seconds,
+                name=f"keel-{'held' if held else 'tx'}",
+                open=False,
+            )
+            self._pools[held] = pool
+            await pool.open(wait=False)
+        return pool
+
     @asynccontextmanager
     async def _open(self, hold: str | None) -> AsyncIterator[Session]:
-        conn = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, connect_timeout=self.connect_timeout_seconds
-        )
+        pool = await self._pool(hold is not None)
         try:
-            if hold is not None:
-                # Session-level: held across transactions, released when the connection ends.
+            async with pool.connection() as conn:
+                if hold is None:
+                    yield _PgSession(conn)
+                    return
+                # Session-level: held across transactions, released when the connection ends
+                # (or here, before the connection goes back to the pool).
                 await conn.execute("SELECT pg_advisory_lock(%s)", (lock_id(hold),))
-            yield _PgSession(conn)
-        finally:
-            await conn.close()
+                try:
+                    yield _PgSession(conn)
+                finally:
+                    await _unlock(conn, hold)
+        except StoreUnavailableError:
+            raise
+        except Exception as err:
+            if _pg_unavailable(err):
+                raise StoreUnavailableError(f"PostgreSQL unavailable: {err}") from err
+            raise
+
+    async def _columns(self, tx: Tx, table: str) -> set[str]:
+        rows = await tx.fetchall(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            table,
+        )
+        return {str(row[0]) for row in rows}
+
+    async def aclose(self) -> None:
+        """Close both pools (and every connection in them)."""
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.close()
+
+
+async def _unlock(conn: psycopg.AsyncConnection[Any], name: str) -> None:
+    """Release the session lock; a connection that cannot is closed (the server releases it
+    then), so the pool never hands out a connection still holding a lock."""
+    try:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id(name),))
+    except psycopg.Error:
+        await conn.close()

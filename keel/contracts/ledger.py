@@ -434,6 +434,32 @@ def register_event_type(cls: type[EventBase]) -> type[EventBase]:
     _EVENT_TYPES[name] = cls
     return cls
 
+class EffectOutcomeUnknown(EventBase):
+    """Nobody knows whether a side effect happened (an attempt died after it may have acted);
+    the tool's policy decides what happens next (``keel.contracts.effects``)."""
+
+    type: Literal["EffectOutcomeUnknown"] = "EffectOutcomeUnknown"
+    idempotency_key: str
+    tool: str
+    policy: str
+    """``lookup``, ``resend`` or ``escalate``."""
+    known: dict[str, Any] = Field(default_factory=dict)
+    """What the record knows: when the intent was recorded, attempts, the provider ref."""
+
+
+class EffectResolved(EventBase):
+    """An unknown outcome was resolved: confirmed performed, or confirmed not performed (the
+    effect is then attempted again)."""
+
+    type: Literal["EffectResolved"] = "EffectResolved"
+    idempotency_key: str
+    tool: str
+    resolution: Literal["confirmed_performed", "confirmed_not_performed"]
+    by: str
+    """Who resolved it (a reviewer at a gate)."""
+    gate: str | None = None
+
+
 
 def event_types() -> dict[str, type[EventBase]]:
     """Every event type this process knows, by name."""
@@ -503,3 +529,5 @@ def verify_chain(
 def parse_ledger(raw: list[dict[str, Any]]) -> list[EventBase]:
     """Typed events from their JSON form (query answers, exports)."""
     return LEDGER_ADAPTER.validate_python(raw)
+    | EffectOutcomeUnknown
+    | EffectResolved

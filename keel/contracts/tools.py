@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.contracts.effects import UnknownOutcomePolicy
 from keel.contracts.signing import Signature
 
 TOOL_TASK_WORKFLOW = "KeelToolTask"
@@ -27,6 +28,10 @@ class ToolSpec(BaseModel):
         requires_compensation: a task using it must declare a compensation.
         compensation_tools: tools allowed as its compensation.
         task_queue: queue of the worker that runs it; ``None`` means the workflow's own.
+        unknown_outcome: what a side-effecting tool does when an attempt finds that an
+            earlier one may have acted without recording it (``keel.contracts.effects``):
+            ``lookup`` (ask the provider first), ``resend`` (the receiver deduplicates) or
+            ``escalate`` (a person confirms; the default).
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -40,6 +45,7 @@ class ToolSpec(BaseModel):
     requires_compensation: bool = False
     compensation_tools: tuple[str, ...] = ()
     task_queue: str | None = None
+    unknown_outcome: UnknownOutcomePolicy = "escalate"
 
     def describe(self) -> dict[str, Any]:
         """What a planner is told about the tool."""
@@ -97,6 +103,12 @@ class EffectReceipt(BaseModel):
     provider_id: str
     replayed: bool
     """True when the effect had already been performed and was not performed again."""
+    recorded: bool = True
+    """False when the effect was performed but the record could not be updated (its
+    database was down): the caller records it through the tool's ``record`` activity."""
+    unknown_resolved_by: str | None = None
+    """How an unknown outcome before this result was resolved: ``lookup`` (the provider
+    was asked), ``resend`` (acted again; the receiver deduplicates) or ``person``."""
 
 
 class ToolResult(BaseModel):

@@ -6,22 +6,36 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from keel.contracts.effects import EFFECT_OUTCOME_UNKNOWN
     from keel.contracts.tools import (
         CATALOG,
         TOOL_TASK_WORKFLOW,
         ToolCall,
         ToolResult,
         ToolTaskInput,
-        tool_activity_name,
     )
 
+from keel.workflows.effects import execute_tool, unknown_outcome
 from keel.workflows.sealed import task_seal_problem
 
-PERMANENT_TOOL_ERRORS = ["InvalidToolInput", "IdempotencyKeyConflict", "UnknownTool"]
+PERMANENT_TOOL_ERRORS = [
+    "InvalidToolInput",
+    "IdempotencyKeyConflict",
+    "UnknownTool",
+    EFFECT_OUTCOME_UNKNOWN,
+]
 """The engine's permanent tool errors; a tool marks its own refusals non-retryable."""
+TOOL_RETRIES = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=PERMANENT_TOOL_ERRORS,
+)
+"""Retries of one tool activity for transient failures (a side-effect record outage is
+waited out beyond them, without limit: ``keel.workflows.effects.execute_tool``)."""
 
 
 @workflow.defn(name=TOOL_TASK_WORKFLOW)
@@ -60,17 +74,28 @@ class ToolTaskWorkflow:
         return result
 
     async def _run_tool(self, task: ToolTaskInput) -> ToolResult:
-        result: ToolResult = await workflow.execute_activity(
-            tool_activity_name(task.tool),
-            ToolCall(tool=task.tool, input=task.input, idempotency_key=workflow.info().workflow_id),
-            result_type=ToolResult,
-            start_to_close_timeout=timedelta(seconds=task.timeout_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                maximum_interval=timedelta(seconds=30),
-                maximum_attempts=5,
-                non_retryable_error_types=PERMANENT_TOOL_ERRORS,
-            ),
-            summary=f"{task.tool} ({task.ref})",
-        )
-        return result
+        """The tool's activity; an outage of the side-effect record is waited out, and an
+        unknown outcome the tool could not look up fails the task (never resent here)."""
+        try:
+            return await execute_tool(
+                ToolCall(
+                    tool=task.tool, input=task.input, idempotency_key=workflow.info().workflow_id
+                ),
+                start_to_close_timeout=timedelta(seconds=task.timeout_seconds),
+                retry_policy=TOOL_RETRIES,
+                summary=f"{task.tool} ({task.ref})",
+            )
+        except ActivityError as err:
+            unknown = unknown_outcome(err)
+            if unknown is None:
+                raise
+            raise ApplicationError(
+                f"the outcome of {task.tool} for task {task.ref!r} is unknown: an earlier "
+                f"attempt (intent at {unknown.intent_at.isoformat()}) ended without recording "
+                f"whether it acted; the tool's policy is {unknown.policy!r}, so it was not "
+                f"repeated. A person must check and resolve idempotency key "
+                f"{unknown.idempotency_key!r} before the task can run again",
+                unknown.model_dump(mode="json"),
+                type=EFFECT_OUTCOME_UNKNOWN,
+                non_retryable=True,
+            ) from err

@@ -3,15 +3,27 @@
 The send runs through the side-effect record with the call's idempotency key, and the
 Message-ID header is derived from that key (``message_id_for``): the provider id recorded for
 the effect is the Message-ID, and a receiver that sees the same Message-ID twice knows it is
-one email. SMTP has no idempotency keys of its own, so the one window left is a worker dying
-after the server accepted the message and before the record says ``performed``: the retry
-sends again, with the same Message-ID.
+one email. SMTP has no idempotency keys and no way to ask whether a message arrived, so when
+an attempt finds that an earlier one may have sent without recording it (the worker died
+after the server's 250, or the connection broke while the server had the whole message), the
+sender follows its policy (``unknown_outcome``, from ``KEEL_SMTP_UNKNOWN_OUTCOME``):
+
+* ``escalate`` (the default, ``SEND_EMAIL.unknown_outcome``): the activity fails with the
+  non-retryable ``EffectOutcomeUnknown``; a person confirms whether the email went out and
+  the workflow resolves the record (``keel.tool.send_email.resolve_outcome``);
+* ``resend``: the email is sent again with the same Message-ID, for receivers that
+  deduplicate by Message-ID.
+
+A failure before the server could have accepted the message (refused connection, a 4xx or
+5xx reply) records ``not_performed``, and the retry sends.
 
 Errors (``ApplicationError`` types):
 
 * ``SmtpUnavailable`` (retryable): connection refused or reset, timeout, server gone.
 * ``SmtpTransientFailure`` (retryable): a 4xx reply.
 * ``SmtpRejected`` (non-retryable): a 5xx reply, e.g. an unknown recipient.
+* ``EffectOutcomeUnknown`` (non-retryable), ``EffectStoreUnavailable`` (retryable): see
+  ``keel.activities.tools.base.effect_errors``.
 * ``InvalidToolInput``, ``IdempotencyKeyConflict`` (non-retryable).
 
 Fault switch for tests and demos: ``KEEL_FAULT_EXIT_AFTER_EFFECT=send_email`` (a
@@ -38,8 +50,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from keel.activities.effects import EffectConflictError, EffectRecord, open_effect_record
-from keel.activities.tools.base import tool_input
+from keel.activities.effects import EffectRecord, NotPerformed, open_effect_record
+from keel.activities.tools.base import effect_activities, effect_errors, tool_input
+from keel.contracts.effects import UnknownOutcomePolicy
 from keel.contracts.email import SEND_EMAIL, SendEmailInput, SendEmailOutput, message_id_for
 from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
 from keel.settings import KeelSettings
@@ -51,9 +64,11 @@ FAULT_EXIT_AFTER_EFFECT_ENV = "KEEL_FAULT_EXIT_AFTER_EFFECT"
 class SmtpFailure(Exception):
     """An SMTP exchange that did not end with the message accepted."""
 
-    def __init__(self, message: str, *, code: int | None = None) -> None:
+    def __init__(self, message: str, *, code: int | None = None, maybe_sent: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.maybe_sent = maybe_sent
+        """The exchange broke during DATA without a reply: the server may have the message."""
 
     @property
     def permanent(self) -> bool:
@@ -88,7 +103,9 @@ def smtp_send(
     """One SMTP exchange (blocking); returns the server's reply to DATA.
 
     Raises:
-        SmtpFailure: the server refused (``code`` set) or could not be reached (``code`` None).
+        SmtpFailure: the server refused (``code`` set) or could not be reached (``code`` None;
+            ``maybe_sent`` when the exchange broke during DATA, after which the server may
+            have accepted the message).
     """
 
     def expect(stage: str, reply: tuple[int, bytes], accepted: tuple[int, ...]) -> str:
@@ -97,11 +114,13 @@ def smtp_send(
             raise SmtpFailure(f"SMTP {stage} refused: {code} {_text(text)}", code=code)
         return f"{code} {_text(text)}"
 
+    in_data = False
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as smtp:
             expect("EHLO", smtp.ehlo(), (250,))
             expect("MAIL FROM", smtp.mail(sender), (250,))
             expect("RCPT TO", smtp.rcpt(to), (250, 251))
+            in_data = True
             return expect("DATA", smtp.data(message.as_bytes()), (250,))
     except SmtpFailure:
         raise
@@ -110,7 +129,10 @@ def smtp_send(
             f"SMTP server replied {err.smtp_code} {_text(err.smtp_error)}", code=err.smtp_code
         ) from err
     except OSError as err:  # refused, reset, timed out, disconnected (SMTPException too)
-        raise SmtpFailure(f"SMTP server {host}:{port} unavailable: {err!r}") from err
+        where = "during DATA, after which it may have the message" if in_data else "unavailable"
+        raise SmtpFailure(
+            f"SMTP server {host}:{port} {where}: {err!r}", maybe_sent=in_data
+        ) from err
 
 
 def fault_exit_after_effect(tool: str) -> None:
@@ -135,6 +157,8 @@ class EmailSender:
         host, port: the SMTP server (plain SMTP, no TLS or AUTH: a local relay or a test sink).
         sender: the From address (and the envelope sender).
         timeout: seconds for connecting and for each SMTP reply.
+        unknown_outcome: ``escalate`` (a person confirms) or ``resend`` (the receiver
+            deduplicates by Message-ID); see the module docstring.
     """
 
     def __init__(
@@ -145,12 +169,16 @@ class EmailSender:
         port: int,
         sender: str,
         timeout: float = 20.0,
+        unknown_outcome: UnknownOutcomePolicy = SEND_EMAIL.unknown_outcome,
     ) -> None:
+        if unknown_outcome == "lookup":
+            raise ValueError("SMTP cannot look a message up: use 'escalate' or 'resend'")
         self.effects = effects
         self.host = host
         self.port = port
         self.sender = sender
         self.timeout = timeout
+        self.unknown_outcome: UnknownOutcomePolicy = unknown_outcome
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.host}:{self.port}, sender={self.sender!r})"
@@ -165,14 +193,20 @@ class EmailSender:
         sender: str = "support@keel.example",
         timeout: float = 20.0,
     ) -> EmailSender:
-        """The sender over the side-effect record of ``settings``."""
+        """The sender over the side-effect record of ``settings`` (and its unknown-outcome
+        policy, ``KEEL_SMTP_UNKNOWN_OUTCOME``)."""
         return cls(
-            open_effect_record(settings), host=host, port=port, sender=sender, timeout=timeout
+            open_effect_record(settings),
+            host=host,
+            port=port,
+            sender=sender,
+            timeout=timeout,
+            unknown_outcome=settings.smtp_unknown_outcome,
         )
 
     def activities(self) -> list[Callable[..., Any]]:
-        """The activities to register on a worker."""
-        return [self.send_email]
+        """The activities to register on a worker: the send, and its record and resolve."""
+        return [self.send_email, *effect_activities(SEND_EMAIL.name, self.effects)]
 
     async def aclose(self) -> None:
         """Close the side-effect record."""
@@ -194,24 +228,30 @@ class EmailSender:
                 )
             except SmtpFailure as err:
                 if err.permanent:
-                    raise ApplicationError(
+                    failure = ApplicationError(
                         str(err), {"code": err.code}, type="SmtpRejected", non_retryable=True
-                    ) from err
-                kind = "SmtpUnavailable" if err.code is None else "SmtpTransientFailure"
-                raise ApplicationError(str(err), {"code": err.code}, type=kind) from err
+                    )
+                else:
+                    kind = "SmtpUnavailable" if err.code is None else "SmtpTransientFailure"
+                    failure = ApplicationError(str(err), {"code": err.code}, type=kind)
+                failure.__cause__ = err
+                if err.maybe_sent:  # the record keeps the intent: the retry's outcome is unknown
+                    raise failure from err
+                raise NotPerformed(failure) from err
             output = SendEmailOutput(
                 message_id=message_id, accepted_at=datetime.now(UTC), smtp_response=reply
             )
             return message_id, output.model_dump(mode="json")
 
-        try:
+        with effect_errors():
             receipt, output = await self.effects.perform_once(
-                call.idempotency_key, SEND_EMAIL.name, args.model_dump(mode="json"), perform
+                call.idempotency_key,
+                SEND_EMAIL.name,
+                args.model_dump(mode="json"),
+                perform,
+                policy=self.unknown_outcome,
+                provider_ref=message_id_for(call.idempotency_key),
             )
-        except EffectConflictError as err:
-            raise ApplicationError(
-                str(err), type="IdempotencyKeyConflict", non_retryable=True
-            ) from err
         if not receipt.replayed:
             fault_exit_after_effect(SEND_EMAIL.name)
         return ToolResult(tool=SEND_EMAIL.name, output=output, effect=receipt)

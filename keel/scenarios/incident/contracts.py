@@ -182,6 +182,7 @@ ROLL_FORWARD = _tool(
     output_model=DeployChangeOutput,
     side_effects=True,
     needs_approval=True,
+    unknown_outcome="lookup",
 )
 ROLLBACK_DEPLOY = _tool(
     name="rollback_deploy",
@@ -192,6 +193,7 @@ ROLLBACK_DEPLOY = _tool(
     needs_approval=True,
     requires_compensation=True,
     compensation_tools=("roll_forward_deploy",),
+    unknown_outcome="lookup",
 )
 UPDATE_INCIDENT = _tool(
     name="update_incident",
@@ -199,6 +201,7 @@ UPDATE_INCIDENT = _tool(
     input_model=UpdateIncidentInput,
     output_model=UpdateIncidentOutput,
     side_effects=True,
+    unknown_outcome="lookup",
 )
 
 INCIDENT_POLICY = PlanPolicy(

@@ -3,10 +3,14 @@
 Each activity takes a ``ToolCall``, validates its input into the tool's input model and
 returns a ``ToolResult`` whose ``output`` is the tool's output model dumped as JSON.
 Side-effecting tools run through the side-effect record with the call's idempotency key,
-which is also passed to the fake provider, and return the ``EffectReceipt``.
+which is also passed to the fake provider, and return the ``EffectReceipt``. Their unknown
+outcomes resolve by lookup (``unknown_outcome="lookup"``): an attempt that finds an earlier
+one ended without recording asks the fake system for the action of the key, records it if
+found, and acts only if it is not there. A refusal of the fake system is ``not_performed``.
 
 Non-retryable ``ApplicationError`` types: ``InvalidToolInput``, ``UnknownService``,
-``UnknownDeploy``, ``DeployConflict``, ``IdempotencyKeyConflict``.
+``UnknownDeploy``, ``DeployConflict``, ``IdempotencyKeyConflict``. Retryable:
+``EffectStoreUnavailable`` (the database is down; Keel's workflows retry it without limit).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from keel.activities.effects import EffectConflictError, EffectRecord, open_effect_record
-from keel.activities.tools.base import tool_input
+from keel.activities.effects import EffectRecord, NotPerformed, open_effect_record
+from keel.activities.tools.base import effect_activities, effect_errors, tool_input
 from keel.contracts.tools import ToolCall, ToolResult, ToolSpec, tool_activity_name
 from keel.scenarios.incident.contracts import (
     ALERT_CORRELATION,
@@ -51,13 +55,12 @@ INCIDENT_TOOLS = (
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    """The world's refusals and key misuse as non-retryable errors; anything else retries."""
-    try:
-        yield
-    except WorldError as err:
-        raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from err
-    except EffectConflictError as err:
-        raise ApplicationError(str(err), type="IdempotencyKeyConflict", non_retryable=True) from err
+    """The world's refusals and the record's errors as Temporal errors; anything else retries."""
+    with effect_errors():
+        try:
+            yield
+        except WorldError as err:
+            raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from err
 
 
 class IncidentTools:
@@ -74,7 +77,14 @@ class IncidentTools:
         return cls(IncidentWorld(effects.store, namespace=namespace), effects)
 
     def activities(self) -> list[Callable[..., Any]]:
-        """The six tool activities, to register on a worker."""
+        """The six tool activities, and the record/resolve activities of the side-effecting
+        ones, to register on a worker."""
+        records = [
+            fn
+            for spec in INCIDENT_TOOLS
+            if spec.side_effects
+            for fn in effect_activities(spec.name, self.effects)
+        ]
         return [
             self.metrics_lookup,
             self.deploy_history,
@@ -82,6 +92,7 @@ class IncidentTools:
             self.rollback_deploy,
             self.roll_forward_deploy,
             self.update_incident,
+            *records,
         ]
 
     async def aclose(self) -> None:
@@ -94,15 +105,31 @@ class IncidentTools:
         call: ToolCall,
         args: BaseModel,
         act: Callable[[str], Awaitable[BaseModel]],
+        find: Callable[[str], Awaitable[BaseModel | None]],
         provider_id_field: str,
     ) -> ToolResult:
         async def perform(key: str) -> tuple[str, dict[str, Any]]:
-            result = (await act(key)).model_dump(mode="json")
+            try:
+                result = (await act(key)).model_dump(mode="json")
+            except WorldError as err:  # refused inside a rolled-back transaction: nothing done
+                raise NotPerformed(err) from err
+            return str(result[provider_id_field]), result
+
+        async def lookup(key: str) -> tuple[str, dict[str, Any]] | None:
+            found = await find(key)
+            if found is None:
+                return None
+            result = found.model_dump(mode="json")
             return str(result[provider_id_field]), result
 
         with _refusals():
             receipt, output = await self.effects.perform_once(
-                call.idempotency_key, spec.name, args.model_dump(mode="json"), perform
+                call.idempotency_key,
+                spec.name,
+                args.model_dump(mode="json"),
+                perform,
+                policy=spec.unknown_outcome,
+                lookup=lookup,
             )
         return ToolResult(tool=spec.name, output=output, effect=receipt)
 
@@ -143,6 +170,7 @@ class IncidentTools:
             call,
             args,
             lambda key: self.world.rollback(key, args.service, args.deploy_id, args.to_version),
+            self.world.find_change,
             "action_id",
         )
 
@@ -155,6 +183,7 @@ class IncidentTools:
             call,
             args,
             lambda key: self.world.roll_forward(key, args.service, args.to_version),
+            self.world.find_change,
             "action_id",
         )
 
@@ -167,5 +196,6 @@ class IncidentTools:
             call,
             args,
             lambda key: self.world.add_note(key, args.incident_id, args.status, args.note),
+            self.world.find_note,
             "note_id",
         )

@@ -4,7 +4,9 @@ Read-only data (metrics, deploys, alerts) comes from ``samples/incident-world.js
 which has a fixed "now". The fake deploy API and incident tracker keep their state in a
 ``SqlStore`` (the side-effect record's database), so several workers share it, and they
 honour the idempotency key passed to them as real providers do: a second call with the
-same key returns the first action and changes nothing. State is scoped by ``namespace``,
+same key returns the first action and changes nothing, and they can be asked whether the
+action of a key happened (``find_change``, ``find_note``: how the tools resolve an unknown
+outcome before acting again). State is scoped by ``namespace``,
 so separate demos or tests sharing one database do not see each other's rollbacks.
 """
 
@@ -283,7 +285,42 @@ class IncidentWorld:
             change, lock=f"keel-fake-deploy:{self.namespace}:{service}"
         )
 
+    async def find_change(self, key: str) -> DeployChangeOutput | None:
+        """The rollback or roll-forward done with idempotency key ``key``, if any."""
+        await self.store.ensure_schema("keel_fake_systems", FAKES_DDL)
+        row = await self.store.transaction(
+            lambda tx: tx.fetchone(
+                "SELECT action_id, from_version, to_version, service FROM keel_fake_deploys "
+                "WHERE namespace = ? AND idempotency_key = ?",
+                self.namespace,
+                key,
+            )
+        )
+        if row is None:
+            return None
+        action_id, from_version, to_version, service = row
+        return DeployChangeOutput(
+            service=service, from_version=from_version, to_version=to_version, action_id=action_id
+        )
+
     # --- the fake incident tracker -----------------------------------------------------------
+
+    async def find_note(self, key: str) -> UpdateIncidentOutput | None:
+        """The note added with idempotency key ``key``, if any."""
+        await self.store.ensure_schema("keel_fake_systems", FAKES_DDL)
+        row = await self.store.transaction(
+            lambda tx: tx.fetchone(
+                "SELECT note_id, incident_id, status FROM keel_fake_incident_notes "
+                "WHERE namespace = ? AND idempotency_key = ?",
+                self.namespace,
+                key,
+            )
+        )
+        return (
+            None
+            if row is None
+            else UpdateIncidentOutput(incident_id=row[1], status=row[2], note_id=row[0])
+        )
 
     async def add_note(
         self, key: str, incident_id: str, status: str, note: str

@@ -132,6 +132,23 @@ REFUND_APPROVAL = GateSpec(
 """A ``modify`` approves the refund with changes: a different ``refund_usd`` and/or a new
 ``body``; the modified reply is held to the guard (see ``modified_reply``) and then sent."""
 
+CONFIRM_REPLY_SENT = GateSpec(
+    name="confirm-reply-sent",
+    title=(
+        "Did the reply reach the customer? A worker stopped after the mail server may have "
+        "accepted it. Approve: it was sent (not sent again). Reject: it was not (sent again)"
+    ),
+    reviewers=("support.lead.chen",),
+    sla=timedelta(hours=4),
+    escalation_reviewers=("support.manager.dee",),
+    escalation_sla=timedelta(hours=20),
+    on_expiry="approve",
+)
+"""Opened when the send's outcome is unknown (policy ``escalate``). Check the mail server's
+log for the Message-ID in the gate's context. Unanswered, the reply is not sent again (a
+duplicate is never sent without a person), the record stays ``unknown`` and the run ends
+``escalated``."""
+
 SUPPORT_TRIAGE = REGISTRY.register(
     AgentContract(
         name="support-triage",

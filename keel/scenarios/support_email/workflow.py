@@ -1,5 +1,10 @@
 """Customer support email: triage (agent), order and policy in parallel, draft (agent) under
-a guard with repair, refund approval, then the reply sent exactly once."""
+a guard with repair, refund approval, then the reply sent once.
+
+"Once" as far as anyone can know: when a worker stops after the mail server may have
+accepted the reply and before the record says so, the send's outcome is unknown and (policy
+``escalate``) the ``confirm-reply-sent`` gate asks a person whether it went out; the reply
+is sent again only if they say it did not."""
 
 from __future__ import annotations
 
@@ -9,12 +14,21 @@ from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from keel.contracts.effects import EFFECT_OUTCOME_UNKNOWN, ResolveOutcomeInput, UnknownOutcome
+    from keel.contracts.email import message_id_for
     from keel.contracts.gates import GateState
-    from keel.contracts.ledger import TaskCompleted, WorkflowCompleted
-    from keel.contracts.tools import ToolCall, ToolResult, tool_activity_name
+    from keel.contracts.ledger import (
+        EffectOutcomeUnknown,
+        EffectResolved,
+        TaskCompleted,
+        WorkflowCompleted,
+    )
+    from keel.contracts.tools import EffectReceipt, ToolCall, ToolResult
     from keel.scenarios.support_email.contracts import (
+        CONFIRM_REPLY_SENT,
         MAX_EMAIL_BYTES,
         REFUND_APPROVAL,
         SUPPORT_REPLY,
@@ -33,14 +47,25 @@ with workflow.unsafe.imports_passed_through():
     from keel.scenarios.support_email.tools import LOOKUP_ORDER, REFUND_POLICY, OrderQuery
 
 from keel.workflows.base import KeelWorkflow
+from keel.workflows.effects import execute_tool, resolve_effect, unknown_outcome
 
 Outcome = Literal["replied", "escalated", "denied", "rejected"]
 SEND_RETRIES = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=10,
-    non_retryable_error_types=["InvalidToolInput", "SmtpRejected", "IdempotencyKeyConflict"],
+    non_retryable_error_types=[
+        "InvalidToolInput",
+        "SmtpRejected",
+        "IdempotencyKeyConflict",
+        EFFECT_OUTCOME_UNKNOWN,
+    ],
 )
+"""Retries of the send for SMTP trouble; an outage of the side-effect record's database is
+waited out beyond them without limit (``execute_tool``)."""
+MAX_SEND_CONFIRMATIONS = 3
+"""How many times one run asks a person whether its reply went out before it ends escalated
+(each "not sent" sends again, and that send's outcome can be unknown too)."""
 
 
 @workflow.defn(name="SupportEmail")
@@ -109,10 +134,14 @@ class SupportEmailWorkflow(KeelWorkflow):
                 why = gate.review.comment if gate.review else "no decision before the SLAs"
                 return self._finish(email, "rejected", f"refund not approved: {why}", triage, reply)
         sent = await self._send(email, reply)
+        if sent is None:
+            why = "nobody confirmed whether the reply reached the customer; it was not sent again"
+            return self._finish(email, "escalated", why, triage, reply)
+        confirmed = sent.effect is not None and sent.effect.unknown_resolved_by == "person"
         return self._finish(
             email,
             "replied",
-            "reply sent",
+            "reply sent (confirmed by a person)" if confirmed else "reply sent",
             triage,
             reply,
             sent.effect.provider_id if sent.effect else None,
@@ -139,26 +168,106 @@ class SupportEmailWorkflow(KeelWorkflow):
         )
         return policy
 
-    async def _send(self, email: SupportEmail, reply: Reply) -> ToolResult:
+    async def _send(self, email: SupportEmail, reply: Reply) -> ToolResult | None:
+        """Send the reply; None when its outcome stayed unknown (nobody confirmed)."""
         workflow.set_current_details(f"Sending the reply to {email.from_address}")
         key = f"{workflow.info().workflow_id}/send-reply"
-        result: ToolResult = await workflow.execute_activity(
-            tool_activity_name("send_email"),
-            ToolCall(
-                tool="send_email",
-                idempotency_key=key,
-                input={
-                    "to": email.from_address,
-                    "subject": reply.subject,
-                    "body": reply.body,
-                    "in_reply_to": email.message_id,
-                },
-            ),
-            result_type=ToolResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=SEND_RETRIES,
-            summary=f"send reply to {email.from_address}",
+        call = ToolCall(
+            tool="send_email",
+            idempotency_key=key,
+            input={
+                "to": email.from_address,
+                "subject": reply.subject,
+                "body": reply.body,
+                "in_reply_to": email.message_id,
+            },
         )
+        for _ in range(MAX_SEND_CONFIRMATIONS + 1):
+            try:
+                result = await execute_tool(
+                    call,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=SEND_RETRIES,
+                    summary=f"send reply to {email.from_address}",
+                )
+            except ActivityError as err:
+                unknown = unknown_outcome(err)
+                if unknown is None:
+                    raise
+                reviewer = await self._confirm_sent(email, unknown)
+                if reviewer is None:
+                    return None
+                if not reviewer[1]:
+                    continue  # confirmed not sent: the record lets the next attempt send
+                result = ToolResult(
+                    tool="send_email",
+                    output={"message_id": message_id_for(key), "confirmed_by": reviewer[0]},
+                    effect=EffectReceipt(
+                        idempotency_key=key,
+                        provider_id=unknown.provider_ref or message_id_for(key),
+                        replayed=True,
+                        unknown_resolved_by="person",
+                    ),
+                )
+            self._record_sent(result)
+            return result
+        return None
+
+    async def _confirm_sent(
+        self, email: SupportEmail, unknown: UnknownOutcome
+    ) -> tuple[str, bool] | None:
+        """Ask a person whether the reply went out; record and return (reviewer, sent)."""
+        self.ledger.record(
+            EffectOutcomeUnknown(
+                idempotency_key=unknown.idempotency_key,
+                tool=unknown.tool,
+                policy=unknown.policy,
+                known=unknown.model_dump(
+                    mode="json", exclude={"idempotency_key", "tool", "policy"}
+                ),
+            )
+        )
+        gate = self.gate_book.open(
+            CONFIRM_REPLY_SENT,
+            {
+                "message_id": unknown.provider_ref,
+                "in_reply_to": email.message_id,
+                "intent_at": unknown.intent_at.isoformat(),
+                "found_by": unknown.found_by,
+            },
+            reason=(
+                f"the send's outcome is unknown: an attempt recorded its intent at "
+                f"{unknown.intent_at.isoformat()} and stopped before recording the server's "
+                f"answer; look for Message-ID {unknown.provider_ref} in the mail server's log"
+            ),
+        )
+        await self.gate_book.wait(gate)
+        review = gate.review
+        if gate.state not in (GateState.APPROVED, GateState.REJECTED) or review is None:
+            return None
+        sent = gate.state is GateState.APPROVED
+        await resolve_effect(
+            ResolveOutcomeInput(
+                idempotency_key=unknown.idempotency_key,
+                tool=unknown.tool,
+                performed=sent,
+                by=review.reviewer,
+                provider_id=unknown.provider_ref if sent else None,
+                note=review.comment,
+            )
+        )
+        self.ledger.record(
+            EffectResolved(
+                idempotency_key=unknown.idempotency_key,
+                tool=unknown.tool,
+                resolution="confirmed_performed" if sent else "confirmed_not_performed",
+                by=review.reviewer,
+                gate=gate.name,
+            )
+        )
+        return review.reviewer, sent
+
+    def _record_sent(self, result: ToolResult) -> None:
         self.ledger.record(
             TaskCompleted(
                 round=0,
@@ -169,7 +278,6 @@ class SupportEmailWorkflow(KeelWorkflow):
                 effect=result.effect.model_dump(mode="json") if result.effect else None,
             )
         )
-        return result
 
     def _finish(
         self,
