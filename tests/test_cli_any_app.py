@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from keel.offline import OfflineProvider
 from keel.workers.runtime import build_worker, connect, ensure_search_attributes
 from tests.apps.echo_app import APP as ECHO_APP
-from tests.conftest import BIN, offline_settings
+from tests.conftest import BIN, CODEC_KEYS, codec_settings, offline_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO_MODULE = "tests.apps.echo_app"
@@ -69,6 +69,7 @@ class Cli:
             "KEEL_APPS": "keel.scenarios.contract_review",
             "KEEL_DATA_DIR": str(tmp / "data"),
             "KEEL_MODEL": "offline",
+            "KEEL_CODEC_KEYS": CODEC_KEYS,  # the worker's: history is encrypted
         }
 
     async def __call__(
@@ -145,7 +146,7 @@ async def echo_client(dev_env: WorkflowEnvironment) -> AsyncIterator[Client]:
     async with asyncio.timeout(60):
         while True:  # a new namespace is usable once the frontend's cache has it
             try:
-                client = await connect(offline_settings(), address=address, namespace=namespace)
+                client = await connect(codec_settings(), address=address, namespace=namespace)
                 await ensure_search_attributes(client)
                 break
             except RPCError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import BIN
+from tests.conftest import BIN, CODEC_KEYS
 from tests.helpers import start_keel_worker
 from tests.samples import load_sample
 
@@ -27,6 +27,7 @@ class Stack:
             "KEEL_TASK_QUEUE": f"incident-cli-{uuid.uuid4()}",
             "KEEL_DATA_DIR": str(tmp / "data"),
             "KEEL_MODEL": "offline",
+            "KEEL_CODEC_KEYS": CODEC_KEYS,  # worker and CLI share the history keys
         }
 
     async def keel(self, *args: str, expect: int = 0) -> str:
