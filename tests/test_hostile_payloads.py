@@ -148,17 +148,33 @@ async def test_non_object_review_signals_are_each_refused_with_their_kind(
     await approve_and_finish(waiting)
 
 
-async def test_undecodable_review_signals_are_dropped_without_failing_a_workflow_task(
+async def test_undecodable_review_signals_are_recorded_as_refused_and_the_gate_still_decides(
     waiting: WorkflowHandle[Any, ContractReviewResult],
 ) -> None:
-    # Temporal's SDK cannot decode these into arguments and drops the signal (with a worker
-    # log line) before any workflow code runs: nothing reaches the ledger.
-    for payload in (NESTED_2000, raw(b"{not json"), raw(b"\x00\x01", encoding=b"binary/weird")):
+    undecodable = (NESTED_2000, raw(b"{not json"), raw(b"\x00\x01", encoding=b"binary/weird"))
+    for payload in undecodable:
         await waiting.signal("review", payload)
     await waiting.signal("review", "a marker after them")
-    events = await refusals_until(waiting, 1)
-    [marker] = events_of(events, ReviewRefused)
-    assert marker.reasons == ["the review payload must be a JSON object, not a string"]
+    events = events_of(await refusals_until(waiting, 4), ReviewRefused)
+    for event in events[:3]:
+        assert event.reasons[0].startswith("argument 1 cannot be decoded: "), event.reasons
+        assert event.gate is None and event.reviewer is None
+    assert len({e.payload_sha256 for e in events[:3]}) == 3  # each recorded by its own bytes
+    assert events[3].reasons == ["the review payload must be a JSON object, not a string"]
+    await approve_and_finish(waiting)
+
+
+async def test_signals_of_other_names_are_refused_on_record_not_buffered(
+    waiting: WorkflowHandle[Any, ContractReviewResult],
+) -> None:
+    await waiting.signal("approve", review(GATE, "approve", "legal.sam"))
+    await waiting.signal("x" * 100_000, {})
+    events = events_of(await refusals_until(waiting, 2), ReviewRefused)
+    assert events[0].reasons == ["this workflow takes no signal 'approve', only 'review'"]
+    assert "only 'review'" in events[1].reasons[0] and len(events[1].reasons[0]) < 1_000
+    assert [g.state for g in await waiting.query("gates", result_type=list[GateView])] == [
+        GateState.AWAITING_APPROVAL
+    ]  # the misnamed approval decided nothing
     await approve_and_finish(waiting)
 
 

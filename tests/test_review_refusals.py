@@ -261,7 +261,9 @@ async def test_refused_signals_are_recorded_and_a_valid_one_decides(
         await handle.signal(
             "review", review(GATE, "approve", "legal.sam", comment="ok from chat", device="phone")
         )
-        result = await handle.result()
+        # No time skipping: the module's waiting review must not reach its SLA meanwhile.
+        with ts_env.auto_time_skipping_disabled():
+            result = await handle.result()
     assert (result.outcome, result.decided_by, result.reason) == (
         "approved",
         "legal.sam",

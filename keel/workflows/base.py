@@ -1,7 +1,8 @@
 """What every Keel workflow shares: ledger, context, gates, agent nodes and their handlers.
 
 Handlers: query ``ledger``, query ``gates``, update ``review`` (validated, answers the
-caller) and signal ``review`` (same payload; refused input is recorded, never fatal). Each
+caller) and signal ``review`` (same payload; refused input is recorded, never fatal; a
+signal of any other name, or one that cannot be decoded, is a recorded refusal too). Each
 takes any number of arguments of any shape and refuses what it cannot use with a reason;
 what a refusal records of the caller's input is bounded, and so is the number recorded.
 """
@@ -9,9 +10,11 @@ what a refusal records of the caller's input is bounded, and so is the number re
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -152,26 +155,44 @@ class KeelWorkflow:
         if reasons:
             raise refusal(reasons)
 
-    @workflow.signal(name="review")
-    def review_signal(self, *args: Any) -> None:
-        """Same as the update for tools that can only signal; refusals go to the ledger,
-        the first ``MAX_RECORDED_REFUSALS`` of them (bounded), then they are only counted."""
-        review, reasons = self._check_review(args)
-        if review is not None and not reasons:
-            self.gate_book.apply(review, via="signal")
-            return
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Every signal the workflow has no handler of its own for. ``review`` does what the
+        update does, for tools that can only signal; any other name, and any payload Keel
+        cannot decode, is refused. Refusals go to the ledger, the first
+        ``MAX_RECORDED_REFUSALS`` of them (bounded), then they are only counted.
+
+        One dynamic handler, not a named one: the SDK drops a named signal it cannot decode
+        without telling workflow code, and buffers a signal of an unknown name, unbounded,
+        for a handler that may never come. Here both are refusals on record.
+        """
+        values, problem = _decoded(args)
+        if name != "review":
+            reasons = [f"this workflow takes no signal {bounded_text(name)!r}, only 'review'"]
+        elif problem is not None:
+            reasons = [problem]
+        else:
+            review, reasons = self._check_review(tuple(values))
+            if review is not None and not reasons:
+                self.gate_book.apply(review, via="signal")
+                return
+        self._refuse_signal(values, reasons, digest=_raw_digest(args) if problem else None)
+
+    def _refuse_signal(
+        self, values: list[Any], reasons: list[str], *, digest: str | None = None
+    ) -> None:
         self.refused_signals += 1
         if self.refused_signals > MAX_RECORDED_REFUSALS:
             if self.refused_signals == MAX_RECORDED_REFUSALS + 1:
-                workflow.logger.warning("refused review signals are no longer recorded")
+                workflow.logger.warning("refused signals are no longer recorded")
             return
         if self.refused_signals == MAX_RECORDED_REFUSALS:
             reasons = [
                 *reasons,
-                f"this is the {MAX_RECORDED_REFUSALS}th refused review signal: later ones are "
+                f"this is the {MAX_RECORDED_REFUSALS}th refused signal: later ones are "
                 "not recorded in the ledger (Temporal's history keeps every signal)",
             ]
-        payload = args[0] if len(args) == 1 else list(args)
+        payload = values[0] if len(values) == 1 else values
         raw = payload if isinstance(payload, dict) else {}
         self.ledger.record(
             ReviewRefused(
@@ -179,7 +200,7 @@ class KeelWorkflow:
                 reviewer=_quoted(raw.get("reviewer")),
                 via="signal",
                 reasons=reasons or ["malformed review"],
-                payload_sha256=payload_digest(payload),
+                payload_sha256=digest or payload_digest(payload),
             )
         )
 
@@ -203,6 +224,27 @@ def _input_problem(error: Any) -> str:
     """One pydantic error as ``where: what``, the caller's keys cut to a bounded length."""
     where = ".".join(bounded_text(str(p), MAX_LOCATION_PART_CHARS) for p in error["loc"])
     return f"{where or 'input'}: {error['msg']}"
+
+
+def _decoded(args: Sequence[RawValue]) -> tuple[list[Any], str | None]:
+    """The signal's arguments as JSON values, or why one cannot be decoded."""
+    converter = workflow.payload_converter()
+    values = []
+    for index, arg in enumerate(args):
+        try:
+            values.append(converter.from_payload(arg.payload))
+        except Exception as err:  # the refusing converter's UndecodableInput, or any other
+            text = err.message if isinstance(err, ApplicationError) else str(err)
+            return [], f"argument {index + 1} cannot be decoded: {bounded_text(text)}"
+    return values, None
+
+
+def _raw_digest(args: Sequence[RawValue]) -> str:
+    """sha256 over the raw bytes of every argument (what an undecodable signal held)."""
+    digest = hashlib.sha256()
+    for arg in args:
+        digest.update(arg.payload.SerializeToString(deterministic=True))
+    return digest.hexdigest()
 
 
 def _quoted(value: Any) -> str | None:
