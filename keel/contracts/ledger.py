@@ -381,6 +381,32 @@ class WorkflowCompleted(EventBase):
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
+class EffectOutcomeUnknown(EventBase):
+    """Nobody knows whether a side effect happened (an attempt died after it may have acted);
+    the tool's policy decides what happens next (``keel.contracts.effects``)."""
+
+    type: Literal["EffectOutcomeUnknown"] = "EffectOutcomeUnknown"
+    idempotency_key: str
+    tool: str
+    policy: str
+    """``lookup``, ``resend`` or ``escalate``."""
+    known: dict[str, Any] = Field(default_factory=dict)
+    """What the record knows: when the intent was recorded, attempts, the provider ref."""
+
+
+class EffectResolved(EventBase):
+    """An unknown outcome was resolved: confirmed performed, or confirmed not performed (the
+    effect is then attempted again)."""
+
+    type: Literal["EffectResolved"] = "EffectResolved"
+    idempotency_key: str
+    tool: str
+    resolution: Literal["confirmed_performed", "confirmed_not_performed"]
+    by: str
+    """Who resolved it (a reviewer at a gate)."""
+    gate: str | None = None
+
+
 BuiltinEvent = Annotated[
     WorkflowStarted
     | InputRejected
@@ -409,6 +435,8 @@ BuiltinEvent = Annotated[
     | Compensated
     | LedgerContinued
     | ContinuedAsNew
+    | EffectOutcomeUnknown
+    | EffectResolved
     | WorkflowCompleted,
     Field(discriminator="type"),
 ]
@@ -433,32 +461,6 @@ def register_event_type(cls: type[EventBase]) -> type[EventBase]:
         raise ValueError(f"ledger event type {name!r} is already registered ({known.__name__})")
     _EVENT_TYPES[name] = cls
     return cls
-
-class EffectOutcomeUnknown(EventBase):
-    """Nobody knows whether a side effect happened (an attempt died after it may have acted);
-    the tool's policy decides what happens next (``keel.contracts.effects``)."""
-
-    type: Literal["EffectOutcomeUnknown"] = "EffectOutcomeUnknown"
-    idempotency_key: str
-    tool: str
-    policy: str
-    """``lookup``, ``resend`` or ``escalate``."""
-    known: dict[str, Any] = Field(default_factory=dict)
-    """What the record knows: when the intent was recorded, attempts, the provider ref."""
-
-
-class EffectResolved(EventBase):
-    """An unknown outcome was resolved: confirmed performed, or confirmed not performed (the
-    effect is then attempted again)."""
-
-    type: Literal["EffectResolved"] = "EffectResolved"
-    idempotency_key: str
-    tool: str
-    resolution: Literal["confirmed_performed", "confirmed_not_performed"]
-    by: str
-    """Who resolved it (a reviewer at a gate)."""
-    gate: str | None = None
-
 
 
 def event_types() -> dict[str, type[EventBase]]:
@@ -529,5 +531,3 @@ def verify_chain(
 def parse_ledger(raw: list[dict[str, Any]]) -> list[EventBase]:
     """Typed events from their JSON form (query answers, exports)."""
     return LEDGER_ADAPTER.validate_python(raw)
-    | EffectOutcomeUnknown
-    | EffectResolved
