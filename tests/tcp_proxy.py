@@ -17,6 +17,7 @@ class TcpProxy:
         self.upstream = (upstream_host, upstream_port)
         self.refusing = False
         self.accepted = 0
+        self.refused = 0
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
@@ -66,6 +67,7 @@ class TcpProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
+            self.refused += 1
             writer.transport.abort()
             return
         self.accepted += 1

@@ -348,6 +348,10 @@ class PostgresStore(SqlStore):
                 kwargs={"autocommit": True, "connect_timeout": self.connect_timeout_seconds},
                 check=AsyncConnectionPool.check_connection,
                 timeout=self.acquire_timeout_seconds,
+                # Give up a failing reconnection soon: the next session starts a fresh one, so
+                # a database back after an outage of minutes is used within seconds, not
+                # after the pool's backoff has grown to match the outage.
+                reconnect_timeout=max(self.acquire_timeout_seconds, 5.0),
                 name=f"keel-{'held' if held else 'tx'}",
                 open=False,
             )
