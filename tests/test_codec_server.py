@@ -6,8 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import re
+import signal
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +21,7 @@ from temporalio.api.common.v1 import Payload
 
 from keel.workers.codec import ENCODING, KEY_ID, CodecKeyring, EncryptionCodec, new_key_entry
 from keel.workers.codec_server import CodecServer, ui_origins
+from tests.conftest import BIN, free_port
 
 TOKEN = "t0ken-for-the-tests"
 UI = "http://127.0.0.1:8233"
@@ -215,3 +222,85 @@ async def test_other_paths_and_methods_are_refused(server: CodecServer) -> None:
     assert garbage.status == 400
     # ...and the server still answers.
     assert (await http(server, "POST", "/encode", body_of("x"), AUTH)).status == 200
+
+
+# --- as `keel dev` runs it -----------------------------------------------------------------
+
+
+def fetch(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+@pytest.mark.integration
+async def test_keel_dev_starts_the_codec_server_and_points_its_ui_at_it(tmp_path: Path) -> None:
+    ui = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "KEEL_UI_PORT": ui.rsplit(":", 1)[1],
+        "KEEL_UI_URL": ui,
+        "KEEL_DATA_DIR": str(tmp_path / "data"),
+        "KEEL_MODEL": "offline",
+        "KEEL_SMTP_PORT": str(free_port()),
+    }
+    env.pop("KEEL_CODEC_KEYS", None)
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "keel"),
+        "dev",
+        "--no-worker",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    printed: list[bytes] = []
+    try:
+        async with asyncio.timeout(60):
+            while b"keel dev:" not in (line := await proc.stdout.readline()):
+                assert line, "keel dev exited before it was ready:\n" + b"".join(printed).decode()
+                printed.append(line)
+        note = next(line.decode() for line in printed if line.startswith(b"codec:"))
+        found = re.search(r"codec server for the UI at (\S+) \(token (\S+)\)", note)
+        assert found, note
+        url, token = found[1], found[2]
+        assert f"--codec-auth 'Bearer {token}'" in note  # how to pass it, spelled out
+        # No key was configured: the dev stack generated one, kept for the next run.
+        assert "codec-keys" in note and (tmp_path / "data/keys/codec-keys").exists()
+
+        # The UI was told where the codec server is (with the token, as it sends none).
+        status, _, body = await asyncio.to_thread(fetch, f"{ui}/api/v1/settings")
+        assert status == 200
+        assert json.loads(body)["Codec"]["Endpoint"] == f"{url}/{token}"
+
+        # The codec server answers the UI's preflight, and refuses requests without the token.
+        preflight = {
+            "Origin": ui,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-namespace",
+        }
+        status, headers, _ = await asyncio.to_thread(
+            fetch, f"{url}/{token}/decode", "OPTIONS", None, preflight
+        )
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == ui
+        status, _, _ = await asyncio.to_thread(fetch, f"{url}/encode", "POST", body_of("x"))
+        assert status == 401
+        bearer = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        status, _, encoded = await asyncio.to_thread(
+            fetch, f"{url}/encode", "POST", body_of("maya"), bearer
+        )
+        assert status == 200 and b"maya" not in encoded
+        status, _, decoded = await asyncio.to_thread(
+            fetch, f"{url}/decode", "POST", encoded, bearer
+        )
+        payload = json.loads(decoded)["payloads"][0]
+        assert status == 200 and json.loads(base64.b64decode(payload["data"])) == "maya"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), timeout=60) == 0

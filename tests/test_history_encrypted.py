@@ -234,3 +234,24 @@ async def test_the_samples_pii_is_in_no_history_in_plaintext_and_reads_with_the_
     assert code == 2 and "KEEL_CODEC_KEYS" in refused and "Traceback" not in refused
     code, refused = await keel(without_keys, "replay", str(history_file), timeout=60)
     assert code == 2 and "encrypted with key id 'test-1'" in refused, refused
+
+
+@pytest.mark.parametrize("command", [["worker"], ["gates"], ["ledger", "some-id"]])
+async def test_against_another_server_without_keys_keel_refuses_to_start_and_says_how(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "TEMPORAL_"))},
+        "TEMPORAL_ADDRESS": "temporal.invalid:7233",
+        "TEMPORAL_CONFIG_FILE": str(tmp_path / "none.toml"),
+        "KEEL_DATA_DIR": str(tmp_path / "data"),
+        "KEEL_MODEL": "offline",
+    }
+    code, out = await keel(env, *command, timeout=60)
+    assert code == 2, out
+    assert "no codec key is configured for the Temporal server at temporal.invalid:7233" in out
+    assert "KEEL_CODEC_KEYS" in out and "KEEL_CODEC_KEY_FILE" in out and "KEEL_CODEC=off" in out
+    assert "Traceback" not in out
+    # Turned off explicitly, it goes on to connect (and finds no server there).
+    code, out = await keel({**env, "KEEL_CODEC": "off"}, *command, timeout=60)
+    assert code == 3 and "cannot reach Temporal" in out, out
