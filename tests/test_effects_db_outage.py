@@ -58,6 +58,7 @@ def incident_plan() -> list[dict[str, object]]:
     ]
 
 
+@pytest.mark.integration  # a real 20 s outage: not for the quick run
 async def test_incidents_wait_out_a_database_outage_and_roll_back_once(
     ts_env: WorkflowEnvironment,
     proxy: TcpProxy,
