@@ -12,18 +12,25 @@ import base64
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from keel.workers.codec import ENCODING, CodecKeyring, EncryptionCodec
+from keel.scenarios.contract_review.workflow import ContractReviewWorkflow
+from keel.workers.app import workflow_type_of
+from keel.workers.codec import ENCODING, KEY_ID, CodecKeyring, EncryptionCodec
 from keel.workers.codec_server import CodecServer
-from tests.conftest import BIN, CODEC_KEYS, free_port
+from keel.workers.runtime import connect
+from tests.conftest import BIN, CODEC_KEYS, codec_settings, free_port, keel_worker
+from tests.samples import load_sample
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +262,49 @@ async def test_against_another_server_without_keys_keel_refuses_to_start_and_say
     # Turned off explicitly, it goes on to connect (and finds no server there).
     code, out = await keel({**env, "KEEL_CODEC": "off"}, *command, timeout=60)
     assert code == 3 and "cannot reach Temporal" in out, out
+
+
+async def test_a_worker_with_the_codec_runs_a_raw_plaintext_start_and_refuses_forged_ciphertext(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    raw_client = dev_env.client
+    client = await connect(codec_settings(), address=raw_client.service_client.config.target_host)
+    contract = load_sample("contract-low-risk")
+    async with keel_worker(client) as task_queue:
+        # A raw caller without the codec: its plaintext input is read as sent...
+        plain = await raw_client.start_workflow(
+            ContractReviewWorkflow.run, contract, id=f"raw-{uuid.uuid4()}", task_queue=task_queue
+        )
+        async with asyncio.timeout(30):
+            result = await client.get_workflow_handle(plain.id).result()
+        assert result["outcome"] == "approved"
+        # ...and what the worker wrote back is encrypted.
+        history = await plain.fetch_history()
+        completed = history.events[-1].workflow_execution_completed_event_attributes
+        assert completed.result.payloads[0].metadata["encoding"] == ENCODING
+
+        # Ciphertext that does not open fails its run with the reason; it never wedges it.
+        sealed = EncryptionCodec(CodecKeyring.parse(CODEC_KEYS)).seal(
+            Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(contract).encode())
+        )
+        forged = {
+            "failed authentication": Payload(
+                metadata=dict(sealed.metadata), data=sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
+            ),
+            "which this process does not have": Payload(
+                metadata={"encoding": ENCODING, KEY_ID: b"stolen-1"}, data=sealed.data
+            ),
+        }
+        for reason, payload in forged.items():
+            handle = await raw_client.start_workflow(
+                workflow_type_of(ContractReviewWorkflow),
+                RawValue(payload),
+                id=f"forged-{uuid.uuid4()}",
+                task_queue=task_queue,
+            )
+            with pytest.raises(WorkflowFailureError) as failed:
+                async with asyncio.timeout(30):
+                    await client.get_workflow_handle(handle.id).result()
+            cause = failed.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == "UndecodableInput"
+            assert reason in cause.message and cause.non_retryable
