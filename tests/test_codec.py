@@ -13,7 +13,10 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.exceptions import ApplicationError
 
+from keel import testing
 from keel.errors import KeelUserError
+from keel.scenarios.contract_review import APP as CONTRACT_REVIEW
+from keel.testing import time_skipping_env
 from keel.workers.codec import (
     ENCODING,
     KEY_ID,
@@ -28,6 +31,7 @@ from keel.workers.codec import (
 )
 from keel.workers.runtime import keel_data_converter, worker_data_converter
 from tests.conftest import offline_settings
+from tests.helpers import start_review
 
 OLD = new_key_entry("2025-q4")
 NEW = new_key_entry("2026-q1")
@@ -247,3 +251,28 @@ def test_the_embedded_stack_generates_a_dev_key_once_and_local_clients_use_it(
     # The dev key is never used for a server elsewhere.
     with pytest.raises(KeelUserError):
         codec_keyring(on, target="temporal.prod:7233", embedded=False)
+
+
+# --- the test kit, encrypted -----------------------------------------------------------------
+
+
+async def test_the_test_kit_runs_encrypted_when_given_keys_and_replays_with_them(
+    tmp_path: Path,
+) -> None:
+    keyring = CodecKeyring.parse(NEW)
+    async with time_skipping_env(keyring=keyring) as env:
+        async with testing.keel_worker(
+            env.client, apps=[CONTRACT_REVIEW], settings=offline_settings(data_dir=tmp_path)
+        ) as task_queue:
+            handle = await start_review(env.client, task_queue, "low", prefix="kit-encrypted")
+            assert (await handle.result()).outcome == "approved"
+        history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.input.payloads[0].metadata["encoding"] == ENCODING
+    assert b"Brightline Analytics" not in history.events[0].SerializeToString()
+    path = tmp_path / "kit-encrypted.json"
+    path.write_text(history.to_json())
+    await testing.assert_replays([path], apps=[CONTRACT_REVIEW], keyring=keyring)
+    # Without the keys the history cannot be read, so it does not replay.
+    [(_, outcome)] = await testing.replay_histories([path], apps=[CONTRACT_REVIEW])
+    assert outcome.replay_failure is not None
