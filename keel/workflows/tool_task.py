@@ -98,4 +98,4 @@ class ToolTaskWorkflow:
                 unknown.model_dump(mode="json"),
                 type=EFFECT_OUTCOME_UNKNOWN,
                 non_retryable=True,
-            ) from err
+            ) from None  # this is the reason the plan reads (the innermost failure)

@@ -137,11 +137,10 @@ class SupportEmailWorkflow(KeelWorkflow):
         if sent is None:
             why = "nobody confirmed whether the reply reached the customer; it was not sent again"
             return self._finish(email, "escalated", why, triage, reply)
-        confirmed = sent.effect is not None and sent.effect.unknown_resolved_by == "person"
         return self._finish(
             email,
             "replied",
-            "reply sent (confirmed by a person)" if confirmed else "reply sent",
+            _sent_reason(sent),
             triage,
             reply,
             sent.effect.provider_id if sent.effect else None,
@@ -305,3 +304,13 @@ class SupportEmailWorkflow(KeelWorkflow):
             ledger=list(self.ledger.events),
             ledger_head=self.ledger.head_hash,
         )
+
+
+def _sent_reason(sent: ToolResult) -> str:
+    """``reply sent``, saying so when a person settled an unknown outcome on the way."""
+    effect = sent.effect
+    if effect is None or effect.unknown_resolved_by != "person":
+        return "reply sent"
+    if effect.replayed:
+        return "reply sent (confirmed by a person)"
+    return "reply sent (again: a person confirmed the first attempt had not gone out)"
