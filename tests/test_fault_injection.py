@@ -221,6 +221,8 @@ def worker_env(
         "KEEL_MODEL": "offline",
         "KEEL_SMTP_HOST": "127.0.0.1",
         "KEEL_SMTP_PORT": str(smtp_port),
+        # The test's own clients read history raw (encryption: test_history_encrypted).
+        "KEEL_CODEC": "off",
         **extra,
     }
 

@@ -42,6 +42,7 @@ async def test_a_killed_worker_is_noticed_by_heartbeat(
             "KEEL_TASK_QUEUE": f"crash-{uuid.uuid4()}",
             "KEEL_DATA_DIR": str(tmp_path),
             "KEEL_SMTP_PORT": str(free_port()),
+            "KEEL_CODEC": "off",  # this test reads history raw (encryption: test_history_encrypted)
         }
         first = await start_keel_worker(env)
         handle = await start_review(dev_env.client, env["KEEL_TASK_QUEUE"], "low", prefix="crash")
