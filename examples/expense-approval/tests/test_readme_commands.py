@@ -24,7 +24,12 @@ async def keel(env: WorkflowEnvironment, *args: str) -> str:
         str(KEEL),
         *args,
         cwd=HERE,
-        env={**os.environ, "TEMPORAL_ADDRESS": env.client.service_client.config.target_host},
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            # The kit's test server keeps history in plaintext (keel.testing), so does the CLI.
+            "KEEL_CODEC": "off",
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
