@@ -1,9 +1,12 @@
 """History encryption: a Temporal payload codec doing AES-256-GCM with named, rotatable keys.
 
-Every payload a Keel client or worker sends (workflow inputs and results, activity inputs
-and results, signals, updates, queries, failure details, memos) is serialized whole
-(metadata and data) and sealed with AES-256-GCM under the current key of the keyring, with a
-fresh random 96-bit nonce. What reaches the server::
+Every payload a Keel client or worker sends through its data converter (workflow and
+activity inputs and results, signals, updates, queries and their answers, failure messages,
+stack traces and details, the workflow summary) is serialized whole (metadata and data) and
+sealed with AES-256-GCM under the current key of the keyring, with a fresh random 96-bit
+nonce. Not payloads, so not encrypted: workflow ids and types, activity and timer ids, task
+queues, search attributes (``KeelPendingGates`` holds gate names) and headers. What reaches
+the server::
 
     metadata: {"encoding": "binary/keel-encrypted", "keel-key-id": "<key id>"}
     data:     nonce (12 bytes) || ciphertext || GCM tag (16 bytes)
