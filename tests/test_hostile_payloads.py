@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -310,13 +311,16 @@ PROPERTY = settings(
 
 
 async def for_each_example(
-    strategy: st.SearchStrategy[T], check: Callable[[T], Coroutine[Any, Any, None]]
+    strategy: st.SearchStrategy[T],
+    check: Callable[[T], Coroutine[Any, Any, None]],
+    *,
+    examples: int = 40,
 ) -> None:
     """Run the async ``check`` on hypothesis' examples (hypothesis drives sync code, so it
     runs in a thread and hands each example to this event loop)."""
     loop = asyncio.get_running_loop()
 
-    @PROPERTY
+    @settings(PROPERTY, max_examples=examples)
     @given(strategy)
     def run(example: T) -> None:
         asyncio.run_coroutine_threadsafe(check(example), loop).result(timeout=60)
@@ -394,3 +398,61 @@ def test_the_gates_table_escapes_control_characters_in_every_field() -> None:
     assert "legal.sam\\nc-99 forged-gate" in text
     assert "  why: the model said\\r\\n\\x1b[31mAPPROVED\\x1b[0m" in text.splitlines()
     assert text.splitlines()[1].startswith("c-42\\n ")
+
+
+# --- every handler, fuzzed -------------------------------------------------------------------
+
+SIGNALS = st.tuples(st.text(max_size=200), st.lists(PAYLOADS, max_size=3))
+
+
+async def test_any_signal_name_and_arguments_leave_the_run_completing_with_a_bounded_ledger(
+    waiting: WorkflowHandle[Any, ContractReviewResult],
+) -> None:
+    async def check(signal: tuple[str, list[Any]]) -> None:
+        name, args = signal
+        await waiting.signal(name, args=args)
+        assert ledger_bytes(await ledger_of(waiting)) < LEDGER_LIMIT
+
+    await for_each_example(SIGNALS, check, examples=30)
+    result = await approve_and_finish(waiting)
+    assert len(events_of(result.ledger, ReviewRefused)) <= 20
+    assert ledger_bytes(result.ledger) < LEDGER_LIMIT
+
+
+async def test_any_query_arguments_are_refused_and_the_run_goes_on(
+    waiting: WorkflowHandle[Any, ContractReviewResult],
+) -> None:
+    async def check(args: list[Any]) -> None:
+        for query in ("ledger", "gates"):
+            with pytest.raises(WorkflowQueryFailedError, match=f"the {query} query takes no"):
+                await waiting.query(query, args=args)
+
+    await for_each_example(st.lists(PAYLOADS, min_size=1, max_size=3), check, examples=20)
+    await approve_and_finish(waiting)
+
+
+async def test_any_json_start_of_any_keel_workflow_ends_failed_with_a_bounded_reason(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    from temporalio.client import WorkflowFailureError
+
+    from keel.workers.app import workflow_type_of
+    from keel.workers.apps import resolve_apps, workflows_of
+
+    types = [workflow_type_of(cls) for cls in workflows_of(resolve_apps())]
+    async with keel_worker(ts_env.client) as tq:
+
+        async def check(start: tuple[str, Any]) -> None:
+            workflow_type, payload = start
+            handle = await ts_env.client.start_workflow(
+                workflow_type, payload, id=f"fuzz-{uuid.uuid4()}", task_queue=tq
+            )
+            with pytest.raises(WorkflowFailureError) as caught:
+                async with asyncio.timeout(30):  # a failing workflow task would retry for ever
+                    await handle.result()
+            cause = caught.value.cause
+            assert isinstance(cause, ApplicationError), cause
+            assert cause.type in {"InvalidInput", "UndecodableInput", "UnsealedToolTask"}, cause
+            assert len(cause.message) < 6_000
+
+        await for_each_example(st.tuples(st.sampled_from(types), PAYLOADS), check, examples=20)

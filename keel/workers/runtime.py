@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -195,7 +195,7 @@ class RefusingPayloadConverter(PydanticPayloadConverter):
                     f"undecodable input: {reason}", type="UndecodableInput", non_retryable=True
                 )
         try:
-            return super().from_payloads(payloads, type_hints)
+            values = super().from_payloads(payloads, type_hints)
         except FailureError:
             raise
         except Exception as err:
@@ -204,6 +204,15 @@ class RefusingPayloadConverter(PydanticPayloadConverter):
             raise ApplicationError(
                 f"undecodable input: {reason[:300]}", type="UndecodableInput", non_retryable=True
             ) from None
+        for value, hint in zip(values, type_hints or [], strict=False):
+            # ``binary/null`` decodes to None whatever the type hint says.
+            if value is None and isinstance(hint, type) and issubclass(hint, BaseModel):
+                raise ApplicationError(
+                    f"undecodable input: null where {hint.__name__} was expected",
+                    type="UndecodableInput",
+                    non_retryable=True,
+                )
+        return values
 
 
 def refusing(converter: DataConverter) -> DataConverter:

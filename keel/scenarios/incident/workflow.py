@@ -56,18 +56,23 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
         """Investigate the page in ``raw_input`` (resuming from ``carry``, if any)."""
         return await self.settle(await self._investigate(raw_input))
 
-    async def _investigate(self, raw_input: dict[str, Any]) -> IncidentResult:
+    async def _investigate(self, raw_input: Any) -> IncidentResult:
         state = await self.resume(raw_input)
         carry = self._resume(state["carry"]) if state is not None else None
         self.start(raw_input)
         given = state if state is not None else raw_input
-        if state is None and raw_input.get("carry") is not None:
+        fields = given if isinstance(given, dict) else {}
+        if state is None and fields.get("carry") is not None:
             reason = "carry comes only from Keel's own continue-as-new, never from a caller"
             self.ledger.record(InputRejected(reasons=[reason]))
             raise ApplicationError(
                 f"invalid input: {reason}", type="InvalidInput", non_retryable=True
             )
-        page = self.ingest(IncidentPage, given.get("page"), max_bytes=MAX_PAGE_BYTES)
+        page = self.ingest(
+            IncidentPage,
+            fields.get("page") if isinstance(given, dict) else given,
+            max_bytes=MAX_PAGE_BYTES,
+        )
         first_round = carry.rounds_done + 1 if carry else 1
         for round_no in range(first_round, INCIDENT_POLICY.max_rounds + 1):
             if self._should_continue(page, round_no - first_round):
