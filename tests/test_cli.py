@@ -115,7 +115,8 @@ async def test_start_gates_approve_and_ledger(cli: Cli) -> None:
     events = [json.loads(line) for line in lines]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert all({"seq", "type", "at", "hash"} <= set(e) for e in events)
-    assert events[-1]["type"] == "WorkflowCompleted" and events[-1]["outcome"] == "approved"
+    assert events[-2]["type"] == "WorkflowCompleted" and events[-2]["outcome"] == "approved"
+    assert events[-1]["type"] == "ChainHeadSigned" and events[-1]["covers_seq"] == events[-2]["seq"]
 
 
 async def test_reject_reinvokes_the_agent_then_modify_approves(cli: Cli) -> None:
@@ -182,4 +183,5 @@ async def test_replay_and_export(cli: Cli) -> None:
     await cli("export", "--query", f"WorkflowId = '{workflow_id}'", "--out", str(out_file))
     exported = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert {e["workflow_id"] for e in exported} == {workflow_id}
-    assert [e["type"] for e in exported][-1] == "WorkflowCompleted"
+    assert [e["event"]["type"] for e in exported][-2:] == ["WorkflowCompleted", "ChainHeadSigned"]
+    assert {e["status"] for e in exported} == {"COMPLETED"}

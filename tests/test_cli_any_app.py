@@ -220,7 +220,7 @@ async def test_start_gates_approve_ledger_export_and_replay_of_an_app_the_cli_ne
     events = await cli.wait_for_ledger(workflow_id, "WorkflowCompleted")
     noted = [e for e in events if e["type"] == "EchoNoted"]
     assert noted and noted[0]["words"] == 4 and noted[0]["echo"] == "four words of echo"
-    assert events[-1]["outcome"] == "approved"
+    assert events[-2]["outcome"] == "approved" and events[-1]["type"] == "ChainHeadSigned"
     text = (await cli("ledger", workflow_id)).out
     assert "EchoNoted" in text and "words=4" in text  # generic: this process lacks the type
     assert f"hash chain verified: {len(events)} events" in text
@@ -239,8 +239,8 @@ async def test_start_gates_approve_ledger_export_and_replay_of_an_app_the_cli_ne
     assert json.loads(exported.err.splitlines()[-1])["skipped"] >= 1
     lines = [json.loads(line) for line in out_file.read_text().splitlines()]
     mine = [e for e in lines if e["workflow_id"] == workflow_id]
-    assert [e["seq"] for e in mine] == [e["seq"] for e in events]
-    assert "EchoNoted" in {e["type"] for e in mine}
+    assert [e["event"]["seq"] for e in mine] == [e["seq"] for e in events]
+    assert "EchoNoted" in {e["event"]["type"] for e in mine}
     assert json.loads(exported.err.splitlines()[-1])["events"] == len(lines)
 
     unloaded = await cli("replay", workflow_id, expect=2)
@@ -269,7 +269,7 @@ async def test_reject_and_an_invalid_input_started_by_type(cli: Cli) -> None:
     assert out.json()["gate"] == "echo-review" and out.json()["state"] == "rejected"
     await cli.client.get_workflow_handle(workflow_id).result()
     events = (await cli("ledger", workflow_id, "-o", "json")).json_lines()
-    assert events[-1]["outcome"] == "rejected"
+    assert events[-2]["outcome"] == "rejected"
     again = await cli(*reject, "--comment", "twice", expect=1)
     assert f"keel: workflow '{workflow_id}'" in again.err and "already completed" in again.err
 
@@ -334,11 +334,11 @@ async def test_a_ledger_whose_hash_chain_does_not_verify_exits_1(cli: Cli) -> No
     await cli.client.get_workflow_handle(workflow_id).result()
     text = await cli("ledger", workflow_id, expect=1)
     assert "echo=changed afterwards" in text.out
-    assert "HASH CHAIN BROKEN at event 2: hash does not match the event's content" in text.out
-    assert "keel: hash chain broken at event 2" in text.err
+    assert "LEDGER BROKEN at event #2: hash does not match the event's content" in text.out
+    assert "keel: ledger broken at event 2" in text.err
     as_json = await cli("ledger", workflow_id, "-o", "json", expect=1)
     assert [e["seq"] for e in as_json.json_lines()] == [1, 2, 3]
-    assert json.loads(as_json.err)["error"].startswith("hash chain broken at event 2")
+    assert json.loads(as_json.err)["error"].startswith("ledger broken at event 2")
 
 
 async def test_exit_codes_for_failures_refusals_and_an_unreachable_server(cli: Cli) -> None:
@@ -438,7 +438,7 @@ async def test_address_namespace_and_profile_options(cli: Cli) -> None:
         await cli.wait_for_gate(served, "echo-review")
         await cli("approve", served, "echo-review", "--reviewer", "echo.reviewer")
         events = await cli.wait_for_ledger(served, "WorkflowCompleted")
-        assert events[-1]["outcome"] == "approved"
+        assert events[-2]["outcome"] == "approved"
     finally:
         worker.terminate()
         await worker.wait()

@@ -98,7 +98,7 @@ async def test_incident_survives_a_killed_worker(
     assert sorted(completed) == sorted(
         ["metrics", "deploys", "alerts", "rollback", "update-incident"]
     )
-    assert events[-1]["type"] == "WorkflowCompleted" and events[-1]["outcome"] == "mitigated"
+    assert events[-2]["type"] == "WorkflowCompleted" and events[-2]["outcome"] == "mitigated"
     decided = next(e for e in events if e["type"] == "GateDecided")
     assert (decided["reviewer"], decided["gate"]) == ("oncall.lead", "approve-rollback")
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 import pytest
+import rfc8785
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers.base import ModelReply, ModelRequest
-from keel.contracts.agent import canonical_json
 from keel.contracts.ledger import (
     GENESIS_HASH,
     AgentDecided,
@@ -158,6 +158,8 @@ def test_every_event_round_trips_through_its_json_form(
         "ContinuedAsNew",
         "ProviderFallback",
     }
+    # Effect outcomes: tests/test_effects.py.
+    plan_events |= {"EffectOutcomeUnknown", "EffectResolved"}
     assert ALL_TYPES - seen == {"DefaultApplied"} | plan_events
 
 
@@ -338,11 +340,11 @@ def hand_built(**kwargs: Any) -> list[Any]:
     )
 
 
-def test_compute_hash_is_sha256_of_the_previous_hash_and_the_canonical_body() -> None:
+def test_compute_hash_is_sha256_of_the_rfc8785_form_of_the_event_without_its_hash() -> None:
     event = hand_built()[1]
-    body = canonical_json(event.model_dump(mode="json", exclude={"hash"}))
-    assert event.hash == hashlib.sha256((event.prev_hash + body).encode()).hexdigest()
-    assert '"hash"' not in body
+    body = rfc8785.dumps(event.model_dump(mode="json", exclude={"hash"}))
+    assert event.hash == hashlib.sha256(body).hexdigest()
+    assert b'"hash"' not in body and event.prev_hash.encode() in body
 
 
 def test_a_hand_built_ledger_verifies_and_checks_its_genesis() -> None:

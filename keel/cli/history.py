@@ -15,7 +15,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
-from keel.cli.ledgers import load_event_types, read_ledger
+from keel.cli.ledgers import export_records, load_event_types, read_raw_ledger
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_json
 from keel.contracts.tools import TOOL_TASK_WORKFLOW
 from keel.errors import KeelUserError
@@ -171,20 +171,16 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
 
 
 async def _export_one(client: Client, execution: WorkflowExecution, out: IO[str]) -> int | None:
-    """Write one run's ledger; ``None`` (and a note) if it has none."""
+    """Write one run's ledger, each event as stored under ``event`` beside the run's ids and
+    status (``docs/auditors.md``); ``None`` (and a note) if it has none."""
     try:
-        events = await read_ledger(client, execution.id, execution.run_id)
+        run = await read_raw_ledger(client, execution.id, execution.run_id)
     except (CliError, RPCError) as exc:
         print(
             f"keel: skipped {execution.id} (run {execution.run_id}): {exc.message}",
             file=sys.stderr,
         )
         return None
-    for event in events:
-        record = {
-            "workflow_id": execution.id,
-            "run_id": execution.run_id,
-            **event.model_dump(mode="json"),
-        }
+    for record in export_records(execution.id, run):
         out.write(json.dumps(record) + "\n")
-    return len(events)
+    return len(run.events)

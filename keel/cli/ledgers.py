@@ -4,7 +4,9 @@ the ``ledger`` query, as JSON, so no app code is needed."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import (
@@ -17,10 +19,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli.output import FAILURE, OK, CliError, emit_lines, report
 from keel.cli.render import escape, ledger_text
-from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger, verify_chain
+from keel.contracts.integrity import verify_ledger
+from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger
+from keel.contracts.signing import Keyring
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.apps import app_specs, load_app, resolve_apps
+from keel.workers.keys import read_keyring, read_signing_key, signing_key_path
 
 QUERY_TIMEOUT = timedelta(seconds=15)
 """How long a ``ledger`` or ``gates`` query may wait for a worker to answer."""
@@ -31,6 +36,48 @@ MAX_RUNS = 10_000
 """Runs ``full_chain`` follows back at most: a forged link cannot make it walk forever."""
 
 
+@dataclass
+class RunLedger:
+    """One run's ledger as stored: its JSON objects, unparsed (what verification hashes)."""
+
+    description: WorkflowExecutionDescription
+    events: list[Any]
+
+    @property
+    def open(self) -> bool:
+        """Whether the run is still running (its last events may not be signed yet)."""
+        return self.description.status in (None, WorkflowExecutionStatus.RUNNING)
+
+    @property
+    def status(self) -> str:
+        """The run's status, as Temporal names it (``RUNNING``, ``COMPLETED``, ``FAILED``)."""
+        return self.description.status.name if self.description.status else "RUNNING"
+
+    @property
+    def ended_by_keel(self) -> bool:
+        """Whether the run ran to its end (completed, or continued as new): Keel signed its
+        last head, so its ledger must end with that signature. A run that failed, timed out
+        or was terminated ended before it could sign."""
+        return self.description.status in (
+            WorkflowExecutionStatus.COMPLETED,
+            WorkflowExecutionStatus.CONTINUED_AS_NEW,
+        )
+
+
+def export_records(workflow_id: str, run: RunLedger) -> list[dict[str, Any]]:
+    """One run's lines of a ``keel export`` file: each event as stored, under ``event``,
+    beside the run's ids and status (``docs/auditors.md``)."""
+    return [
+        {
+            "workflow_id": workflow_id,
+            "run_id": run.description.run_id,
+            "status": run.status,
+            "event": event,
+        }
+        for event in run.events
+    ]
+
+
 async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
     """The ledger across every run of a workflow that continued as new, oldest first:
     each run's first event names the run before it.
@@ -39,11 +86,22 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
         CliError: a link names a run that does not exist, a run of another workflow type, a
             run already read (a loop), or the walk passes ``MAX_RUNS`` runs.
     """
-    description, events = await _read_run(client, workflow_id, None)
-    runs = [events]
+    runs = await chain_runs(client, workflow_id)
+    return _parsed(workflow_id, [event for run in runs for event in run.events])
+
+
+async def chain_runs(client: Client, workflow_id: str) -> list[RunLedger]:
+    """Each run's stored ledger, oldest first, following the continue-as-new links back from
+    the latest run (``full_chain``, unparsed).
+
+    Raises:
+        CliError: as ``full_chain``.
+    """
+    description, events = await _read_raw(client, workflow_id, None)
+    latest = RunLedger(description, events)
+    runs = [latest]
     seen = {description.run_id}
-    while events and isinstance(events[0], LedgerContinued):
-        previous = events[0].previous_run_id
+    while (previous := _previous_run(events)) is not None:
         where = f"the ledger of {escape(workflow_id)} links back to run '{escape(previous)}'"
         if previous in seen:
             raise CliError(f"{where}, a run already read: the continue-as-new links loop")
@@ -51,7 +109,7 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
             raise CliError(f"{where}: more than {MAX_RUNS} runs; stopped following the links")
         seen.add(previous)
         try:
-            earlier, events = await _read_run(client, workflow_id, previous)
+            earlier, events = await _read_raw(client, workflow_id, previous)
         except RPCError as exc:
             if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise
@@ -61,8 +119,30 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
                 f"{where}, a run of another workflow type ({escape(earlier.workflow_type)}, "
                 f"not {escape(description.workflow_type)}): a forged link"
             )
-        runs.append(events)
-    return [event for run in reversed(runs) for event in run]
+        runs.append(RunLedger(earlier, events))
+    return list(reversed(runs))
+
+
+def _previous_run(events: list[Any]) -> str | None:
+    """The run a run's ``LedgerContinued`` (its first event) links back to, if any."""
+    first = events[0] if events else None
+    if (
+        not isinstance(first, dict)
+        or first.get("type") != LedgerContinued.model_fields["type"].default
+    ):
+        return None
+    return str(first.get("previous_run_id"))
+
+
+def _parsed(workflow_id: str, raw: list[Any]) -> list[LedgerEvent]:
+    try:
+        return parse_ledger(raw)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise CliError(
+            f"the ledger of {escape(workflow_id)} holds an event that does not parse: "
+            f"{escape(str(exc).splitlines()[0])}",
+            FAILURE,
+        ) from exc
 
 
 async def read_ledger(
@@ -73,12 +153,21 @@ async def read_ledger(
     Raises:
         CliError: the execution has no Keel ledger, or no worker answered the query.
     """
-    return (await _read_run(client, workflow_id, run_id))[1]
+    return _parsed(workflow_id, (await _read_raw(client, workflow_id, run_id))[1])
 
 
-async def _read_run(
+async def read_raw_ledger(client: Client, workflow_id: str, run_id: str | None = None) -> RunLedger:
+    """The ledger of one run as stored (JSON objects, unparsed), with the run's description.
+
+    Raises:
+        CliError: as ``read_ledger``.
+    """
+    return RunLedger(*await _read_raw(client, workflow_id, run_id))
+
+
+async def _read_raw(
     client: Client, workflow_id: str, run_id: str | None
-) -> tuple[WorkflowExecutionDescription, list[LedgerEvent]]:
+) -> tuple[WorkflowExecutionDescription, list[Any]]:
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     description = await handle.describe()
     name = f"{escape(workflow_id)} ({escape(description.workflow_type)})"
@@ -86,11 +175,11 @@ async def _read_run(
         # Every Keel result carries its ledger; read it as JSON, so this works for any app.
         result = await handle.result()
         if isinstance(result, dict) and isinstance(result.get("ledger"), list):
-            return description, parse_ledger(result["ledger"])
+            return description, result["ledger"]
         raise CliError(f"{name} is not a Keel workflow: its result carries no ledger", FAILURE)
     try:
-        events: list[LedgerEvent] = await handle.query(
-            "ledger", result_type=list[LedgerEvent], rpc_timeout=QUERY_TIMEOUT
+        events: list[Any] = await handle.query(
+            "ledger", result_type=list[Any], rpc_timeout=QUERY_TIMEOUT
         )
     except WorkflowQueryFailedError as exc:
         raise CliError(f"{name} has no Keel ledger: {escape(str(exc))}", FAILURE) from exc
@@ -124,15 +213,41 @@ def load_event_types(args: Any) -> None:
 
 
 async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
-    """Print the ledger; exit 1 if its hash chain does not verify."""
+    """Print the ledger and verify it as stored (hashes, types, links, signatures against the
+    trusted keys); exit 1 if it does not verify."""
     load_event_types(args)
-    events = await full_chain(client, args.workflow_id)
-    emit_lines(args, ledger_text(events), (e.model_dump(mode="json") for e in events))
-    chain = verify_chain(events)
-    if not chain.ok:
+    runs = await chain_runs(client, args.workflow_id)
+    raw = [event for run in runs for event in run.events]
+    events = _parsed(args.workflow_id, raw)
+    keyring = trusted_keyring(settings)
+    latest = runs[-1]
+    verified = verify_ledger(raw, keyring=keyring or None, closed=latest.ended_by_keel)
+    text = ledger_text(events, report=verified, status=latest.status)
+    emit_lines(args, text, (e.model_dump(mode="json") for e in events))
+    if not verified.ok:
         return report(
             args,
-            f"hash chain broken at event {chain.broken_at}: {escape(chain.reason or '')}",
+            f"ledger broken at event {verified.broken_at}: {escape(verified.reason or '')}",
             FAILURE,
         )
     return OK
+
+
+def trusted_keyring(settings: KeelSettings, path: str | None = None) -> Keyring:
+    """The keys a ledger's signatures are checked against: the keyring file ``path`` alone
+    when given; else ``KEEL_TRUSTED_KEYS_FILE`` and this machine's worker key, if it has one
+    (the dev default: a worker and the CLI on one machine share ``data_dir``).
+
+    Raises:
+        KeelUserError: a keyring file is missing or is not a keyring.
+    """
+    if path is not None:
+        return read_keyring(Path(path))
+    keyring = read_keyring(settings.trusted_keys_file)
+    local = signing_key_path(settings)
+    if local.is_file():
+        try:
+            keyring.add(read_signing_key(local).public_key)
+        except KeelUserError as exc:
+            print(f"keel: note: {escape(str(exc))}; not trusted", file=sys.stderr)
+    return keyring

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from keel.cli import commands, history
+from keel.cli import commands, history, verify
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
 from keel.cli.output import FAILURE, UNREACHABLE, USAGE, CliError, report
 from keel.cli.render import escape
@@ -67,6 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("workflow_id")
     json_alias(p)
+    p = command("verify", "verify a ledger as stored, with its signed heads (exit 1 if not)")
+    _app_option(
+        p,
+        help="an app whose event types to check fields of (default: KEEL_APPS, else "
+        "every installed app); other apps' events are checked by hash and signature only",
+    )
+    p.add_argument("target", metavar="ID|EXPORT.jsonl", help="a workflow id or a keel export file")
+    p.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="trusted public keys (a keyring file; default: KEEL_TRUSTED_KEYS_FILE and this "
+        "machine's worker key)",
+    )
+    p.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="in an export, a run marked RUNNING may end with unsigned events",
+    )
+    p.add_argument(
+        "--allow-legacy", action="store_true", help="accept unsigned keel-ledger/1 ledgers"
+    )
     p = command("gates", "list gates waiting for a reviewer")
     json_alias(p)
     for name, verb in (("approve", "approve (or modify with --modify)"), ("reject", "reject")):
@@ -139,6 +160,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
     if args.command == "replay" and history.is_history_file(args.target):
         return await history.cmd_replay(None, settings, args)  # needs no server
+    if args.command == "verify" and verify.is_export_file(args.target):
+        return await verify.cmd_verify(None, settings, args)  # needs no server
     client = await open_client(settings, args)
     settings = connected_settings(settings, client)
     if args.command == "worker":
@@ -153,6 +176,7 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         "reject": commands.cmd_review,
         "replay": history.cmd_replay,
         "export": history.cmd_export,
+        "verify": verify.cmd_verify,
     }[args.command]
     try:
         return await handler(client, settings, args)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel.contracts.gates import GateView
+from keel.contracts.integrity import LedgerReport
 from keel.contracts.ledger import GENESIS_HASH, EventBase, verify_chain
 
 _Formatter = Callable[[Any], str]
@@ -78,6 +79,7 @@ _FORMATS: dict[str, _Formatter] = {
     ),
     "LedgerContinued": lambda e: f"run {e.run} continues run {e.previous_run_id}",
     "ContinuedAsNew": lambda e: f"after {e.rounds_done} rounds: {e.reason}",
+    "ChainHeadSigned": lambda e: f"#{e.covers_seq} {e.covers_hash[:16]} by {e.key_id} ({e.reason})",
     "WorkflowCompleted": lambda e: (
         f"{e.outcome} ({_fields(e.summary, 'decided_by', 'reason', 'rounds', 'summary')})"
     ),
@@ -122,21 +124,62 @@ def _code(char: str) -> str:
     return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
 
 
-def ledger_text(events: Sequence[EventBase], *, genesis: str | None = None) -> str:
-    """One line per event, then the chain verification (from ``genesis`` when the events
-    are one run of a workflow that continued as new)."""
+def ledger_text(
+    events: Sequence[EventBase],
+    *,
+    genesis: str | None = None,
+    report: LedgerReport | None = None,
+    status: str = "RUNNING",
+) -> str:
+    """One line per event, then the verification: ``report`` (of the ledger as stored, with
+    its signatures) when given, else the hash chain of ``events`` (from ``genesis`` when
+    they are one run of a workflow that continued as new); ``status`` is the latest run's."""
     lines = []
     for event in events:
         formatter = _FORMATS.get(event.type)
         detail = formatter(event) if formatter else event.describe()
         lines.append(f"#{event.seq:<3} {event.at:%Y-%m-%d %H:%M:%S}  {event.type:<17} {detail}")
-    first_seq = events[0].seq if events and genesis else 1
-    report = verify_chain(events, genesis=genesis or GENESIS_HASH, first_seq=first_seq)
-    if report.ok:
-        lines.append(f"hash chain verified: {report.events} events, head {report.head_hash[:16]}")
+    if report is not None:
+        lines += verification_lines(report, status)
     else:
-        lines.append(f"HASH CHAIN BROKEN at event {report.broken_at}: {report.reason}")
+        first_seq = events[0].seq if events and genesis else 1
+        chain = verify_chain(events, genesis=genesis or GENESIS_HASH, first_seq=first_seq)
+        if chain.ok:
+            lines.append(f"hash chain verified: {chain.events} events, head {chain.head_hash[:16]}")
+        else:
+            lines.append(f"HASH CHAIN BROKEN at event {chain.broken_at}: {chain.reason}")
     return "\n".join(escape(line) for line in lines)  # a field's newline cannot forge a line
+
+
+def verification_lines(report: LedgerReport, status: str = "RUNNING") -> list[str]:
+    """What ``keel ledger`` and ``keel verify`` say of a verified (or broken) ledger whose
+    latest run has ``status``."""
+    if not report.ok:
+        return [f"LEDGER BROKEN at event #{report.broken_at}: {report.reason}"]
+    lines = [f"hash chain verified: {report.events} events, head {report.head_hash[:16]}"]
+    if report.legacy:
+        return [*lines, f"scheme {report.scheme}: unsigned legacy ledger (nothing signs it)"]
+    last = report.last_signed
+    if last is None:
+        lines.append(f"scheme {report.scheme}: no signed head yet")
+    else:
+        lines.append(
+            f"scheme {report.scheme}: signed by {last.key_id} at #{last.covers_seq} "
+            f"({last.reason}); {len(report.signed)} signed heads"
+        )
+    if report.unsigned:
+        why = (
+            "run still open"
+            if status == "RUNNING"
+            else f"the run is {status.lower()}: it ended before signing them"
+        )
+        lines.append(f"{report.unsigned} events after the last signed head are unsigned ({why})")
+    if report.signed and not report.signatures_checked:
+        lines.append(
+            "signatures not checked: no trusted keys here (set KEEL_TRUSTED_KEYS_FILE, or run "
+            "keel verify --keys FILE)"
+        )
+    return lines
 
 
 def gates_text(rows: list[tuple[str, GateView]]) -> str:

@@ -1,17 +1,24 @@
 """The ledger: typed, append-only, hash-chained events.
 
-Each event's ``hash`` is sha256 over the previous event's hash and the event's own
-canonical JSON (without ``hash``), so changing, dropping or reordering any event breaks
-every hash after it. ``verify_chain`` checks a whole ledger.
+Hash scheme ``keel-ledger/2`` (named by the ``scheme`` of each run's first event): an event's
+``hash`` is the hex sha256 of the RFC 8785 canonical JSON of the event without its ``hash``
+key; the event holds ``prev_hash``, so changing, dropping or reordering any event breaks
+every hash after it. ``keel-ledger/1`` (a first event naming no scheme, ledgers written
+before signing) was sha256 over ``prev_hash`` and sorted-key JSON. Chain heads are signed
+(``ChainHeadSigned``) at gates, at completion and before continue-as-new.
+``verify_chain`` checks typed events this process holds; ``keel.contracts.integrity``
+checks a ledger as stored (its raw JSON objects) and its signatures.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
+import rfc8785
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -19,14 +26,78 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     SerializationInfo,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     WithJsonSchema,
+    model_serializer,
 )
 
 from keel.contracts.agent import canonical_json
 
 GENESIS_HASH = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+LEDGER_SCHEME = "keel-ledger/2"
+"""The hash scheme Keel records with: sha256 over the RFC 8785 form of the event sans hash."""
+LEGACY_SCHEME = "keel-ledger/1"
+"""Ledgers recorded before ``keel-ledger/2`` (their first event names no scheme): unsigned."""
+SCHEMES = (LEDGER_SCHEME, LEGACY_SCHEME)
+HEAD_PURPOSE = "keel/ledger-head/1"
+"""The purpose a chain head is signed for (``keel.contracts.signing.signing_bytes``)."""
+COMPLETION = "completion"
+"""The reason of the signed head a completed run's ledger ends with."""
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer RFC 8785 (I-JSON) represents exactly; larger ones are recorded as text."""
+
+
+def event_hash(raw: Mapping[str, Any], scheme: str = LEDGER_SCHEME) -> str:
+    """The hash an event must carry under ``scheme``, over its JSON object as stored.
+
+    Raises:
+        ValueError: an unknown scheme, or content with no RFC 8785 form (a number outside
+            I-JSON's range, a non-string key, text that is not Unicode).
+    """
+    body = {key: value for key, value in raw.items() if key != "hash"}
+    if scheme == LEGACY_SCHEME:
+        text = str(raw.get("prev_hash", "")) + canonical_json(body)
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    if scheme != LEDGER_SCHEME:
+        raise ValueError(f"unknown hash scheme {str(scheme)[:40]!r} (known: {', '.join(SCHEMES)})")
+    try:
+        return hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    except (rfc8785.CanonicalizationError, TypeError, RecursionError) as err:
+        raise ValueError(f"the event has no RFC 8785 form: {str(err)[:200]}") from None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` (a JSON-mode dump) with what RFC 8785 cannot hold replaced: NaN and
+    infinities by null (what pydantic writes for them), integers beyond 2**53 - 1 by their
+    decimal text, lone surrogates in text by U+FFFD. The ledger records events this way, so
+    the hash the workflow computes is the hash of the JSON it stores."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_SAFE_INTEGER else str(value)
+    if isinstance(value, str):
+        return _unicode(value)
+    if isinstance(value, dict):
+        return {_unicode(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+E = TypeVar("E", bound="EventBase")
 
 
 class EventBase(BaseModel):
@@ -42,15 +113,25 @@ class EventBase(BaseModel):
     at: datetime = EPOCH
     prev_hash: str = ""
     hash: str = ""
+    scheme: str | None = None
+    """The hash scheme, named by each run's first event only (absent from the others' JSON)."""
+
+    @model_serializer(mode="wrap")
+    def _without_absent_scheme(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("scheme", "") is None:
+            del data["scheme"]
+        return data
 
     def compute_hash(self) -> str:
-        """The hash this event must carry, given its ``prev_hash``."""
-        body = canonical_json(self.model_dump(mode="json", exclude={"hash"}))
-        return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
+        """The hash this event must carry, given its ``prev_hash`` (``keel-ledger/2``)."""
+        return event_hash(json_safe(self.model_dump(mode="json", exclude={"hash"})))
 
     def describe(self) -> str:
         """One line about the event for ``keel ledger``: its own fields, compactly."""
-        own = self.model_dump(mode="json", exclude={"type", "seq", "at", "prev_hash", "hash"})
+        own = self.model_dump(
+            mode="json", exclude={"type", "seq", "at", "prev_hash", "hash", "scheme"}
+        )
         return ", ".join(f"{name}={_short(value)}" for name, value in own.items())
 
 
@@ -355,6 +436,32 @@ class Compensated(EventBase):
     error: str | None = None
 
 
+class EffectOutcomeUnknown(EventBase):
+    """Nobody knows whether a side effect happened (an attempt died after it may have acted);
+    the tool's policy decides what happens next (``keel.contracts.effects``)."""
+
+    type: Literal["EffectOutcomeUnknown"] = "EffectOutcomeUnknown"
+    idempotency_key: str
+    tool: str
+    policy: str
+    """``lookup``, ``resend`` or ``escalate``."""
+    known: dict[str, Any] = Field(default_factory=dict)
+    """What the record knows: when the intent was recorded, attempts, the provider ref."""
+
+
+class EffectResolved(EventBase):
+    """An unknown outcome was resolved: confirmed performed, or confirmed not performed (the
+    effect is then attempted again)."""
+
+    type: Literal["EffectResolved"] = "EffectResolved"
+    idempotency_key: str
+    tool: str
+    resolution: Literal["confirmed_performed", "confirmed_not_performed"]
+    by: str
+    """Who resolved it (a reviewer at a gate)."""
+    gate: str | None = None
+
+
 class LedgerContinued(EventBase):
     """First event of a run after continue-as-new: links to the previous run's head."""
 
@@ -381,30 +488,46 @@ class WorkflowCompleted(EventBase):
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
-class EffectOutcomeUnknown(EventBase):
-    """Nobody knows whether a side effect happened (an attempt died after it may have acted);
-    the tool's policy decides what happens next (``keel.contracts.effects``)."""
+class ChainHeadSigned(EventBase):
+    """The worker signed the chain head ``covers_hash`` (event ``covers_seq``) with its
+    Ed25519 key: at each gate (opened, decided), at completion and before continue-as-new.
 
-    type: Literal["EffectOutcomeUnknown"] = "EffectOutcomeUnknown"
-    idempotency_key: str
-    tool: str
-    policy: str
-    """``lookup``, ``resend`` or ``escalate``."""
-    known: dict[str, Any] = Field(default_factory=dict)
-    """What the record knows: when the intent was recorded, attempts, the provider ref."""
+    The signature is over ``message()`` with ``HEAD_PURPOSE``
+    (``keel.contracts.signing.signing_bytes``): scheme, workflow and run id, the covered
+    event's number and hash, and the reason.
+    """
+
+    type: Literal["ChainHeadSigned"] = "ChainHeadSigned"
+    reason: str
+    """``gate-opened:NAME``, ``gate-decided:NAME``, ``completion`` or ``continue-as-new``."""
+    covers_seq: int
+    covers_hash: str
+    workflow_id: str
+    run_id: str
+    algorithm: Literal["ed25519"] = "ed25519"
+    key_id: str
+    signature: str
+    """URL-safe base64 (no padding) of the 64 signature bytes."""
+
+    def message(self, scheme: str = LEDGER_SCHEME) -> dict[str, Any]:
+        """What the signature is over (with ``HEAD_PURPOSE``)."""
+        return head_message(
+            scheme, self.workflow_id, self.run_id, self.covers_seq, self.covers_hash, self.reason
+        )
 
 
-class EffectResolved(EventBase):
-    """An unknown outcome was resolved: confirmed performed, or confirmed not performed (the
-    effect is then attempted again)."""
-
-    type: Literal["EffectResolved"] = "EffectResolved"
-    idempotency_key: str
-    tool: str
-    resolution: Literal["confirmed_performed", "confirmed_not_performed"]
-    by: str
-    """Who resolved it (a reviewer at a gate)."""
-    gate: str | None = None
+def head_message(
+    scheme: str, workflow_id: str, run_id: str, seq: int, head: str, reason: str
+) -> dict[str, Any]:
+    """The message a chain-head signature is over."""
+    return {
+        "scheme": scheme,
+        "workflow_id": workflow_id,
+        "run_id": run_id,
+        "seq": seq,
+        "head": head,
+        "reason": reason,
+    }
 
 
 BuiltinEvent = Annotated[
@@ -433,11 +556,12 @@ BuiltinEvent = Annotated[
     | TaskFailed
     | TaskSkipped
     | Compensated
-    | LedgerContinued
-    | ContinuedAsNew
     | EffectOutcomeUnknown
     | EffectResolved
-    | WorkflowCompleted,
+    | LedgerContinued
+    | ContinuedAsNew
+    | WorkflowCompleted
+    | ChainHeadSigned,
     Field(discriminator="type"),
 ]
 
@@ -526,6 +650,36 @@ def verify_chain(
             )
         prev = event.hash
     return ChainReport(ok=True, events=len(events), head_hash=prev)
+
+
+def seal_event(event: E, *, seq: int, at: datetime, prev_hash: str, scheme: str | None) -> E:
+    """``event`` numbered, stamped, linked and hashed (``keel-ledger/2``), its content made
+    RFC 8785-safe first (``json_safe``), so that its stored JSON hashes to its ``hash``.
+
+    Raises:
+        ValueError: the safe content no longer fits the event's type (a typed field held a
+            value that only JSON-safe replacement could store).
+    """
+    updates: dict[str, Any] = {"seq": seq, "at": at, "prev_hash": prev_hash}
+    if scheme is not None:
+        updates["scheme"] = scheme
+    stamped = event.model_copy(update=updates)
+    dumped = stamped.model_dump(mode="json", exclude={"hash"})
+    body = json_safe(dumped)
+    if _has_nan(dumped) or body != dumped:
+        stamped = type(stamped).model_validate(body)
+    return stamped.model_copy(update={"hash": event_hash(body)})
+
+
+def _has_nan(value: Any) -> bool:
+    """Whether ``value`` holds a NaN (NaN != NaN, so comparing dumps does not see one)."""
+    if isinstance(value, float):
+        return value != value
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nan(v) for v in value)
+    return False
 
 
 def parse_ledger(raw: list[dict[str, Any]]) -> list[EventBase]:

@@ -100,9 +100,11 @@ class KeelWorkflow:
 
     async def settle(self, result: R) -> R:
         """Return ``result`` once every update and signal handler has finished, so no
-        reviewer's call is cut off by the run completing."""
+        reviewer's call is cut off by the run completing, with the ledger's head signed (the
+        result's ``ledger`` and ``ledger_head`` then include the signature)."""
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        await self.ledger.sign_head("completion", final=True)
+        return self.ledger.refresh(result)
 
     def ingest(self, model: type[M], raw_input: Any, *, max_bytes: int) -> M:
         """Validate the input; a malformed one is recorded and fails the run, non-retryably.

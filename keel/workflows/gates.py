@@ -122,7 +122,14 @@ class GateBook:
         return record
 
     async def wait(self, record: GateRecord) -> GateRecord:
-        """Wait for a decision; escalate when the SLA passes, then take the default path."""
+        """Wait for a decision; escalate when the SLA passes, then take the default path. The
+        ledger's head is signed when the gate opens and when it is decided or expires."""
+        await self._ledger.sign_head(f"gate-opened:{record.name}")
+        await self._wait(record)
+        await self._ledger.sign_head(f"gate-{record.state.value}:{record.name}")
+        return record
+
+    async def _wait(self, record: GateRecord) -> GateRecord:
         spec = record.spec
         workflow.set_current_details(self._details(record))
         if await self._decided_within(record, spec.sla):

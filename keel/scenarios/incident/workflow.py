@@ -192,7 +192,9 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
             if page.continue_after_rounds
             else "Temporal suggested it (history size)"
         )
-        last = self.ledger.record(ContinuedAsNew(reason=reason, rounds_done=rounds_done))
+        last = await self.ledger.record_signed(
+            ContinuedAsNew(reason=reason, rounds_done=rounds_done), "continue-as-new"
+        )
         carry = IncidentCarry(
             ledger_head=last.hash,
             ledger_seq=last.seq,

@@ -1,0 +1,158 @@
+"""``keel verify ID|FILE``: a ledger checked as stored, with its signatures.
+
+By workflow id the ledger is read through the Temporal client (every run, following the
+continue-as-new links); a FILE is an export of ``keel export`` (JSON lines, every workflow in
+it checked). Exit 0 when every ledger verifies, 1 on any failure, with the event number and
+the reason; an unsigned ``keel-ledger/1`` ledger fails unless ``--allow-legacy``. An
+exported run is audited as closed (its last event must be covered by a signed head) unless
+``--allow-open`` lets a run the export marks ``RUNNING`` end with unsigned events.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from keel.cli.ledgers import chain_runs, load_event_types, trusted_keyring
+from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
+from keel.cli.render import escape, verification_lines
+from keel.contracts.integrity import LedgerReport, verify_ledger
+from keel.contracts.signing import Keyring
+from keel.settings import KeelSettings
+
+MAX_EXPORT_BYTES = 512 * 1024 * 1024
+"""Largest export file ``keel verify`` reads."""
+
+
+def is_export_file(target: str) -> bool:
+    """Whether ``keel verify TARGET`` means a file rather than a workflow id."""
+    return target.endswith((".jsonl", ".json")) or Path(target).is_file()
+
+
+async def cmd_verify(client: Client | None, settings: KeelSettings, args: Any) -> int:
+    """Verify the ledger of a workflow id, or every ledger in an export file."""
+    load_event_types(args)
+    keyring = trusted_keyring(settings, args.keys)
+    if not keyring:
+        raise CliError(
+            "no trusted keys: pass --keys FILE (a keyring file, docs/auditors.md) or set "
+            "KEEL_TRUSTED_KEYS_FILE",
+            FAILURE,
+        )
+    if is_export_file(args.target):
+        records = read_export(args.target)
+        reports = verify_export(records, keyring, allow_open=args.allow_open)
+        statuses = {
+            str(r.get("workflow_id")): str(r.get("status"))
+            for r in sorted(records, key=lambda r: _seq(r["event"]))
+        }
+    elif client is None:
+        raise CliError("verifying by workflow id needs a reachable Temporal server", USAGE)
+    else:
+        runs = await chain_runs(client, args.target)
+        raw = [event for run in runs for event in run.events]
+        reports = {args.target: verify_ledger(raw, keyring=keyring, closed=not runs[-1].open)}
+        statuses = {args.target: runs[-1].status}
+    if not args.allow_legacy:
+        reports = {wid: refuse_legacy(report) for wid, report in reports.items()}
+    return _print(args, reports, statuses)
+
+
+def refuse_legacy(report: LedgerReport) -> LedgerReport:
+    """``report``, failed if the ledger is ``keel-ledger/1``: an unsigned chain proves
+    nothing against whoever can rewrite it whole (``--allow-legacy`` accepts one)."""
+    if not (report.ok and report.legacy):
+        return report
+    return report.model_copy(
+        update={
+            "ok": False,
+            "broken_at": 1,
+            "reason": "an unsigned legacy ledger (keel-ledger/1): its chain is consistent, but "
+            "nothing proves it was not rewritten whole (--allow-legacy accepts it)",
+        }
+    )
+
+
+def read_export(path: str) -> list[dict[str, Any]]:
+    """The records of an export file: ``{"workflow_id", "run_id", "status", "event"}``.
+
+    Raises:
+        CliError: the file is missing, too large, or a line is not such a record (exit 1:
+            a file that is not a well-formed export does not verify).
+    """
+    try:
+        if Path(path).stat().st_size > MAX_EXPORT_BYTES:
+            raise CliError(f"{escape(path)} is larger than {MAX_EXPORT_BYTES} bytes", USAGE)
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {escape(path)}: {escape(str(exc))}", USAGE) from exc
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=_no_duplicates)
+        except (ValueError, RecursionError) as exc:
+            raise CliError(f"{escape(path)} line {number}: {escape(str(exc))}", FAILURE) from exc
+        if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
+            raise CliError(
+                f"{escape(path)} line {number} is not an export record "
+                '({"workflow_id", "run_id", "status", "event": {...}})',
+                FAILURE,
+            )
+        records.append(record)
+    return records
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("an object repeats a key (its stored form is ambiguous)")
+    return dict(pairs)
+
+
+def verify_export(
+    records: list[dict[str, Any]], keyring: Keyring, *, allow_open: bool = False
+) -> dict[str, LedgerReport]:
+    """Each workflow's ledger in an export, its runs put in chain order (by the number of
+    their first event; the events of a run keep their order in the file)."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for record in records:
+        by_run = runs.setdefault(str(record.get("workflow_id")), {})
+        by_run.setdefault(str(record.get("run_id")), []).append(record)
+    reports = {}
+    for workflow_id, by_run in runs.items():
+        ordered = sorted(by_run.values(), key=_first_seq)
+        raw = [record["event"] for run in ordered for record in run]
+        open_run = allow_open and ordered[-1][-1].get("status") == "RUNNING"
+        reports[workflow_id] = verify_ledger(raw, keyring=keyring, closed=not open_run)
+    return reports
+
+
+def _first_seq(run: list[dict[str, Any]]) -> int:
+    return _seq(run[0]["event"])
+
+
+def _seq(event: dict[str, Any]) -> int:
+    seq = event.get("seq")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
+
+
+def _print(args: Any, reports: dict[str, LedgerReport], statuses: dict[str, str]) -> int:
+    if not reports:
+        raise CliError("no ledger to verify", FAILURE)
+    failed = [wid for wid, report in reports.items() if not report.ok]
+    if wants_json(args):
+        for workflow_id, report in reports.items():
+            record = {"workflow_id": workflow_id, **report.model_dump(mode="json")}
+            print(json.dumps(record))
+    else:
+        for workflow_id, report in reports.items():
+            verdict = "verified" if report.ok else "FAILED"
+            print(f"{escape(workflow_id)}: {verdict}")
+            for line in verification_lines(report, statuses.get(workflow_id, "RUNNING")):
+                print(f"  {escape(line)}")
+    return FAILURE if failed else OK
