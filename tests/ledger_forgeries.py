@@ -12,11 +12,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import rfc8785
+from temporalio.client import Client
 
 from keel.contracts.ledger import HEAD_PURPOSE, LEDGER_SCHEME, head_message
 from keel.contracts.signing import Keyring, SigningKey
@@ -167,3 +170,89 @@ def with_events(records: list[dict[str, Any]], events: Raw) -> list[dict[str, An
         template = records[min(index, len(records) - 1)]
         out.append({**template, "event": event})
     return out
+
+
+# --- real ledgers, recorded by a worker on the time-skipping server --------------------------
+
+
+@dataclass
+class RealLedgers:
+    """Export records (``keel export``'s format) of real runs, and the worker's keyring."""
+
+    review_id: str
+    review: list[dict[str, Any]]
+    """A medium contract review: gate decided by legal.sam, completed."""
+    incident_id: str
+    incident: list[dict[str, Any]]
+    """An incident that continued as new twice (three runs), oldest run first."""
+    keyring: Path
+    other_keyring: Path
+    """A keyring that trusts another key only."""
+
+    def events(self, records: list[dict[str, Any]]) -> Raw:
+        return [record["event"] for record in records]
+
+
+async def record_ledgers(client: Client, tmp: Path) -> RealLedgers:
+    from keel.cli.ledgers import chain_runs, export_records
+    from keel.scenarios.incident import IncidentInvestigationWorkflow
+    from keel.testing import offline_settings
+    from keel.workers.keys import load_worker_keys
+    from tests.conftest import keel_worker
+    from tests.helpers import review, start_review, wait_for_gate
+    from tests.samples import load_sample
+    from tests.standins import ScriptedPlanner, StandInTools, plan, rollback, task
+
+    async with keel_worker(client) as tq:
+        handle = await start_review(client, tq, "medium", prefix="verify")
+        await wait_for_gate(handle, "standard-review")
+        await handle.execute_update("review", review("standard-review", "approve", "legal.sam"))
+        await handle.result()
+        review_records = [
+            r for run in await chain_runs(client, handle.id) for r in export_records(handle.id, run)
+        ]
+    planner = ScriptedPlanner(
+        plan(rollback("first")),
+        plan(task("look", "metrics_lookup")),
+        plan(task("notify", "update_incident"), done=True, summary="mitigated"),
+    )
+    async with keel_worker(client, provider=planner, tools=StandInTools().activities()) as tq:
+        page = {**load_sample("incident-page"), "continue_after_rounds": 1}
+        incident = await client.start_workflow(
+            IncidentInvestigationWorkflow.run,
+            {"page": page},
+            id=f"verify-incident-{uuid.uuid4()}",
+            task_queue=tq,
+        )
+        await wait_for_gate(incident, "approve-first")
+        await incident.execute_update("review", review("approve-first", "approve", "oncall.lead"))
+        await incident.result()
+        incident_records = [
+            r
+            for run in await chain_runs(client, incident.id)
+            for r in export_records(incident.id, run)
+        ]
+    worker_key = load_worker_keys(offline_settings()).signing
+    return RealLedgers(
+        review_id=handle.id,
+        review=review_records,
+        incident_id=incident.id,
+        incident=incident_records,
+        keyring=write_keyring(tmp / "trusted-keys.json", worker_key),
+        other_keyring=write_keyring(tmp / "other-keys.json", SigningKey.generate()),
+    )
+
+
+def forged_links(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The incident's export with the last run's continue-as-new link forged: pointing at
+    another previous run, or at another previous head (each resealed from there on)."""
+    events = [record["event"] for record in records]
+    i = max(n for n, e in enumerate(events) if e["type"] == "LedgerContinued")
+    first_run = records[0]["run_id"]
+    other_run = reseal(changed(events, i, previous_run_id=first_run), i)
+    other_head = changed(events, i, previous_head="e" * 64)
+    other_head[i]["hash"] = rehash(other_head[i])
+    return {
+        "link-to-another-run": with_events(records, other_run),
+        "link-to-another-head": with_events(records, reseal(other_head, i + 1)),
+    }

@@ -80,7 +80,8 @@ def main():
             r = json.loads(line, object_pairs_hook=unique)
             runs.setdefault(r["workflow_id"], {}).setdefault(r["run_id"], []).append(r)
     except (OSError, ValueError, KeyError, TypeError, Failed) as err:
-        sys.exit(f"keel_verify: unreadable input: {err!r}")
+        print(f"keel_verify: unreadable input: {err!r}", file=sys.stderr)
+        sys.exit(2)
     for wid, by_run in runs.items():  # runs in chain order: by their first event's number
         ordered = sorted(by_run.values(), key=lambda rs: str(rs[0]["event"].get("seq")).zfill(20))
         closed = not (args.allow_open and ordered[-1][-1].get("status") == "RUNNING")
