@@ -9,8 +9,11 @@ from typing import Any
 
 from temporalio import workflow
 
+with workflow.unsafe.imports_passed_through():
+    from keel.contracts.tools import TOOL_TASK_WORKFLOW, ToolResult, ToolTaskInput
+
 from keel.workflows.base import KeelWorkflow
-from keel.workflows.sealed import CONTINUED_KEY, STATE_PURPOSE
+from keel.workflows.sealed import CONTINUED_KEY, STATE_PURPOSE, seal_task
 from keel.workflows.signing import sign
 
 
@@ -41,3 +44,20 @@ class SealedStateProbe(KeelWorkflow):
             "signature": signature.model_dump(),
         }
         workflow.continue_as_new({CONTINUED_KEY: envelope})
+
+
+@workflow.defn(name="ToolTaskParentProbe", sandboxed=True)
+class ToolTaskParentProbe:
+    """Seals one tool task and runs it as its child, the way a plan's task is run."""
+
+    @workflow.run
+    async def run(self, task: ToolTaskInput, child_id: str) -> ToolResult:
+        """Run ``task`` as child workflow ``child_id``."""
+        seal = await seal_task(child_id, task.model_dump(mode="json", exclude={"seal"}))
+        result: ToolResult = await workflow.execute_child_workflow(
+            TOOL_TASK_WORKFLOW,
+            task.model_copy(update={"seal": seal}),
+            id=child_id,
+            result_type=ToolResult,
+        )
+        return result

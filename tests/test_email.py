@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
@@ -35,6 +36,7 @@ from keel.activities.effects import (
 )
 from keel.activities.tools.email import FAULT_EXIT_AFTER_EFFECT_ENV, EmailSender
 from keel.contracts.email import SEND_EMAIL, SendEmailOutput, message_id_for
+from keel.contracts.signing import Keyring, SigningKey, WorkerKeys
 from keel.contracts.tools import (
     CATALOG,
     TOOL_TASK_WORKFLOW,
@@ -44,10 +46,12 @@ from keel.contracts.tools import (
     tool_activity_name,
 )
 from keel.settings import KeelSettings
+from keel.workers.runtime import engine_activities
 from keel.workers.smtp_sink import SmtpSink, count_mail, read_mailbox
 from keel.workflows.tool_task import ToolTaskWorkflow
 from tests.conftest import free_port
 from tests.email_worker import SENDER
+from tests.probe_sealed import ToolTaskParentProbe
 from tests.test_effects import PG_URL
 
 ACTIVITY_TIMEOUT = timedelta(seconds=4)
@@ -309,18 +313,24 @@ async def test_send_email_runs_as_keel_tool_task(
         input=REPLY,
         purpose="reply to the customer",
     )
+    keys = WorkerKeys(SigningKey.generate(), Keyring())
     async with Worker(
         dev_env.client,
         task_queue=task_queue,
-        workflows=[ToolTaskWorkflow],
-        activities=sender.activities(),
+        workflows=[ToolTaskWorkflow, ToolTaskParentProbe],
+        activities=[*sender.activities(), *engine_activities(keys)],
     ):
+        # Started by hand, the task sends nothing; started by its parent, it sends once.
+        with pytest.raises(WorkflowFailureError):
+            await dev_env.client.execute_workflow(
+                TOOL_TASK_WORKFLOW, task, id=workflow_id, task_queue=task_queue
+            )
+        assert sink.count() == 0
         result = await dev_env.client.execute_workflow(
-            TOOL_TASK_WORKFLOW,
-            task,
-            id=workflow_id,
+            ToolTaskParentProbe.run,
+            args=[task, workflow_id],
+            id=task.parent_workflow_id,
             task_queue=task_queue,
-            result_type=ToolResult,
             execution_timeout=timedelta(seconds=60),
         )
     await sender.aclose()

@@ -36,6 +36,7 @@ from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
 from keel.workers.codec import REFUSED_ENCODING, CodecKeyring, EncryptionCodec, codec_keyring
 from keel.workers.keys import load_worker_keys
+from keel.workers.scrubbing import ScrubbingInterceptor, configured_secrets
 from keel.workers.telemetry import tracing_interceptors
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ def build_worker(
     """
     queue = task_queue or settings.task_queue
     nodes = nodes or agent_node_activities(settings, provider)
+    scrubbing = ScrubbingInterceptor(configured_secrets(settings))
     main = Worker(
         refusing_undecodable(client),
         task_queue=queue,
@@ -161,12 +163,14 @@ def build_worker(
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         workflow_runner=workflow_runner(),
+        interceptors=[scrubbing],
     )
     models = Worker(
         client,
         task_queue=model_queue(queue),
         activities=[nodes.run_agent_node],
         max_concurrent_activities=settings.max_concurrent_model_calls,
+        interceptors=[scrubbing],
         max_task_queue_activities_per_second=settings.model_calls_per_second,
     )
     return KeelWorker(main, models)
