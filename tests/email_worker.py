@@ -1,5 +1,6 @@
-"""A worker process for tests/test_email.py: ``KeelToolTask``, the quick test twin and the
-``send_email`` activity, over the side-effect record named by the environment.
+"""A worker process for tests/test_email.py: ``KeelToolTask`` and the parent that seals
+its task, the signing activities and the ``send_email`` activity, over the side-effect
+record named by the environment.
 
 Environment: ``TEMPORAL_ADDRESS``, ``KEEL_TASK_QUEUE``, ``KEEL_DATA_DIR`` or
 ``KEEL_DATABASE_URL``, ``KEEL_TEST_SMTP_PORT``, and (for the first worker of the kill test)
@@ -21,7 +22,10 @@ from temporalio.worker import Worker
 import keel.contracts.email  # noqa: F401  (registers send_email in the catalog)
 from keel.activities.tools.email import EmailSender
 from keel.settings import KeelSettings
+from keel.workers.keys import load_worker_keys
+from keel.workers.runtime import engine_activities
 from keel.workflows.tool_task import ToolTaskWorkflow
+from tests.probe_sealed import ToolTaskParentProbe
 
 SENDER = "support@keel.test"
 
@@ -44,8 +48,9 @@ async def main() -> None:
         async with Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[ToolTaskWorkflow],
-            activities=email.activities(),
+            workflows=[ToolTaskWorkflow, ToolTaskParentProbe],
+            # The parent seals the task with the workers' key (both share KEEL_DATA_DIR).
+            activities=[*email.activities(), *engine_activities(load_worker_keys(settings))],
             # A killed worker's sticky queue holds the next workflow task for this long before
             # it goes to the normal queue (default 10 s): keep the test short.
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),

@@ -429,13 +429,13 @@ async def test_a_worker_killed_mid_send_does_not_send_twice(
         env["KEEL_TEST_SMTP_PORT"] = str(sink.port)
         doomed = await WorkerProcess.start(env | {FAULT_EXIT_AFTER_EFFECT_ENV: "send_email"})
         handle = await dev_env.client.start_workflow(
-            TOOL_TASK_WORKFLOW,
-            task,
-            id=workflow_id,
+            ToolTaskParentProbe.run,
+            args=[task, workflow_id],
+            id=task.parent_workflow_id,
             task_queue=env["KEEL_TASK_QUEUE"],
-            result_type=ToolResult,
             execution_timeout=timedelta(seconds=90),
         )
+        child = dev_env.client.get_workflow_handle(workflow_id)
         # The first worker sends, records the effect, and dies before completing the activity.
         assert await doomed.wait() == -signal.SIGKILL, doomed.output
         assert "killing worker pid" in doomed.output
@@ -461,7 +461,7 @@ async def test_a_worker_killed_mid_send_does_not_send_twice(
     # Temporal retried the attempt after its timeout; the second attempt found it performed.
     started = [
         event.activity_task_started_event_attributes.attempt
-        async for event in handle.fetch_history_events()
+        async for event in child.fetch_history_events()
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
     ]
     assert started == [2]
