@@ -82,6 +82,7 @@ from temporalio.worker import (
 )
 
 from keel.contracts.plans import PlannedTask, PlannerOutput, validate_plan
+from keel.contracts.signing import Keyring, SigningKey, WorkerKeys
 from keel.contracts.tools import (
     CATALOG,
     TOOL_TASK_WORKFLOW,
@@ -90,7 +91,7 @@ from keel.contracts.tools import (
     ToolSpec,
     tool_activity_name,
 )
-from keel.workers.runtime import workflow_runner
+from keel.workers.runtime import engine_activities, workflow_runner
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
 from keel.workflows.plan_executor import PlanExecutor
@@ -385,6 +386,8 @@ async def _drive_run_plan(plan: PlannerOutput, one_per_wakeup: bool) -> tuple[in
         mock.patch.object(workflow, "execute_child_workflow", child),
         mock.patch.object(workflow, "wait", counted_wait),
         mock.patch.object(workflow, "wait_condition", counted_wait_condition),
+        # No seals here: sealing a task is a local activity, measured in the end-to-end run.
+        mock.patch.object(workflow, "patched", lambda _patch_id: False),
     ):
         started = time.thread_time()
         task = asyncio.create_task(executor.run_plan(1, plan))
@@ -658,7 +661,11 @@ async def main(args: argparse.Namespace) -> None:
             task_queue=queue,
             workflow_runner=timing,
             workflows=[BenchKeelPlan, BenchBareChildren, BenchBareChild, ToolTaskWorkflow],
-            activities=[bench_noop],
+            # Keel's signing activities: the plan's parent seals each task for its child.
+            activities=[
+                bench_noop,
+                *engine_activities(WorkerKeys(SigningKey.generate(), Keyring())),
+            ],
             **settings,
         )
         timing.server = server_pid()
