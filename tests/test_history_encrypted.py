@@ -308,3 +308,20 @@ async def test_a_worker_with_the_codec_runs_a_raw_plaintext_start_and_refuses_fo
             cause = failed.value.cause
             assert isinstance(cause, ApplicationError) and cause.type == "UndecodableInput"
             assert reason in cause.message and cause.non_retryable
+
+
+async def test_malformed_codec_settings_are_refused_naming_the_setting_never_the_key(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "TEMPORAL_"))},
+        "TEMPORAL_ADDRESS": "temporal.invalid:7233",
+        "KEEL_DATA_DIR": str(tmp_path / "data"),
+    }
+    code, out = await keel({**env, "KEEL_CODEC": "maybe"}, "gates", timeout=60)
+    assert code == 2 and "invalid settings" in out and "codec: Input should be 'on' or 'off'" in out
+    assert "Traceback" not in out
+    short = "k1:" + base64.b64encode(b"sixteen byte key").decode()
+    code, out = await keel({**env, "KEEL_CODEC_KEYS": short}, "worker", timeout=60)
+    assert code == 2 and "key 'k1' is 16 bytes; AES-256 needs 32" in out, out
+    assert short.split(":")[1] not in out and "Traceback" not in out

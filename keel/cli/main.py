@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -139,7 +140,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(dispatch(args, get_settings()))
+        settings = get_settings()
+    except ValidationError as exc:  # e.g. KEEL_CODEC=maybe: name each setting, never its value
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        return report(args, f"invalid settings (environment or .env): {problems}", USAGE)
+    try:
+        return asyncio.run(dispatch(args, settings))
     except KeyboardInterrupt:
         return 130
     except CliError as exc:
