@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -136,3 +137,29 @@ async def test_workflow_code_signs_and_checks_through_the_worker(
     assert key_id == expected
     assert valid is None
     assert forged is not None and "does not match" in forged
+
+
+def test_keel_keys_exports_the_worker_key_and_rotates_without_losing_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keel.cli.main import run
+    from keel.settings import KeelSettings
+
+    # The CLI reads its settings once per process; here, on every run.
+    cli_module = sys.modules[run.__module__]
+    monkeypatch.setattr(cli_module, "get_settings", lambda: KeelSettings(_env_file=None))
+    monkeypatch.setenv("KEEL_DATA_DIR", str(tmp_path / "data"))
+    assert run(["keys", "export", "--out", str(tmp_path / "before.json")]) == 0
+    old = read_keyring(tmp_path / "before.json")
+    assert old.key_ids == [
+        load_worker_keys(offline_settings(data_dir=tmp_path / "data")).signing.key_id
+    ]
+
+    assert run(["keys", "new", str(tmp_path / "new.pem")]) == 0
+    assert run(["keys", "new", str(tmp_path / "new.pem")]) == 2  # never overwritten
+    assert "never overwritten" in capsys.readouterr().err
+    monkeypatch.setenv("KEEL_SIGNING_KEY_FILE", str(tmp_path / "new.pem"))
+    monkeypatch.setenv("KEEL_TRUSTED_KEYS_FILE", str(tmp_path / "before.json"))
+    assert run(["keys", "export"]) == 0
+    after = Keyring.from_json(json.loads(capsys.readouterr().out))
+    assert set(old.key_ids) < set(after.key_ids) and len(after) == 2

@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli import commands, history, verify
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
+from keel.cli.keys import cmd_keys
 from keel.cli.output import FAILURE, UNREACHABLE, USAGE, CliError, report
 from keel.cli.render import escape
 from keel.errors import KeelUserError
@@ -89,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-legacy", action="store_true", help="accept unsigned keel-ledger/1 ledgers"
     )
+    p = command("keys", "the worker's signing keys: export the public ones, or make a new one")
+    keys = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = keys.add_parser(
+        "export", help="the public keys ledgers are verified with (a keyring file)"
+    )
+    export.add_argument("--out", help="file to write (default: stdout)")
+    new = keys.add_parser("new", help="a new private key, for a rotation")
+    new.add_argument("path", metavar="FILE", help="where to write it (never overwritten)")
     p = command("gates", "list gates waiting for a reviewer")
     json_alias(p)
     for name, verb in (("approve", "approve (or modify with --modify)"), ("reject", "reject")):
@@ -166,6 +175,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return await serve.run_dev(settings, apps, until_signal())
     if args.command == "demo":
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
+    if args.command == "keys":
+        return cmd_keys(settings, args)  # needs no server
     if args.command == "replay" and history.is_history_file(args.target):
         return await history.cmd_replay(None, settings, args)  # needs no server
     if args.command == "verify" and verify.is_export_file(args.target):
