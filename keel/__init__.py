@@ -34,11 +34,13 @@ if TYPE_CHECKING:
     from keel.contracts.agent_node import SystemFailure
     from keel.contracts.gates import GateSpec, GateState, GateView, ReviewDecision, ReviewReceipt
     from keel.contracts.guardrails import GuardrailConfig
+    from keel.contracts.integrity import LedgerReport, verify_ledger
     from keel.contracts.ledger import (
         GENESIS_HASH,
         AgentCallFailed,
         AgentDecided,
         AgentRetried,
+        ChainHeadSigned,
         ChainReport,
         CheckpointTaken,
         Compensated,
@@ -134,6 +136,7 @@ _EXPORTS: dict[str, str] = {
     "App": "keel.workers.app",
     "AppContext": "keel.workers.app",
     "CATALOG": "keel.contracts.tools",
+    "ChainHeadSigned": "keel.contracts.ledger",
     "ChainReport": "keel.contracts.ledger",
     "Checkpoint": "keel.workflows",
     "CheckpointTaken": "keel.contracts.ledger",
@@ -170,6 +173,7 @@ _EXPORTS: dict[str, str] = {
     "KeelWorkflow": "keel.workflows",
     "LedgerContinued": "keel.contracts.ledger",
     "LedgerEvent": "keel.contracts.ledger",
+    "LedgerReport": "keel.contracts.integrity",
     "NodeFailed": "keel.contracts.ledger",
     "OutputCheck": "keel.workflows",
     "PENDING_GATES": "keel.contracts.names",
@@ -226,6 +230,7 @@ _EXPORTS: dict[str, str] = {
     "tool_input": "keel.activities.tools",
     "validate_plan": "keel.contracts.plans",
     "verify_chain": "keel.contracts.ledger",
+    "verify_ledger": "keel.contracts.integrity",
 }
 
 
@@ -257,6 +262,7 @@ __all__ = [
     "AgentRetried",
     "App",
     "AppContext",
+    "ChainHeadSigned",
     "ChainReport",
     "Checkpoint",
     "CheckpointTaken",
@@ -292,6 +298,7 @@ __all__ = [
     "KeelWorkflow",
     "LedgerContinued",
     "LedgerEvent",
+    "LedgerReport",
     "NodeFailed",
     "OutputCheck",
     "PlanExecutor",
@@ -345,4 +352,5 @@ __all__ = [
     "tool_input",
     "validate_plan",
     "verify_chain",
+    "verify_ledger",
 ]
