@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.contracts.integrity import verify_ledger
@@ -33,7 +34,9 @@ from tests.ledger_forgeries import (
     record_ledgers,
     with_events,
     write_export,
+    write_keyring,
 )
+from tests.samples import load_sample
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +230,26 @@ async def test_keel_verify_and_keel_ledger_by_workflow_id(
     assert "no trusted keys" in await keel(
         "verify", handle.id, "--keys", str(other), env=env, expect=1
     )
+
+
+async def test_a_failed_run_is_reported_unsigned_and_does_not_verify(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    """A run that fails (here: invalid input) ends before it can sign its last events."""
+    address, task_queue = served
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "KEEL_CODEC_KEYS": CODEC_KEYS,
+        "KEEL_DATA_DIR": str(tmp_path / "data"),
+    }
+    client = await connect(codec_settings(), address=address)
+    bad = {**load_sample("contract-low-risk"), "term_months": 0}
+    handle = await start_review(client, task_queue, bad, prefix="verify-failed")
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    keys = write_keyring(tmp_path / "keys.json", load_worker_keys(offline_settings()).signing)
+    printed = await keel("ledger", handle.id, env=env, expect=0)
+    assert "2 events after the last signed head are unsigned (the run is failed" in printed
+    out = await keel("verify", handle.id, "--keys", str(keys), env=env, expect=1)
+    assert "2 events after the last signed head (none) are unsigned, and the run is closed" in out
