@@ -67,6 +67,12 @@ class KeelSettings(BaseSettings):
     """What the email tool does when a send's outcome is unknown (a worker died after the
     server may have accepted it): ``escalate`` to a person, or ``resend`` with the same
     Message-ID (only for receivers that deduplicate by Message-ID)."""
+    guardrail_classifier_base_url: str | None = None
+    """An OpenAI-compatible endpoint (``.../v1``) of a prompt-injection classifier model,
+    for contracts whose guardrails name ``classifier="openai-compatible"``."""
+    guardrail_classifier_model: str | None = None
+    guardrail_classifier_api_key: SecretStr | None = None
+    guardrail_classifier_timeout_seconds: float = Field(20.0, gt=0)
     max_concurrent_activities: int = Field(50, ge=1)
     """Tool activities one worker runs at once: a burst of workflows queues instead."""
     max_concurrent_workflow_tasks: int = Field(50, ge=1)

@@ -26,6 +26,10 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from keel.activities import AgentNodeActivities
+from keel.activities.guardrail_classifier import (
+    GuardrailClassifierActivities,
+    classifier_activities,
+)
 from keel.activities.providers import ModelProvider, build_provider, close_provider
 from keel.activities.signing import SigningActivities
 from keel.contracts.names import SEARCH_ATTRIBUTES, model_queue
@@ -143,6 +147,7 @@ def build_worker(
     activities: Sequence[Callable[..., Any]] = (),
     workflows: Sequence[type] = (),
     keys: WorkerKeys | None = None,
+    classifiers: GuardrailClassifierActivities | None = None,
 ) -> KeelWorker:
     """A worker for ``apps``' workflows (plus ``workflows`` and the engine's own) and
     ``activities`` on ``task_queue``, and the agent-node activity on its model queue, with
@@ -168,7 +173,12 @@ def build_worker(
     models = Worker(
         client,
         task_queue=model_queue(queue),
-        activities=[nodes.run_agent_node],
+        # The prompt-injection classifier (I/O like a model call): ``classifiers``, default
+        # the ones ``settings`` configure.
+        activities=[
+            nodes.run_agent_node,
+            (classifiers or classifier_activities(settings)).classify,
+        ],
         max_concurrent_activities=settings.max_concurrent_model_calls,
         interceptors=[scrubbing],
         max_task_queue_activities_per_second=settings.model_calls_per_second,
@@ -332,7 +342,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     them across runs is safe; the replay tests guard determinism.
     """
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("keel")
+        # phonenumbers (the guardrails' PII scrubber) loads a region's metadata module on
+        # first use, maybe mid-workflow: passed through, that import is the real one.
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("keel", "phonenumbers")
     )
 
 

@@ -36,10 +36,20 @@ with workflow.unsafe.imports_passed_through():
     )
     from keel.contracts.gates import GateSpec, GateState
     from keel.contracts.guardrails import (
+        CLASSIFIER_ACTIVITY,
+        CLASSIFIER_NOT_CONFIGURED_ERROR,
+        CLASSIFIER_POLICY,
+        MAX_CLASSIFIER_TEXT,
+        ClassifierRequest,
+        ClassifierVerdict,
+        GuardrailDecision,
         GuardrailOutcome,
         GuardrailState,
         apply_guardrails,
+        classifier_decision,
         estimate_tokens,
+        scrub_text,
+        untrusted_strings,
     )
     from keel.contracts.ledger import (
         AgentCallFailed,
@@ -131,6 +141,7 @@ class AgentNodes:
         # The worker's model first, then the contract's fallbacks; a fallback sticks.
         models: list[str | None] = [None, *contract.fallback_models]
         attempt = 0
+        asked = False
         while attempt < contract.max_attempts:
             attempt += 1
             workflow.set_current_details(
@@ -140,6 +151,11 @@ class AgentNodes:
             guarded = self._guard(node, contract, payload, attempt_feedback, attempt)
             if guarded.denied is not None:
                 return AgentOutcome(None, "denied", attempt, checkpoint, guarded.message)
+            if attempt == 1 and contract.guardrails.classifier is not None and not asked:
+                asked = True  # the input does not change between attempts: asked once
+                stop = await self._ask_classifier(node, contract, payload, checkpoint)
+                if stop is not None:
+                    return stop
             try:
                 decision = await self._call(
                     node, contract, guarded.payload, attempt_feedback, attempt, models[0]
@@ -221,6 +237,116 @@ class AgentNodes:
                     )
                 )
         return outcome
+
+    async def _ask_classifier(
+        self,
+        node: str,
+        contract: AgentContract[In, Out],
+        payload: dict[str, Any],
+        checkpoint: Checkpoint,
+    ) -> AgentOutcome[Out] | None:
+        """Ask the contract's prompt-injection classifier (an activity) about the untrusted
+        fields, PII scrubbed; record its decision. ``None``: go on to the model call."""
+        config = contract.guardrails
+        name = config.classifier or ""
+        texts: list[str] = []
+        room = MAX_CLASSIFIER_TEXT
+        for _path, text in untrusted_strings(payload, config.untrusted_fields):
+            if room <= 0:
+                break
+            clean = scrub_text(text, config.phone_regions)[0][:room]
+            texts.append(clean)
+            room -= len(clean)
+        try:
+            verdict: ClassifierVerdict = await workflow.execute_activity(
+                CLASSIFIER_ACTIVITY,
+                ClassifierRequest(classifier=name, contract=contract.key, node=node, texts=texts),
+                result_type=ClassifierVerdict,
+                task_queue=model_queue(workflow.info().task_queue),
+                start_to_close_timeout=contract.time_budget,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=contract.provider_attempts,
+                    non_retryable_error_types=[CLASSIFIER_NOT_CONFIGURED_ERROR],
+                ),
+                summary=f"{node}: prompt-injection classifier {name}",
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            return await self._classifier_failed(node, contract, err, checkpoint)
+        decision = classifier_decision(verdict, config.classifier_threshold)
+        self._record_policy(node, contract, decision)
+        if decision.action == "deny":
+            note = f"guardrail '{decision.policy}' denied the model call: {decision.reason}"
+            return AgentOutcome(None, "denied", 1, checkpoint, note)
+        return None
+
+    async def _classifier_failed(
+        self,
+        node: str,
+        contract: AgentContract[In, Out],
+        err: ActivityError,
+        checkpoint: Checkpoint,
+    ) -> AgentOutcome[Out] | None:
+        """No verdict: what the contract's ``on_classifier_failure`` says, never silence."""
+        config = contract.guardrails
+        cause = err.cause
+        message = scrub_secrets(str(cause) if cause else str(err))
+        error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else "Error"
+        what = f"the prompt-injection classifier {config.classifier!r} gave no verdict ({message})"
+        if config.on_classifier_failure == "allow":
+            self._record_policy(
+                node,
+                contract,
+                GuardrailDecision(
+                    policy=CLASSIFIER_POLICY,
+                    action="allow",
+                    reason=f"{what}; the contract fails open: the patterns' verdict stands",
+                ),
+            )
+            return None
+        denial = GuardrailDecision(
+            policy=CLASSIFIER_POLICY,
+            action="deny",
+            reason=f"{what}; the contract fails closed: the text was not sent to the model",
+        )
+        self._record_policy(node, contract, denial)
+        if config.on_classifier_failure == "deny":
+            note = f"guardrail '{denial.policy}' denied the model call: {denial.reason}"
+            return AgentOutcome(None, "denied", 1, checkpoint, note)
+        configured = error_type == CLASSIFIER_NOT_CONFIGURED_ERROR or _non_retryable(err)
+        failure = SystemFailure(
+            problem="provider-config" if configured else "provider-unavailable",
+            reason=what,
+            fix=(
+                "configure the classifier on every worker (KEEL_GUARDRAIL_CLASSIFIER_BASE_URL, "
+                "_MODEL, _API_KEY) or fix its settings"
+                if configured
+                else "bring the classifier's endpoint back, or set the contract's "
+                "on_classifier_failure to 'deny' or 'allow'"
+            ),
+            error_type=error_type,
+            message=message,
+        )
+        return await self._not_the_agents(node, contract, failure, checkpoint, 1)
+
+    def _record_policy(
+        self, node: str, contract: AgentContract[Any, Any], decision: GuardrailDecision
+    ) -> None:
+        self._ledger.record(
+            PolicyApplied(
+                node=node,
+                contract=contract.key,
+                attempt=1,
+                policy=decision.policy,
+                action=decision.action,
+                reason=decision.reason,
+                changes=[c.model_dump(mode="json") for c in decision.changes],
+            )
+        )
 
     async def _call(
         self,

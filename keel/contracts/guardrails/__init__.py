@@ -5,18 +5,23 @@ Each policy looks at the node's input payload (a JSON object) and returns a
 it made). ``apply_guardrails`` runs the chain a contract declares (``GuardrailConfig``) in a
 fixed order and stops at the first denial:
 
-1. ``PromptInjectionCheck`` on the raw text of the untrusted fields (customer text);
-2. ``PiiScrubber``: emails, phone numbers and payment card numbers become markers;
+1. ``PromptInjectionCheck`` on the raw text of the untrusted fields (normalised first:
+   look-alikes, invisible characters, encodings; patterns in eleven languages);
+2. ``PiiScrubber``: emails, phone numbers, cards, IBANs, SSNs and CVVs become numbered
+   markers;
 3. ``TokenBudget`` on the scrubbed payload: the workflow's tokens so far plus this call's
    estimate must stay within the budget.
 
-Everything here is pure and deterministic (no randomness, no clock, no I/O; only ``re``,
-``hashlib``, ``json``, ``unicodedata`` and pydantic), so it runs in workflow code: checking a
-call costs no activity, and replay reaches the same decisions.
+Everything here is pure and deterministic (no randomness, no clock, no I/O; ``re``,
+``unicodedata``, ``phonenumbers``, pydantic and tables of its own), so it runs in workflow
+code: checking a call costs no activity, and replay reaches the same decisions. A contract
+may also name a classifier (``GuardrailConfig.classifier``): that one is I/O, so the agent
+node asks it through an activity (``CLASSIFIER_ACTIVITY``), after the patterns allow.
 
 The checks are heuristics. The PII patterns find the common shapes (see ``PiiScrubber``),
-not every way to write a value; the injection patterns catch the well-known attacks, not a
-determined adversary. They reduce risk; they are not a proof of safety.
+not every way to write a value; the injection patterns catch the well-known attacks and
+their disguises, not a determined adversary who writes a new paraphrase. They reduce risk;
+they are not a proof of safety.
 """
 
 from __future__ import annotations
@@ -25,12 +30,31 @@ from collections.abc import Sequence
 from typing import Any
 
 from keel.contracts.guardrails._budget import TokenBudget, estimate_tokens, prompt_overhead_tokens
-from keel.contracts.guardrails._injection import PromptInjectionCheck, injection_hits
+from keel.contracts.guardrails._classifier import (
+    CLASSIFIER_ACTIVITY,
+    CLASSIFIER_FAILED_ERROR,
+    CLASSIFIER_NOT_CONFIGURED_ERROR,
+    CLASSIFIER_POLICY,
+    MAX_CLASSIFIER_TEXT,
+    ClassifierRequest,
+    ClassifierVerdict,
+    classifier_decision,
+)
+from keel.contracts.guardrails._injection import (
+    PromptInjectionCheck,
+    injection_hits,
+    untrusted_strings,
+)
 from keel.contracts.guardrails._models import (
     CARD_MARKER,
+    CVV_MARKER,
+    DEFAULT_PHONE_REGIONS,
     EMAIL_MARKER,
     GUARDRAIL_DENIED_ERROR,
+    IBAN_MARKER,
     PHONE_MARKER,
+    PII_KINDS,
+    SSN_MARKER,
     Change,
     GuardrailAction,
     GuardrailConfig,
@@ -38,8 +62,9 @@ from keel.contracts.guardrails._models import (
     GuardrailOutcome,
     GuardrailPolicy,
     GuardrailState,
+    pii_marker,
 )
-from keel.contracts.guardrails._pii import PiiScrubber, luhn_valid, scrub_text
+from keel.contracts.guardrails._pii import PiiScrubber, iban_valid, luhn_valid, scrub_text
 
 # ---------------------------------------------------------------------------------------
 # The chain
@@ -68,7 +93,7 @@ def guardrail_chain(config: GuardrailConfig) -> list[GuardrailPolicy]:
     if config.untrusted_fields:
         chain.append(PromptInjectionCheck(config.untrusted_fields))
     if config.scrub_pii:
-        chain.append(PiiScrubber())
+        chain.append(PiiScrubber(config.phone_regions))
     if config.token_budget is not None:
         chain.append(TokenBudget(config.token_budget))
     return chain
@@ -88,10 +113,22 @@ def apply_guardrails(
 
 __all__ = [
     "CARD_MARKER",
+    "CLASSIFIER_ACTIVITY",
+    "CLASSIFIER_FAILED_ERROR",
+    "CLASSIFIER_NOT_CONFIGURED_ERROR",
+    "CLASSIFIER_POLICY",
+    "CVV_MARKER",
+    "DEFAULT_PHONE_REGIONS",
     "EMAIL_MARKER",
     "GUARDRAIL_DENIED_ERROR",
+    "IBAN_MARKER",
+    "MAX_CLASSIFIER_TEXT",
     "PHONE_MARKER",
+    "PII_KINDS",
+    "SSN_MARKER",
     "Change",
+    "ClassifierRequest",
+    "ClassifierVerdict",
     "GuardrailAction",
     "GuardrailConfig",
     "GuardrailDecision",
@@ -102,11 +139,15 @@ __all__ = [
     "PromptInjectionCheck",
     "TokenBudget",
     "apply_guardrails",
+    "classifier_decision",
     "estimate_tokens",
     "guardrail_chain",
+    "iban_valid",
     "injection_hits",
     "luhn_valid",
+    "pii_marker",
     "prompt_overhead_tokens",
     "run_policies",
     "scrub_text",
+    "untrusted_strings",
 ]

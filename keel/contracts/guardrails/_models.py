@@ -6,7 +6,14 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 GuardrailAction = Literal["allow", "deny", "modify"]
 
@@ -16,6 +23,24 @@ GUARDRAIL_DENIED_ERROR = "GuardrailDenied"
 EMAIL_MARKER = "[email redacted]"
 PHONE_MARKER = "[phone redacted]"
 CARD_MARKER = "[card redacted]"
+IBAN_MARKER = "[iban redacted]"
+SSN_MARKER = "[ssn redacted]"
+CVV_MARKER = "[cvv redacted]"
+"""The stem of each kind's marker: the value itself becomes ``pii_marker(kind, n)``, e.g.
+``[email redacted #1]``."""
+
+PII_KINDS = ("email", "phone", "card", "iban", "ssn", "cvv")
+"""What the PII scrubber redacts."""
+
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL")
+"""Where a phone number written without its country code is taken to be from, tried in
+order (``GuardrailConfig.phone_regions``)."""
+
+
+def pii_marker(kind: str, number: int) -> str:
+    """The marker for the ``number``-th distinct value of ``kind`` in one payload:
+    ``[phone redacted #2]``. It carries nothing of the value."""
+    return f"[{kind} redacted #{number}]"
 
 
 class Change(BaseModel):
@@ -26,13 +51,11 @@ class Change(BaseModel):
     path: str
     """Where in the payload: ``customer.message``, ``items[2].note``, ``["odd key"]``."""
     kind: str
-    """What was replaced: ``email``, ``phone`` or ``card`` for the PII scrubber."""
-    before_sha256: str
-    """sha256 of the original value (UTF-8): equal values give equal hashes, so occurrences
-    can be correlated without storing the value. Short values such as phone numbers can be
-    recovered from their hash by enumeration: treat the ledger as confidential anyway."""
+    """What was replaced: one of ``PII_KINDS`` for the PII scrubber."""
     after: str
-    """What the value became, e.g. ``[email redacted]``."""
+    """What the value became, e.g. ``[email redacted #1]``: a numbered marker (equal values
+    in one payload share a number), with no hash or other trace of the value, which is
+    recorded nowhere."""
 
 
 class GuardrailDecision(BaseModel):
@@ -57,11 +80,53 @@ class GuardrailConfig(BaseModel):
     token_budget: int | None = Field(20_000, ge=1)
     """Estimated tokens one workflow may spend on model calls; ``None``: no budget."""
     scrub_pii: bool = True
-    """Redact emails, phone numbers and card numbers before the model sees the input."""
+    """Redact emails, phone numbers, card numbers, IBANs, SSNs and CVVs before the model
+    sees the input."""
     untrusted_fields: tuple[str, ...] = ()
     """Payload fields holding text from outside (customer text), checked for prompt
     injection. A dotted path reaches into objects (``email.body``); every string under the
-    field (and every key) is checked. Missing fields are skipped."""
+    field (and every key) is checked, and all of them together. Missing fields are
+    skipped."""
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    """Regions (ISO 3166 codes) a phone number without a country code may be from, tried in
+    order; the first is the default region."""
+    classifier: str | None = None
+    """A prompt-injection classifier to ask, as an activity, after the patterns allow the
+    untrusted fields (needs ``untrusted_fields``): ``openai-compatible`` (the worker's
+    ``KEEL_GUARDRAIL_CLASSIFIER_*`` settings) or a name a worker registers. ``None``: none."""
+    classifier_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    """Deny when the classifier's injection score is at or above this."""
+    on_classifier_failure: Literal["fail", "deny", "allow"] = "fail"
+    """When the classifier cannot answer (unreachable, an answer that does not parse):
+    ``fail`` (the default, fail closed): a system failure, handled like a failed model call
+    (the run fails saying what to fix, or escalates under ``on_system_failure="escalate"``);
+    ``deny``: the call is denied like an injection; ``allow`` (fail open): the patterns'
+    verdict stands, and the failure is recorded as the classifier's decision."""
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields added after contracts were published are dumped only when set, so those
+        # contracts keep their fingerprint (runs in flight across an upgrade do not fail
+        # with a mismatch).
+        data: dict[str, Any] = handler(self)
+        for name, default in _LATER_DEFAULTS.items():
+            if name in data and getattr(self, name) == default:
+                del data[name]
+        return data
+
+    @model_validator(mode="after")
+    def _classifier_needs_fields(self) -> GuardrailConfig:
+        if self.classifier is not None and not self.untrusted_fields:
+            raise ValueError("a prompt-injection classifier needs untrusted_fields to read")
+        return self
+
+
+_LATER_DEFAULTS: dict[str, Any] = {
+    "phone_regions": DEFAULT_PHONE_REGIONS,
+    "classifier": None,
+    "classifier_threshold": 0.5,
+    "on_classifier_failure": "fail",
+}
 
 
 class GuardrailState(BaseModel):

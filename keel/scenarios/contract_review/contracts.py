@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keel.contracts.agent import AgentContract, EscalateToGate
 from keel.contracts.gates import GateSpec
+from keel.contracts.guardrails import GuardrailConfig
 from keel.contracts.ledger import LedgerEvent
 from keel.contracts.registry import REGISTRY
 
@@ -149,5 +150,7 @@ RISK_CLASSIFIER = REGISTRY.register(
         # Legal can classify by hand while the model is down or misconfigured: the gate
         # shows what failed and what to fix.
         on_system_failure="escalate",
+        # The vendor writes the agreement: every text in it is untrusted.
+        guardrails=GuardrailConfig(untrusted_fields=("vendor", "title", "jurisdiction", "clauses")),
     )
 )

@@ -269,8 +269,9 @@ INCIDENT_PLANNER = REGISTRY.register(
         time_budget=timedelta(seconds=90),
         confidence_threshold=0.5,
         max_attempts=2,
-        # Findings grow each round: a larger budget per run than the default.
-        guardrails=GuardrailConfig(token_budget=200_000),
+        # Findings grow each round: a larger budget per run than the default. The page
+        # (alert text from monitoring) and the tools' results are untrusted.
+        guardrails=GuardrailConfig(token_budget=200_000, untrusted_fields=("incident", "findings")),
         on_exhausted=UseDefault(
             output={
                 "done": True,
