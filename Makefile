@@ -57,6 +57,7 @@ bench: $(STAMP)  # about 12 minutes on 2 cores; each writes its table to benchma
 	$(BIN)/python benchmarks/plan_fanout.py
 	$(BIN)/python benchmarks/support_throughput.py
 	$(BIN)/python benchmarks/effect_record_cost.py
+	$(BIN)/python benchmarks/guardrail_eval.py
 
 # Re-pin after changing dependencies in pyproject.toml (needs network to the package index).
 lock:

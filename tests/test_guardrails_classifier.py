@@ -72,12 +72,12 @@ def contract(version: int, **guardrails: Any) -> AgentContract[Any, Any]:
     )
 
 
-FAIL_CLOSED = contract(81, classifier=OPENAI_COMPATIBLE)
-DENY_ON_FAILURE = contract(82, classifier=OPENAI_COMPATIBLE, on_classifier_failure="deny")
-FAIL_OPEN = contract(83, classifier=OPENAI_COMPATIBLE, on_classifier_failure="allow")
-UNKNOWN = contract(84, classifier="no-such-classifier")
-NO_CLASSIFIER = contract(85)
-STRICT = contract(86, classifier=OPENAI_COMPATIBLE, classifier_threshold=0.2)
+FAIL_CLOSED = contract(781, classifier=OPENAI_COMPATIBLE)
+DENY_ON_FAILURE = contract(782, classifier=OPENAI_COMPATIBLE, on_classifier_failure="deny")
+FAIL_OPEN = contract(783, classifier=OPENAI_COMPATIBLE, on_classifier_failure="allow")
+UNKNOWN = contract(784, classifier="no-such-classifier")
+NO_CLASSIFIER = contract(785)
+STRICT = contract(786, classifier=OPENAI_COMPATIBLE, classifier_threshold=0.2)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ fields are read one by one and then all together (an instruction split across fi
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,13 +27,14 @@ Script = Literal["plain", "latin", "squashed", "any"]
 class _Rule:
     name: str
     script: Script
-    needles: tuple[str, ...]
-    """Substrings one of which the text must hold for the pattern to be tried (speed)."""
+    needles: frozenset[str]
+    """Substrings one of which the text must hold for the pattern to be tried (speed: a
+    substring test is much cheaper than the pattern)."""
     pattern: re.Pattern[str]
 
 
 def _rule(name: str, script: Script, needles: str, pattern: str) -> _Rule:
-    return _Rule(name, script, tuple(needles.split("|")), re.compile(pattern, re.MULTILINE))
+    return _Rule(name, script, frozenset(needles.split("|")), re.compile(pattern, re.MULTILINE))
 
 
 # --- English (and the shared vocabulary), read on the latin skeleton -----------------------
@@ -621,6 +623,10 @@ _RULES_BY_SCRIPT: dict[str, tuple[_Rule, ...]] = {
 _RULES_BY_SCRIPT["both"] = tuple(
     dict.fromkeys((*_RULES_BY_SCRIPT["latin"], *_RULES_BY_SCRIPT["plain"]))
 )
+_NEEDLES_BY_SCRIPT = {
+    script: tuple(sorted({n for rule in rules for n in rule.needles}))
+    for script, rules in _RULES_BY_SCRIPT.items()
+}
 
 _PATTERN_DESCRIPTIONS = {
     "ignore-instructions": "an instruction to ignore the model's instructions",
@@ -659,6 +665,21 @@ def injection_hits(text: str) -> list[tuple[str, str]]:
     itself before its decodings); an excerpt from a decoding names it, e.g.
     ``(base64-decoded) ignore all previous instructions``.
     """
+    if len(text) <= _CACHED_LENGTH:  # short strings repeat (object keys, field names)
+        return list(_cached_hits(text))
+    return _hits(text)
+
+
+_CACHED_LENGTH = 200
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_hits(text: str) -> tuple[tuple[str, str], ...]:
+    # A pure function of the text: caching it changes no decision, on any worker.
+    return tuple(_hits(text))
+
+
+def _hits(text: str) -> list[tuple[str, str]]:
     hits: list[tuple[str, str]] = []
     without_flags = _FLAG_TAGS.sub("", text)
     invisible = _INVISIBLE.search(without_flags)
@@ -667,8 +688,11 @@ def injection_hits(text: str) -> list[tuple[str, str]]:
         hits.append(("invisible-unicode", codes))
     seen: set[str] = set()
     for view in views(text):
+        present = {n for n in _NEEDLES_BY_SCRIPT[view.script] if n in view.text}
+        if not present:
+            continue
         for rule in _RULES_BY_SCRIPT[view.script]:
-            if rule.name in seen or not any(n in view.text for n in rule.needles):
+            if rule.name in seen or rule.needles.isdisjoint(present):
                 continue
             match = rule.pattern.search(view.text)
             if match:
@@ -705,23 +729,31 @@ class PromptInjectionCheck:
     def __call__(self, payload: dict[str, Any], state: GuardrailState) -> GuardrailDecision:
         found: list[str] = []
         strings = untrusted_strings(payload, self.fields)
+        texts = [text for _, text in strings]
+        # All the strings together first: one line each (a role header still starts a line),
+        # and glued (an instruction split mid-word). Only when that finds something, or a
+        # string holds what reading it among others could hide (an HTML comment, base64),
+        # is each string read on its own, to say which field it was in.
+        together: dict[str, str] = {}
+        if len(texts) > 1:
+            for joined in ("\n".join(texts), "".join(texts)):
+                for pattern, excerpt in injection_hits(joined):
+                    together.setdefault(pattern, excerpt)
         matched: set[str] = set()
         for path, text in strings:
+            if len(texts) > 1 and not together and not _needs_own_reading(text):
+                continue
             for pattern, excerpt in injection_hits(text):
                 matched.add(pattern)
                 found.append(
                     f"field '{path}' matched {pattern} "
                     f'({_PATTERN_DESCRIPTIONS[pattern]}): "{excerpt}"'
                 )
-        if len(strings) > 1:
+        if len(texts) > 1:
             paths = ", ".join(dict.fromkeys(path for path, _ in strings))
-            texts = [text for _, text in strings]
-            together: dict[str, str] = {}
-            for joined in (" ".join(texts), "".join(texts)):
-                for pattern, excerpt in injection_hits(joined):
-                    if pattern not in matched and pattern != "invisible-unicode":
-                        together.setdefault(pattern, excerpt)
             for pattern, excerpt in together.items():
+                if pattern in matched or pattern == "invisible-unicode":
+                    continue
                 found.append(
                     f"fields {paths} read together matched {pattern} "
                     f'({_PATTERN_DESCRIPTIONS[pattern]}): "{excerpt}"'
@@ -748,6 +780,16 @@ class PromptInjectionCheck:
                 f"{'string' if checked == 1 else 'strings'} (fields: {fields})"
             ),
         )
+
+
+def _needs_own_reading(text: str) -> bool:
+    """Whether reading ``text`` among other strings could hide what it says on its own: an
+    HTML comment left open swallows what follows it, and a text's base64 runs are decoded
+    only up to a bound."""
+    return "<!--" in text or _BASE64_HINT.search(text) is not None
+
+
+_BASE64_HINT = re.compile(r"[A-Za-z0-9+/_-]{16,}")
 
 
 def untrusted_strings(payload: Mapping[str, Any], fields: Sequence[str]) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from keel.contracts.guardrails._confusables import FOLD
 
 MAX_DECODE_DEPTH = 2
 """How deep decodings nest (base64 of URL-encoded text is two)."""
-MAX_DECODED_BLOBS = 8
+MAX_DECODED_BLOBS = 32
 """Base64 runs decoded per text, at most: a text of many blobs cannot make the check slow."""
 
 # Characters that render as nothing (format characters, variation selectors, tag
