@@ -12,8 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from temporalio.testing import WorkflowEnvironment
 
+from keel.contracts.signing import raw_public_key
 from keel.offline import OfflineProvider
 from keel.testing import offline_settings
 from keel.workers.apps import resolve_apps
@@ -174,3 +176,27 @@ async def test_a_real_keel_export_from_a_dev_server_verifies_and_its_forgery_fai
     events[i]["reviewer"] = "gc.morgan"
     forged = write_export(tmp_path / "forged.jsonl", with_events(records, reseal(events, i)))
     assert "does not match the signed content" in await verify(forged, keys, expect=1)
+
+
+def test_the_by_hand_checks_in_docs_auditors_md_hold_on_a_real_ledger(real: RealLedgers) -> None:
+    """The two snippets of "Checking by hand" run as written: on a real event and signature
+    they pass; on a changed event or signature they raise."""
+    doc = (VERIFIER.parent.parent / "docs" / "auditors.md").read_text()
+    by_hand = doc[doc.index("## Checking by hand") :]
+    event_check, signature_check = (
+        block.split("\n", 1)[1] for block in by_hand.split("```python")[1:3]
+    )
+    event_check, signature_check = (b[: b.index("```")] for b in (event_check, signature_check))
+    events = real.events(real.review)
+    signed = events[index_of(events, "ChainHeadSigned", reason="completion")]
+    key = load_worker_keys(offline_settings()).signing.public_key
+    for e in events:
+        exec(event_check, {"e": e})
+    exec(signature_check, {"s": signed, "raw": raw_public_key(key)})
+    with pytest.raises(AssertionError):
+        exec(event_check, {"e": {**events[1], "seq": 99}})
+    with pytest.raises(InvalidSignature):
+        exec(
+            signature_check,
+            {"s": {**signed, "reason": "gate-opened:x"}, "raw": raw_public_key(key)},
+        )
