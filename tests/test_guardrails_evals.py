@@ -27,6 +27,7 @@ from tests.guardrail_evals import (
     ATTACKS,
     BENIGN,
     ISSUE_VARIANTS,
+    KNOWN_MISSES,
     PII_NEGATIVE,
     PII_POSITIVE,
     PiiSample,
@@ -171,3 +172,11 @@ def test_views_decode_nested_encodings_and_say_how() -> None:
 def test_binary_base64_is_not_taken_for_text() -> None:
     assert b64_text(base64.b64encode(bytes(range(200))).decode()) is None
     assert b64_text(base64.b64encode(b"hello there, friend").decode()) == "hello there, friend"
+
+
+@pytest.mark.parametrize("sample", KNOWN_MISSES, ids=lambda s: s.id)
+def test_the_documented_misses_are_still_missed(sample: Sample) -> None:
+    # The README lists what the patterns do not catch; this keeps that list true. When the
+    # check learns one, move it to ATTACKS.
+    decision = PromptInjectionCheck(list(sample.fields))(sample.fields, STATE)
+    assert decision.action == "allow", decision.reason
