@@ -1,4 +1,5 @@
-"""The ``send_email`` tool: a reply sent over SMTP, exactly once per idempotency key.
+"""The ``send_email`` tool: a reply sent over SMTP once per idempotency key, never resent
+or skipped silently when a send's outcome is unknown (``unknown_outcome``: escalate).
 
 Importing this module registers ``send_email`` in the tool catalog (side-effecting, no gate
 of its own: the scenario that uses it decides what needs approval before sending).
@@ -63,8 +64,8 @@ SEND_EMAIL = CATALOG.register(
     ToolSpec(
         name="send_email",
         description=(
-            "Send a plain-text email to one recipient over SMTP, exactly once per task "
-            "(optionally as a reply to a Message-ID)."
+            "Send a plain-text email to one recipient over SMTP, once per task (optionally "
+            "as a reply to a Message-ID); if a send's outcome is unknown, a person confirms."
         ),
         input_model=SendEmailInput,
         output_model=SendEmailOutput,
