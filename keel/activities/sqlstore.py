@@ -345,7 +345,12 @@ class PostgresStore(SqlStore):
                 self.url,
                 min_size=0,
                 max_size=self.max_connections,
-                kwargs={"autocommit": True, "connect_timeout": self.connect_timeout_seconds},
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": self.connect_timeout_seconds,
+                    **_CLIENT_KEEPALIVES,
+                },
+                configure=_server_keepalives,
                 check=AsyncConnectionPool.check_connection,
                 timeout=self.acquire_timeout_seconds,
                 # Give up a failing reconnection soon: the next session starts a fresh one, so
@@ -394,6 +399,25 @@ class PostgresStore(SqlStore):
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.close()
+
+
+_CLIENT_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""libpq keepalives: a connection to a server that vanished without a reset (a network
+partition) fails within ~25 s instead of the kernel's two hours."""
+
+
+async def _server_keepalives(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The same on the server's side of the connection: a backend whose client vanished
+    (and with it the advisory lock it holds for an effect in flight) ends within ~25 s."""
+    await conn.execute(
+        "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
+        "SET tcp_keepalives_count = 3"
+    )
 
 
 async def _unlock(conn: psycopg.AsyncConnection[Any], name: str) -> None:
