@@ -287,6 +287,7 @@ async def running_worker(
     duration of the block; what it opened (databases, model clients built here) is closed
     after. ``scope`` keeps one demo run's fake systems apart from another's."""
     nodes = agent_node_activities(settings, provider)
+    classifiers = classifier_activities(settings)
     try:
         async with (
             app_activities(apps, AppContext(settings, scope)) as activities,
@@ -297,10 +298,12 @@ async def running_worker(
                 task_queue=task_queue,
                 nodes=nodes,
                 activities=activities,
+                classifiers=classifiers,
             ) as worker,
         ):
             yield worker
     finally:
+        await classifiers.aclose()
         await nodes.aclose()
         if provider is None:
             await close_provider(nodes.provider)
