@@ -26,6 +26,7 @@ from keel.activities.providers.base import ModelProvider, ModelReply, ModelReque
 from keel.contracts import REGISTRY, AgentContract, ContractRegistry, EscalateToGate, UseDefault
 from keel.contracts.agent_node import classify_failure
 from keel.contracts.gates import GateSpec
+from keel.contracts.integrity import verify_ledger
 from keel.contracts.ledger import (
     AgentCallFailed,
     Escalated,
@@ -42,6 +43,7 @@ from keel.scenarios.contract_review.contracts import (
 )
 from keel.scenarios.incident import IncidentInvestigationWorkflow
 from keel.workers.apps import resolve_apps
+from keel.workers.keys import load_worker_keys
 from keel.workers.runtime import build_worker
 from tests.conftest import keel_worker, offline_settings
 from tests.helpers import ledger_of, review, start_review, types_of, wait_for_gate
@@ -152,7 +154,11 @@ async def failure_of(handle: WorkflowHandle[Any, Any]) -> ApplicationError:
 
 
 def assert_failed_visibly(ledger: list[LedgerEvent], problem: str) -> NodeFailed:
-    """The ledger ends with the failure, has no default and no gate, and still verifies."""
+    """The ledger ends with the failure (and, for a Keel workflow, the signed head that
+    ends the run), has no default and no gate, and still verifies."""
+    if ledger[-1].type == "ChainHeadSigned":
+        assert ledger[-1].reason == "completion"  # type: ignore[attr-defined]
+        ledger = ledger[:-1]
     kinds = types_of(ledger)
     assert kinds[-2:] == ["AgentCallFailed", "NodeFailed"]
     assert "DefaultApplied" not in kinds and "GateOpened" not in kinds
@@ -312,6 +318,11 @@ async def test_a_refused_key_fails_the_incident_instead_of_handing_over(
     assert "set OPENAI_API_KEY" in error.message
     assert_failed_visibly(ledger, "provider-auth")
     assert "PlanProposed" not in types_of(ledger)
+    # The failed run ended signed, so its ledger is as tamper-evident as a completed one's.
+    assert ledger[-1].type == "ChainHeadSigned"
+    stored = [e.model_dump(mode="json") for e in ledger]
+    keys = load_worker_keys(offline_settings())
+    assert verify_ledger(stored, keyring=keys.keyring, closed=True).ok
 
 
 def test_escalating_system_failures_needs_a_gate() -> None:

@@ -232,10 +232,10 @@ async def test_keel_verify_and_keel_ledger_by_workflow_id(
     )
 
 
-async def test_a_failed_run_is_reported_unsigned_and_does_not_verify(
+async def test_a_failed_run_ends_signed_and_verifies(
     served: tuple[str, str], tmp_path: Path
 ) -> None:
-    """A run that fails (here: invalid input) ends before it can sign its last events."""
+    """A run that fails (here: invalid input) still signs its head as it ends."""
     address, task_queue = served
     env = {
         **os.environ,
@@ -250,6 +250,7 @@ async def test_a_failed_run_is_reported_unsigned_and_does_not_verify(
         await handle.result()
     keys = write_keyring(tmp_path / "keys.json", load_worker_keys(offline_settings()).signing)
     printed = await keel("ledger", handle.id, env=env, expect=0)
-    assert "2 events after the last signed head are unsigned (the run is failed" in printed
-    out = await keel("verify", handle.id, "--keys", str(keys), env=env, expect=1)
-    assert "2 events after the last signed head (none) are unsigned, and the run is closed" in out
+    assert "InputRejected" in printed and "(completion)" in printed
+    assert "unsigned" not in printed
+    out = await keel("verify", handle.id, "--keys", str(keys), env=env, expect=0)
+    assert f"{handle.id}: verified" in out

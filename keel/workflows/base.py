@@ -10,19 +10,26 @@ what a refusal records of the caller's input is bounded, and so is the number re
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from keel.contracts.agent import canonical_json
     from keel.contracts.gates import GateView, ReviewInput, ReviewReceipt
-    from keel.contracts.ledger import InputRejected, LedgerEvent, ReviewRefused, WorkflowStarted
+    from keel.contracts.ledger import (
+        COMPLETION,
+        InputRejected,
+        LedgerEvent,
+        ReviewRefused,
+        WorkflowStarted,
+    )
 
 from keel.workflows.agent_node import AgentNodes
 from keel.workflows.context import WorkflowContext
@@ -98,12 +105,25 @@ class KeelWorkflow:
         worker's signature so that no caller can start a run with a state of its own."""
         await continue_as_new_sealed(state)
 
-    async def settle(self, result: R) -> R:
+    async def settle(self, result: R | Awaitable[R]) -> R:
         """Return ``result`` once every update and signal handler has finished, so no
         reviewer's call is cut off by the run completing, with the ledger's head signed (the
-        result's ``ledger`` and ``ledger_head`` then include the signature)."""
+        result's ``ledger`` and ``ledger_head`` then include the signature).
+
+        Given the run's body (an awaitable) instead of its result, a failure that ends the
+        run (invalid input, an agent node's system failure, a failed child) also ends it
+        with the ledger's head signed, so a failed run's ledger is as tamper-evident as a
+        completed one's: ``return await self.settle(self._body(raw_input))``.
+        """
+        if inspect.isawaitable(result):
+            try:
+                result = await result
+            except FailureError as err:
+                if not isinstance(err, CancelledError) and workflow.patched(SIGNED_FAILURES):
+                    await self.ledger.sign_head(COMPLETION, final=True)
+                raise
         await workflow.wait_condition(workflow.all_handlers_finished)
-        await self.ledger.sign_head("completion", final=True)
+        await self.ledger.sign_head(COMPLETION, final=True)
         return self.ledger.refresh(result)
 
     def ingest(self, model: type[M], raw_input: Any, *, max_bytes: int) -> M:
@@ -212,6 +232,8 @@ class KeelWorkflow:
         return self.gate_book.check(args[0])
 
 
+SIGNED_FAILURES = "keel-ledger-signed-failures"
+"""Patch id: runs recorded before failed runs signed their head replay without it."""
 MAX_RECORDED_REFUSALS = 20
 """Refused review signals recorded per run; a flood of bad signals cannot grow the ledger."""
 

@@ -54,7 +54,7 @@ class ContractReviewWorkflow(KeelWorkflow):
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> ContractReviewResult:
         """Review the contract in ``raw_input`` (a ``ContractReviewInput``)."""
-        return await self.settle(await self._review(raw_input))
+        return await self.settle(self._review(raw_input))
 
     async def _review(self, raw_input: dict[str, Any]) -> ContractReviewResult:
         self.start(raw_input)

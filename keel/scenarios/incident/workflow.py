@@ -54,7 +54,7 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> IncidentResult:
         """Investigate the page in ``raw_input`` (resuming from ``carry``, if any)."""
-        return await self.settle(await self._investigate(raw_input))
+        return await self.settle(self._investigate(raw_input))
 
     async def _investigate(self, raw_input: Any) -> IncidentResult:
         state = await self.resume(raw_input)

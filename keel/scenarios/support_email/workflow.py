@@ -77,7 +77,7 @@ class SupportEmailWorkflow(KeelWorkflow):
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> SupportResult:
         """Handle the email in ``raw_input`` (a ``SupportEmail``)."""
-        return await self.settle(await self._handle(raw_input))
+        return await self.settle(self._handle(raw_input))
 
     async def _handle(self, raw_input: dict[str, Any]) -> SupportResult:
         self.start(raw_input)
