@@ -32,6 +32,10 @@ class ExpenseApprovalWorkflow(KeelWorkflow):
 
     @workflow.run
     async def run(self, raw_input: dict[str, Any]) -> ExpenseResult:
+        # settle() runs the body: the run ends with the ledger's head signed, failed or not.
+        return await self.settle(self._decide(raw_input))
+
+    async def _decide(self, raw_input: dict[str, Any]) -> ExpenseResult:
         self.start(raw_input)
         claim = self.ingest(ExpenseClaim, raw_input, max_bytes=16_000)
         outcome = await self.agents.run("categorize", CATEGORIZER, claim)
@@ -59,7 +63,7 @@ class ExpenseApprovalWorkflow(KeelWorkflow):
             payout_id=payout_id,
             ledger=list(self.ledger.events),
         )
-        return await self.settle(result)
+        return result
 
     async def _pay(self, claim: ExpenseClaim, category: Category) -> str:
         # The key comes from the workflow id: a retried activity never pays twice.
