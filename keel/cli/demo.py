@@ -20,9 +20,11 @@ from temporalio.client import Client, WorkflowHandle
 
 from keel.activities.providers import ModelProvider
 from keel.cli import commands
+from keel.cli.ledgers import trusted_keyring
 from keel.cli.render import ledger_text, ui_link
 from keel.contracts.gates import GateView
-from keel.contracts.ledger import parse_ledger
+from keel.contracts.integrity import verify_ledger
+from keel.contracts.ledger import GENESIS_HASH, parse_ledger
 from keel.offline import OfflineFault, OfflineProvider
 from keel.settings import KeelSettings
 from keel.workers.app import App, DemoReview, DemoRun
@@ -34,7 +36,8 @@ DEMO_QUEUE = "keel-demo"
 
 
 async def run_demo(settings: KeelSettings, apps: list[App]) -> int:
-    """Run every demo run of ``apps`` on a worker of its own; exit code 0 when all finish."""
+    """Run every demo run of ``apps`` on a worker of its own; exit code 0 when all finish
+    and every ledger verifies as stored, signatures included."""
     # Failed attempts that Temporal retries are shown in the ledger; keep tracebacks out.
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
     async with AsyncExitStack() as stack:
@@ -60,6 +63,7 @@ async def run_demo(settings: KeelSettings, apps: list[App]) -> int:
         settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.port})
         print(f"SMTP: 127.0.0.1:{sink.port}, mailbox {sink.mailbox}\n")
         results = []
+        broken = []
         # The fake deploy and incident systems get a namespace per demo run, so each run
         # starts from the scenario's initial state.
         async with running_worker(
@@ -71,7 +75,10 @@ async def run_demo(settings: KeelSettings, apps: list[App]) -> int:
             scope=f"demo-{tag}",
         ):
             for app, run, workflow_id in runs:
-                results.append(await _run(client, settings, app, run, workflow_id))
+                result, verified = await _run(client, settings, app, run, workflow_id)
+                results.append(result)
+                if not verified:
+                    broken.append(workflow_id)
                 if message_id := results[-1].get("reply_message_id"):
                     received = sink.count(message_id)
                     print(f"--- SMTP server received {received} message(s) with that Message-ID\n")
@@ -79,6 +86,9 @@ async def run_demo(settings: KeelSettings, apps: list[App]) -> int:
     for (app, run, _), result in zip(runs, results, strict=True):
         print(f"  {run.label:<24} {result.get('outcome', '?'):<10} {_who(app, result)}")
     print(f"\nBrowse them: `keel dev`, then {settings.ui_url}")
+    if broken:
+        print(f"LEDGERS THAT DO NOT VERIFY: {', '.join(broken)}")
+        return 1
     return 0
 
 
@@ -102,7 +112,7 @@ def _who(app: App, result: dict[str, Any]) -> str:
 
 async def _run(
     client: Client, settings: KeelSettings, app: App, run: DemoRun, workflow_id: str
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     payload = app.sample(run.sample)
     entry = app.entry(run.entry)
     if entry is None:
@@ -123,12 +133,22 @@ async def _run(
     result: dict[str, Any] = result_task.result()
     reason = result.get("reason") or result.get("summary", "")
     print(f"--- outcome: {result.get('outcome')}, {_who(app, result)} ({reason})")
-    events = parse_ledger(result.get("ledger", []))
-    print(ledger_text(events, genesis=result.get("ledger_genesis")))
+    stored = result.get("ledger", [])
+    events = parse_ledger(stored)
+    # Verified as stored, signatures included, against this machine's trusted keys (the
+    # demo's worker key is among them): what `keel verify` would say of this run.
+    report = verify_ledger(
+        stored,
+        keyring=trusted_keyring(settings),
+        closed=True,
+        genesis=result.get("ledger_genesis") or GENESIS_HASH,
+        first_seq=events[0].seq if events else 1,
+    )
+    print(ledger_text(events, report=report, status="COMPLETED"))
     print(
         f"--- UI: {ui_link(settings.ui_url, client.namespace, workflow_id, handle.result_run_id)}\n"
     )
-    return result
+    return result, report.ok
 
 
 async def _decide(
