@@ -55,12 +55,28 @@ def failure_type(err: BaseException) -> str | None:
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
-def unknown_outcome(err: BaseException) -> UnknownOutcome | None:
-    """The ``UnknownOutcome`` of an ``EffectOutcomeUnknown`` activity failure, else None."""
+def unknown_outcome(err: BaseException, call: ToolCall | None = None) -> UnknownOutcome | None:
+    """The ``UnknownOutcome`` of an ``EffectOutcomeUnknown`` activity failure, else None.
+
+    Details that do not parse (an older worker, or scrubbed on the way) still make an unknown
+    outcome when ``call`` is given: what the workflow itself knows of it.
+    """
     cause = err.cause if isinstance(err, ActivityError) else err
     if not isinstance(cause, ApplicationError) or cause.type != EFFECT_OUTCOME_UNKNOWN:
         return None
-    return unknown_outcome_of(cause.details[0]) if cause.details else None
+    parsed = unknown_outcome_of(cause.details[0]) if cause.details else None
+    if parsed is not None or call is None:
+        return parsed
+    now = workflow.now()
+    return UnknownOutcome(
+        idempotency_key=call.idempotency_key,
+        tool=call.tool,
+        policy="escalate",
+        intent_at=now,
+        unknown_at=now,
+        attempts=0,
+        found_by="(the activity's details were unreadable)",
+    )
 
 
 async def execute_tool(

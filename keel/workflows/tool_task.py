@@ -86,7 +86,10 @@ class ToolTaskWorkflow:
                 summary=f"{task.tool} ({task.ref})",
             )
         except ActivityError as err:
-            unknown = unknown_outcome(err)
+            call_key = workflow.info().workflow_id
+            unknown = unknown_outcome(
+                err, ToolCall(tool=task.tool, input=task.input, idempotency_key=call_key)
+            )
             if unknown is None:
                 raise
             raise ApplicationError(
@@ -94,7 +97,7 @@ class ToolTaskWorkflow:
                 f"attempt (intent at {unknown.intent_at.isoformat()}) ended without recording "
                 f"whether it acted; the tool's policy is {unknown.policy!r}, so it was not "
                 f"repeated. A person must check and resolve idempotency key "
-                f"{unknown.idempotency_key!r} before the task can run again",
+                f"{call_key!r} before the task can run again",
                 unknown.model_dump(mode="json"),
                 type=EFFECT_OUTCOME_UNKNOWN,
                 non_retryable=True,

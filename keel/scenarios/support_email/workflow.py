@@ -190,9 +190,14 @@ class SupportEmailWorkflow(KeelWorkflow):
                     summary=f"send reply to {email.from_address}",
                 )
             except ActivityError as err:
-                unknown = unknown_outcome(err)
+                unknown = unknown_outcome(err, call)
                 if unknown is None:
                     raise
+                # The Message-ID from the key this run owns: details that crossed the worker's
+                # scrubbing (a 32-hex id looks key-shaped) are not trusted for it.
+                unknown = unknown.model_copy(
+                    update={"idempotency_key": key, "provider_ref": message_id_for(key)}
+                )
                 reviewer = await self._confirm_sent(email, unknown)
                 if reviewer is None:
                     return None
@@ -203,7 +208,7 @@ class SupportEmailWorkflow(KeelWorkflow):
                     output={"message_id": message_id_for(key), "confirmed_by": reviewer[0]},
                     effect=EffectReceipt(
                         idempotency_key=key,
-                        provider_id=unknown.provider_ref or message_id_for(key),
+                        provider_id=message_id_for(key),
                         replayed=True,
                         unknown_resolved_by="person",
                     ),
