@@ -96,8 +96,9 @@ class ToolTaskWorkflow:
                 f"the outcome of {task.tool} for task {task.ref!r} is unknown: an earlier "
                 f"attempt (intent at {unknown.intent_at.isoformat()}) ended without recording "
                 f"whether it acted; the tool's policy is {unknown.policy!r}, so it was not "
-                f"repeated. A person must check and resolve idempotency key "
-                f"{call_key!r} before the task can run again",
+                f"repeated. A person must check whether it happened and record the answer "
+                f"for idempotency key {call_key!r} (EffectRecord.resolve, or the tool's "
+                f"resolve_outcome activity) before a task with this key can run again",
                 unknown.model_dump(mode="json"),
                 type=EFFECT_OUTCOME_UNKNOWN,
                 non_retryable=True,
