@@ -106,6 +106,14 @@ async def test_refund_is_approved_then_sent_exactly_once(
     assert scrubbed and scrubbed[0].policy == "pii-scrubber"
     assert PHONE not in str([e.model_dump() for e in events_of(result.ledger, PolicyApplied)])
     assert verify_chain(result.ledger).ok
+    # No raw PII anywhere in the ledger: not the customer's address, not the phone in any
+    # spacing (the reply went to the address; the ledger holds only the Message-ID).
+    ledger_text = json.dumps([e.model_dump(mode="json") for e in result.ledger])
+    squeezed = "".join(ledger_text.split()).replace("-", "")
+    assert "maya.lindqvist@example.com" not in ledger_text, [
+        e.type for e in result.ledger if "maya.lindqvist" in e.model_dump_json()
+    ]
+    assert "442079460958" not in squeezed and "2079460958" not in squeezed
 
 
 async def test_a_bad_draft_is_repaired_with_the_violations_fed_back(

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewInput,
         ReviewReceipt,
     )
+    from keel.contracts.guardrails import redact_pii
     from keel.contracts.ledger import Escalated, GateDecided, GateExpired, GateOpened
     from keel.contracts.names import PENDING_GATES
     from keel.contracts.registry import REGISTRY
@@ -115,7 +116,9 @@ class GateBook:
                 reviewers=record.reviewers,
                 sla_seconds=spec.sla.total_seconds(),
                 deadline=record.deadline,
-                context=context,
+                # The reviewer sees the context whole (the gates query); the ledger keeps
+                # no raw PII, so what it records is redacted.
+                context=redact_pii(context),
             )
         )
         self._publish()

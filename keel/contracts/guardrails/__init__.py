@@ -64,7 +64,13 @@ from keel.contracts.guardrails._models import (
     GuardrailState,
     pii_marker,
 )
-from keel.contracts.guardrails._pii import PiiScrubber, iban_valid, luhn_valid, scrub_text
+from keel.contracts.guardrails._pii import (
+    PiiScrubber,
+    iban_valid,
+    luhn_valid,
+    redact_pii,
+    scrub_text,
+)
 
 # ---------------------------------------------------------------------------------------
 # The chain
@@ -147,6 +153,7 @@ __all__ = [
     "luhn_valid",
     "pii_marker",
     "prompt_overhead_tokens",
+    "redact_pii",
     "run_policies",
     "scrub_text",
     "untrusted_strings",

@@ -394,6 +394,13 @@ class PiiScrubber:
         )
 
 
+def redact_pii(value: Any, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> Any:
+    """``value`` (any JSON value) with the PII in its strings replaced by numbered markers,
+    as the scrubber does before a model call: for what the ledger records of a payload
+    (a gate's context) when it must keep no raw PII."""
+    return _scrub_value(value, "", [], regions, _Numbering())
+
+
 def _scrub_value(
     value: Any, path: str, changes: list[Change], regions: Sequence[str], numbering: _Numbering
 ) -> Any:
