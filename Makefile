@@ -52,12 +52,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy keel tests
 	cd $(EXAMPLE) && MYPYPATH=$(CURDIR) $(CURDIR)/$(BIN)/mypy --strict expense_approval tests
 
-bench: $(STAMP)  # about 12 minutes on 2 cores; each writes its table to benchmarks/results/
+bench: $(STAMP)  # about 15 minutes on 2 cores; each writes its table to benchmarks/results/
 	$(BIN)/python benchmarks/agent_node_overhead.py
 	$(BIN)/python benchmarks/plan_fanout.py
 	$(BIN)/python benchmarks/support_throughput.py
 	$(BIN)/python benchmarks/effect_record_cost.py
 	$(BIN)/python benchmarks/guardrail_eval.py
+	$(BIN)/python benchmarks/codec_cost.py
+	$(BIN)/python benchmarks/ledger_signing_cost.py
 
 # Re-pin after changing dependencies in pyproject.toml (needs network to the package index).
 lock:
