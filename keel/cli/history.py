@@ -23,7 +23,7 @@ from keel.settings import KeelSettings
 from keel.workers.app import workflow_type_of
 from keel.workers.apps import resolve_apps, workflows_of
 from keel.workers.codec import ENCODING, HOW_TO_CONFIGURE, KEY_ID, EncryptionCodec, codec_keyring
-from keel.workers.runtime import refusing, worker_data_converter
+from keel.workers.runtime import refusing, worker_data_converter, workflow_runner
 
 DEFAULT_EXPORT_QUERY = f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
 """Every execution but Keel's tool-task children (their parents' ledgers record them)."""
@@ -87,6 +87,7 @@ async def cmd_replay(client: Client | None, settings: KeelSettings, args: Any) -
         workflows=workflows,
         data_converter=replay_converter(client, settings, history),
         runtime=_quiet_runtime(),
+        workflow_runner=workflow_runner(),  # the workers' sandbox: replay runs as they ran
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     record: dict[str, Any] = {

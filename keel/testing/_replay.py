@@ -14,7 +14,7 @@ from temporalio.worker import Replayer, WorkflowReplayResult
 from keel.workers.app import App
 from keel.workers.apps import resolve_apps, workflows_of
 from keel.workers.codec import CodecKeyring
-from keel.workers.runtime import worker_data_converter
+from keel.workers.runtime import worker_data_converter, workflow_runner
 
 HistorySource = WorkflowHistory | WorkflowHandle[Any, Any] | str | os.PathLike[str]
 """A history, a handle to fetch it from, or a JSON file (``temporal workflow show
@@ -45,6 +45,7 @@ async def replay_histories(
     replayer = Replayer(
         workflows=workflows_of(chosen, extra=workflows),
         data_converter=worker_data_converter(keyring),
+        workflow_runner=workflow_runner(),  # the workers' sandbox: replay runs as they ran
     )
     results = []
     for source in histories:
