@@ -12,6 +12,7 @@ from keel.contracts.ledger import LedgerEvent
 from keel.scenarios.contract_review import ContractReviewWorkflow
 from keel.scenarios.contract_review.contracts import ContractReviewResult
 from keel.testing import ledger_of, review_payload, wait_for_gate
+from tests.conftest import BIN
 from tests.samples import load_sample
 
 __all__ = [
@@ -76,3 +77,19 @@ async def start_keel_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
         while b"keel worker:" not in (line := await proc.stdout.readline()):
             assert line, "keel worker exited before it was ready"
     return proc
+
+
+async def run_keel(*args: str, env: dict[str, str], expect: int) -> str:
+    """``keel ARGS`` in a subprocess with ``env``; asserts its exit code, returns its output
+    (stdout and stderr together)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "keel"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    text = out.decode()
+    assert proc.returncode == expect, f"keel {' '.join(args)} -> {proc.returncode}:\n{text}"
+    return text

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import BIN, CODEC_KEYS
-from tests.helpers import start_keel_worker
+from tests.conftest import CODEC_KEYS
+from tests.helpers import run_keel, start_keel_worker
 from tests.samples import load_sample
 
 
@@ -31,17 +31,7 @@ class Stack:
         }
 
     async def keel(self, *args: str, expect: int = 0) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            str(BIN / "keel"),
-            *args,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-        text = out.decode()
-        assert proc.returncode == expect, f"keel {' '.join(args)} -> {proc.returncode}:\n{text}"
-        return text
+        return await run_keel(*args, env=self.env, expect=expect)
 
     async def worker(self) -> asyncio.subprocess.Process:
         return await start_keel_worker(self.env)

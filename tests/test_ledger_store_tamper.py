@@ -8,7 +8,6 @@ rewrite payloads, as one holding the codec keys could; only the signatures stop 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -27,7 +26,7 @@ from keel.workers.apps import resolve_apps
 from keel.workers.keys import load_worker_keys
 from keel.workers.runtime import build_worker
 from tests.conftest import BIN, free_port
-from tests.helpers import review, start_review, wait_for_gate
+from tests.helpers import review, run_keel, start_review, wait_for_gate
 from tests.ledger_forgeries import index_of, reseal, write_keyring
 
 
@@ -76,17 +75,7 @@ def reseal_reviewer_in_the_database(db: Path, workflow_id: str) -> int:
 
 
 async def keel(*args: str, env: dict[str, str], expect: int) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "keel"),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    text = out.decode()
-    assert proc.returncode == expect, f"keel {' '.join(args)} -> {proc.returncode}:\n{text}"
-    return text
+    return await run_keel(*args, env=env, expect=expect)
 
 
 async def test_a_resealed_edit_of_the_dev_servers_database_is_caught(tmp_path: Path) -> None:

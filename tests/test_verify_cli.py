@@ -3,7 +3,6 @@ of it exits 1 with the event number and the reason; by workflow id through Tempo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -23,8 +22,8 @@ from keel.testing import offline_settings
 from keel.workers.apps import resolve_apps
 from keel.workers.keys import load_worker_keys, read_keyring
 from keel.workers.runtime import build_worker, connect
-from tests.conftest import BIN, CODEC_KEYS, codec_settings
-from tests.helpers import review, start_review, wait_for_gate
+from tests.conftest import CODEC_KEYS, codec_settings
+from tests.helpers import review, run_keel, start_review, wait_for_gate
 from tests.ledger_forgeries import (
     FORGERIES,
     RealLedgers,
@@ -48,18 +47,8 @@ async def real(
 
 async def keel(*args: str, env: dict[str, str] | None = None, expect: int) -> str:
     """``keel ARGS`` in a subprocess with no Temporal server reachable (files need none)."""
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "keel"),
-        *args,
-        env=env
-        or {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1", "KEEL_DATA_DIR": "/nonexistent"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    text = out.decode()
-    assert proc.returncode == expect, f"keel {' '.join(args)} -> {proc.returncode}:\n{text}"
-    return text
+    no_server = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1", "KEEL_DATA_DIR": "/nonexistent"}
+    return await run_keel(*args, env=env or no_server, expect=expect)
 
 
 def keyring_of(real: RealLedgers) -> Keyring:

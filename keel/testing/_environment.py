@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from keel.activities.guardrail_classifier import classifier_activities
 from keel.activities.providers import ModelProvider
 from keel.errors import KeelUserError
 from keel.offline import OfflineProvider
@@ -23,6 +24,7 @@ from keel.workers.app import App, AppContext
 from keel.workers.apps import resolve_apps
 from keel.workers.codec import CodecKeyring
 from keel.workers.runtime import (
+    agent_node_activities,
     app_activities,
     build_worker,
     ensure_search_attributes,
@@ -131,12 +133,19 @@ async def keel_worker(
         if activities is None:
             context = AppContext(settings, scope=task_queue)
             activities = await stack.enter_async_context(app_activities(chosen, context))
+        # Opened here, as running_worker does, so what they build (fallback models, the
+        # classifier's client) is closed with the worker, not left to the garbage collector.
+        nodes = agent_node_activities(settings, model or OfflineProvider())
+        classifiers = classifier_activities(settings)
+        stack.push_async_callback(nodes.aclose)
+        stack.push_async_callback(classifiers.aclose)
         worker = build_worker(
             client,
             settings,
             apps=chosen,
             task_queue=task_queue,
-            provider=model or OfflineProvider(),
+            nodes=nodes,
+            classifiers=classifiers,
             activities=activities,
             workflows=workflows,
         )

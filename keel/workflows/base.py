@@ -77,11 +77,7 @@ class KeelWorkflow:
             )
         )
         if problem is not None:
-            reason = f"input has no JSON form ({type(raw_input).__name__}): {problem}"
-            self.ledger.record(InputRejected(reasons=[reason]))
-            raise ApplicationError(
-                f"invalid input: {reason}", type="InvalidInput", non_retryable=True
-            )
+            self.reject_input([f"input has no JSON form ({type(raw_input).__name__}): {problem}"])
 
     async def resume(self, raw_input: Any) -> dict[str, Any] | None:
         """The state the previous run handed over with ``continue_as_new``, checked against
@@ -96,9 +92,7 @@ class KeelWorkflow:
         if state is not None and set(raw_input) == {CONTINUED_KEY}:
             return state
         self.start(raw_input)
-        reason = problem or f"a continued run's input holds only {CONTINUED_KEY!r}"
-        self.ledger.record(InputRejected(reasons=[reason]))
-        raise ApplicationError(f"invalid input: {reason}", type="InvalidInput", non_retryable=True)
+        self.reject_input([problem or f"a continued run's input holds only {CONTINUED_KEY!r}"])
 
     async def continue_as_new(self, state: dict[str, Any]) -> NoReturn:
         """Continue as a new run that receives ``state`` from ``resume``, sealed with the
@@ -140,9 +134,14 @@ class KeelWorkflow:
                 return model.model_validate(raw_input)
             except ValidationError as err:
                 reasons = bounded_reasons([_input_problem(e) for e in err.errors()])
+        self.reject_input(reasons, what=model.__name__)
+
+    def reject_input(self, reasons: list[str], *, what: str = "input") -> NoReturn:
+        """Record ``InputRejected`` with ``reasons`` and fail the run, non-retryably, with
+        ``invalid <what>: <reasons>`` (bounded): a start Keel will not act on."""
         self.ledger.record(InputRejected(reasons=reasons))
         raise ApplicationError(
-            bounded_text(f"invalid {model.__name__}: " + "; ".join(reasons), MAX_FAILURE_CHARS),
+            bounded_text(f"invalid {what}: " + "; ".join(reasons), MAX_FAILURE_CHARS),
             type="InvalidInput",
             non_retryable=True,
         )

@@ -7,13 +7,11 @@ import hashlib
 from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from keel.contracts.agent import canonical_json
     from keel.contracts.ledger import (
         ContinuedAsNew,
-        InputRejected,
         LedgerContinued,
         PlanProposed,
         PlanRejected,
@@ -63,10 +61,8 @@ class IncidentInvestigationWorkflow(KeelWorkflow):
         given = state if state is not None else raw_input
         fields = given if isinstance(given, dict) else {}
         if state is None and fields.get("carry") is not None:
-            reason = "carry comes only from Keel's own continue-as-new, never from a caller"
-            self.ledger.record(InputRejected(reasons=[reason]))
-            raise ApplicationError(
-                f"invalid input: {reason}", type="InvalidInput", non_retryable=True
+            self.reject_input(
+                ["carry comes only from Keel's own continue-as-new, never from a caller"]
             )
         page = self.ingest(
             IncidentPage,
