@@ -53,6 +53,7 @@ typecheck: $(STAMP)
 	cd $(EXAMPLE) && MYPYPATH=$(CURDIR) $(CURDIR)/$(BIN)/mypy --strict expense_approval tests
 
 bench: $(STAMP)  # about 15 minutes on 2 cores; each writes its table to benchmarks/results/
+	$(BIN)/pip install --quiet -c requirements-dev.lock -e '.[bench]'
 	$(BIN)/python benchmarks/agent_node_overhead.py
 	$(BIN)/python benchmarks/plan_fanout.py
 	$(BIN)/python benchmarks/support_throughput.py
@@ -64,8 +65,8 @@ bench: $(STAMP)  # about 15 minutes on 2 cores; each writes its table to benchma
 # Re-pin after changing dependencies in pyproject.toml (needs network to the package index).
 lock:
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --extra dev -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --extra inbox --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --extra dev --extra bench -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache
