@@ -67,6 +67,11 @@ class KeelSettings(BaseSettings):
     """What the email tool does when a send's outcome is unknown (a worker died after the
     server may have accepted it): ``escalate`` to a person, or ``resend`` with the same
     Message-ID (only for receivers that deduplicate by Message-ID)."""
+    inbox_url: str = "http://127.0.0.1:8234"
+    """Base URL of the reviewers' inbox, for the signed links notifications carry."""
+    inbox_link_key_file: Path | None = None
+    """The key that signs inbox links (the workers and the inbox need the same one).
+    Unset: ``data_dir/keys/inbox-link-key``, generated on first use."""
     guardrail_classifier_base_url: str | None = None
     """An OpenAI-compatible endpoint (``.../v1``) of a prompt-injection classifier model,
     for contracts whose guardrails name ``classifier="openai-compatible"``."""
