@@ -82,10 +82,13 @@ class KeelSettings(BaseSettings):
     """Tool activities one worker runs at once: a burst of workflows queues instead."""
     max_concurrent_workflow_tasks: int = Field(50, ge=1)
     max_concurrent_model_calls: int = Field(20, ge=1)
-    """Agent-node activities (model calls) one worker runs at once."""
+    """Model calls (agent nodes, the classifier) one worker runs at once; more wait their
+    turn, heartbeating."""
     model_calls_per_second: float | None = Field(None, gt=0)
-    """Rate limit of model calls across every worker of the task queue (enforced by the
-    Temporal server on the model queue); unset means no limit."""
+    """Rate limit of model calls across every worker of the task queue, enforced by the
+    Temporal server on a queue of their own (``<task queue>-models``); set it the same on
+    every worker of the queue. Unset (no limit): model calls run on the workflow's own
+    queue, dispatched eagerly (``keel.workers.model_calls``)."""
     record_prompts: bool = False
     """Put rendered prompt text in history (by default only its sha256 is recorded)."""
     offline_faults: list[OfflineFault] = Field(default_factory=list)

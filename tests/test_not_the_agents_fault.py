@@ -178,7 +178,7 @@ async def test_a_contract_the_worker_does_not_know_fails_the_run_instead_of_the_
         ledger = await ledger_of(handle)  # the failed run still answers the query
     assert error.message.startswith(
         f"agent node probe: contract risk-classifier@80 is not registered on the worker that "
-        f"ran the call (task queue {tq}-models); every worker of a task queue must serve the "
+        f"ran the call (task queue {tq}); every worker of a task queue must serve the "
         "same apps"
     )
     failed = assert_failed_visibly(ledger, "unknown-contract")

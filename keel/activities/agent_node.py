@@ -207,17 +207,20 @@ class AgentNodeActivities:
 
 
 HEARTBEAT_EVERY_SECONDS = 2.0
-"""How often a model call in flight tells Temporal its worker is alive (the SDK throttles)."""
+"""How often a model call in flight tells Temporal its worker is alive (the SDK throttles);
+the first heartbeat comes after one interval, so a call shorter than that sends none."""
 
 
 async def _heartbeating(call: Awaitable[T]) -> T:
     """Await ``call`` while heartbeating, so a worker that dies mid-call is noticed within
-    the heartbeat timeout instead of the contract's whole time budget."""
+    the heartbeat timeout instead of the contract's whole time budget. A heartbeat is a
+    request to the server: the first waits one interval (well inside the 10 s heartbeat
+    timeout), so the short calls, most of them, cost none."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+            activity.heartbeat()
 
     beater = asyncio.create_task(beat())
     try:

@@ -40,6 +40,7 @@ from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
 from keel.workers.codec import REFUSED_ENCODING, CodecKeyring, EncryptionCodec, codec_keyring
 from keel.workers.keys import load_worker_keys
+from keel.workers.model_calls import ModelCalls, separate_model_queue
 from keel.workers.scrubbing import ScrubbingInterceptor, configured_secrets
 from keel.workers.telemetry import tracing_interceptors
 
@@ -119,12 +120,15 @@ def connect_config(
 
 
 class KeelWorker:
-    """The two Temporal workers of one Keel worker process: workflows and tools on the task
-    queue, model calls on its model queue (``keel.model_queue``)."""
+    """The two Temporal workers of one Keel worker process: workflows, tools and (unless a
+    rate limit is set) model calls on the task queue; the model queue
+    (``keel.model_queue``), rate-limited or only draining (``keel.workers.model_calls``)."""
 
-    def __init__(self, main: Worker, models: Worker) -> None:
+    def __init__(self, main: Worker, models: Worker, calls: ModelCalls) -> None:
         self.main = main
         self.models = models
+        self.calls = calls
+        """The routing of, and the bound on, this worker's model calls."""
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> KeelWorker:
@@ -150,8 +154,10 @@ def build_worker(
     classifiers: GuardrailClassifierActivities | None = None,
 ) -> KeelWorker:
     """A worker for ``apps``' workflows (plus ``workflows`` and the engine's own) and
-    ``activities`` on ``task_queue``, and the agent-node activity on its model queue, with
-    the concurrency bounds and model rate limit of ``settings``.
+    ``activities`` on ``task_queue``, and the model calls (agent node, classifier) where
+    ``keel.workers.model_calls`` says: on the task queue, eagerly dispatched, or under
+    ``settings.model_calls_per_second`` on the model queue; at most
+    ``settings.max_concurrent_model_calls`` at once either way.
 
     ``running_worker`` also opens the apps' activities; this one registers only
     ``activities`` (and the engine's signing activities, over ``keys``, default: the keys
@@ -159,31 +165,41 @@ def build_worker(
     """
     queue = task_queue or settings.task_queue
     nodes = nodes or agent_node_activities(settings, provider)
+    # The prompt-injection classifier (I/O like a model call): ``classifiers``, default the
+    # ones ``settings`` configure.
+    model_activities: list[Callable[..., Any]] = [
+        nodes.run_agent_node,
+        (classifiers or classifier_activities(settings)).classify,
+    ]
     scrubbing = ScrubbingInterceptor(configured_secrets(settings))
+    separate = separate_model_queue(settings)
+    calls = ModelCalls(separate_queue=separate, max_concurrent=settings.max_concurrent_model_calls)
     main = Worker(
         refusing_undecodable(client),
         task_queue=queue,
         workflows=workflows_of(apps, extra=workflows),
-        activities=[*engine_activities(keys or load_worker_keys(settings)), *activities],
+        activities=[
+            *engine_activities(keys or load_worker_keys(settings)),
+            *activities,
+            *model_activities,
+        ],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         workflow_runner=workflow_runner(),
-        interceptors=[scrubbing],
+        interceptors=[scrubbing, calls],
     )
     models = Worker(
         client,
         task_queue=model_queue(queue),
-        # The prompt-injection classifier (I/O like a model call): ``classifiers``, default
-        # the ones ``settings`` configure.
-        activities=[
-            nodes.run_agent_node,
-            (classifiers or classifier_activities(settings)).classify,
-        ],
+        activities=model_activities,
         max_concurrent_activities=settings.max_concurrent_model_calls,
-        interceptors=[scrubbing],
+        interceptors=[scrubbing, calls],
         max_task_queue_activities_per_second=settings.model_calls_per_second,
+        # Without a rate limit nothing new arrives here: one poller drains what a
+        # rate-limited deploy left (model_calls' module docstring).
+        max_concurrent_activity_task_polls=None if separate else 1,
     )
-    return KeelWorker(main, models)
+    return KeelWorker(main, models, calls)
 
 
 def engine_activities(keys: WorkerKeys) -> list[Callable[..., Any]]:

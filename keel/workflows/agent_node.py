@@ -62,8 +62,8 @@ with workflow.unsafe.imports_passed_through():
         ProviderFallback,
         ValidationFailed,
     )
-    from keel.contracts.names import model_queue
     from keel.contracts.secrets import scrub_secrets
+    from keel.workers.model_calls import MODEL_QUEUE_ROUTE
 
 from keel.workflows.context import Checkpoint, WorkflowContext
 from keel.workflows.gates import GateBook
@@ -262,7 +262,7 @@ class AgentNodes:
                 CLASSIFIER_ACTIVITY,
                 ClassifierRequest(classifier=name, contract=contract.key, node=node, texts=texts),
                 result_type=ClassifierVerdict,
-                task_queue=model_queue(workflow.info().task_queue),
+                task_queue=_model_queue(),
                 start_to_close_timeout=contract.time_budget,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
@@ -369,7 +369,7 @@ class AgentNodes:
                 model=model,
             ),
             result_type=AgentDecision,
-            task_queue=model_queue(workflow.info().task_queue),
+            task_queue=_model_queue(),
             start_to_close_timeout=contract.time_budget,
             # The activity heartbeats during the model call: a dead worker is noticed fast.
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -435,7 +435,7 @@ class AgentNodes:
             error_type,
             message,
             contract=contract.key,
-            task_queue=model_queue(workflow.info().task_queue),
+            task_queue=_model_queue(),
             status=status if isinstance(status, int) else None,
             provider=provider if isinstance(provider, str) else None,
             attempts=contract.provider_attempts if not _non_retryable(err) else None,
@@ -556,6 +556,17 @@ class AgentNodes:
             return AgentOutcome(output, "human", attempts, checkpoint, f"by {review.reviewer}")
         note = f"escalation gate {record.name} ended {record.state.value} ({reason})"
         return AgentOutcome(None, "none", attempts, checkpoint, note)
+
+
+def _model_queue() -> str:
+    """The queue of this run's model calls: the workflow's own (eager dispatch: one trip
+    less through matching), or its model queue when the worker runs a rate limit there.
+    The worker answers (``keel.workers.model_calls``); the answer is recorded in each
+    call's scheduled event and not compared on replay, so a worker without the route (a
+    replayer) answers the workflow's own queue."""
+    own = workflow.info().task_queue
+    route = workflow.extern_functions().get(MODEL_QUEUE_ROUTE)
+    return str(route(own)) if route is not None else own
 
 
 def _non_retryable(err: ActivityError) -> bool:
