@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.contracts.faults import OfflineFault
+from keel.contracts.notifications import Channel
 
 
 class KeelSettings(BaseSettings):
@@ -72,6 +73,12 @@ class KeelSettings(BaseSettings):
     inbox_link_key_file: Path | None = None
     """The key that signs inbox links (the workers and the inbox need the same one).
     Unset: ``data_dir/keys/inbox-link-key``, generated on first use."""
+    notify_channels: dict[str, Channel] = Field(default_factory=dict)
+    """Notification channels by name, as JSON (``{"legal-slack": {"kind": "webhook", "url":
+    ..., "secret": ..., "format": "slack"}, "legal-mail": {"kind": "email", ...}}``); gate
+    specs name them (``GateSpec.notify``). See docs/notifications.md."""
+    notify_channels_file: Path | None = None
+    """A JSON file of more such channels (keeps their secrets out of the environment)."""
     guardrail_classifier_base_url: str | None = None
     """An OpenAI-compatible endpoint (``.../v1``) of a prompt-injection classifier model,
     for contracts whose guardrails name ``classifier="openai-compatible"``."""

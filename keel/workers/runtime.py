@@ -30,6 +30,7 @@ from keel.activities.guardrail_classifier import (
     GuardrailClassifierActivities,
     classifier_activities,
 )
+from keel.activities.notify import GateNotifications
 from keel.activities.providers import ModelProvider, build_provider, close_provider
 from keel.activities.signing import SigningActivities
 from keel.contracts.names import SEARCH_ATTRIBUTES, model_queue
@@ -40,6 +41,7 @@ from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
 from keel.workers.codec import REFUSED_ENCODING, CodecKeyring, EncryptionCodec, codec_keyring
 from keel.workers.keys import load_worker_keys
+from keel.workers.link_key import load_link_key
 from keel.workers.model_calls import ModelCalls, separate_model_queue
 from keel.workers.scrubbing import ScrubbingInterceptor, configured_secrets
 from keel.workers.telemetry import tracing_interceptors
@@ -180,6 +182,7 @@ def build_worker(
         workflows=workflows_of(apps, extra=workflows),
         activities=[
             *engine_activities(keys or load_worker_keys(settings)),
+            *GateNotifications(settings, link_key=lambda: load_link_key(settings)).activities(),
             *activities,
             *model_activities,
         ],

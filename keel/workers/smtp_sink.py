@@ -9,6 +9,12 @@ mailbox path is given, as one JSON line appended to that file before the server 
         ...  # send to 127.0.0.1:sink.port
         assert sink.count(message_id) == 1
 
+With ``tls=True`` it offers STARTTLS with a self-signed certificate made at start (for
+``localhost`` and ``127.0.0.1``; clients verify it with ``sink.ca_file``), and with
+``credentials`` it requires AUTH (PLAIN or LOGIN, only after STARTTLS when TLS is on) with
+one of those user names and passwords, so a client's real STARTTLS and AUTH code is tested
+against it; a wrong password gets ``535 5.7.8 Authentication credentials invalid``.
+
 Run it on its own with ``python -m keel.workers.smtp_sink --port 2525 --mailbox
 mail.jsonl``.
 """
@@ -17,17 +23,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
+import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import BaseModel
 
 ACCEPTED = "250 Message accepted for delivery"
@@ -101,6 +111,66 @@ class _Handler:
         return ACCEPTED
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A new key and a self-signed certificate for ``localhost`` and ``127.0.0.1``, written
+    to ``directory`` as ``sink-key.pem`` and ``sink-cert.pem`` (the key mode 0600)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Keel SMTP sink")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "sink-key.pem", directory / "sink-cert.pem"
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+class _Authenticator:
+    """AUTH PLAIN and LOGIN against fixed credentials (aiosmtpd's authenticator protocol)."""
+
+    def __init__(self, credentials: Mapping[str, str]) -> None:
+        self.credentials = dict(credentials)
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode(errors="replace")
+        expected = self.credentials.get(login)
+        ok = expected is not None and data.password == expected.encode()
+        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+
+
 class _Controller(Controller):
     """aiosmtpd's threaded controller, able to bind port 0 (its readiness probe needs the
     real port)."""
@@ -119,14 +189,26 @@ class SmtpSink:
         mailbox: JSONL file every accepted message is appended to (created if missing).
         hostname: address to listen on.
 
+        tls: offer STARTTLS (self-signed certificate; ``ca_file`` verifies it).
+        credentials: user name -> password; set, AUTH is required before MAIL.
+
     Set ``refuse_with`` to an SMTP reply (``"451 4.3.0 try again later"``, ``"550 5.1.1 no
     such user"``) to refuse messages at DATA instead of keeping them; ``None`` accepts.
     """
 
     def __init__(
-        self, port: int = 0, *, mailbox: str | Path | None = None, hostname: str = "127.0.0.1"
+        self,
+        port: int = 0,
+        *,
+        mailbox: str | Path | None = None,
+        hostname: str = "127.0.0.1",
+        tls: bool = False,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self.hostname = hostname
+        self.tls = tls
+        self.credentials = dict(credentials) if credentials else None
+        self._cert_dir: tempfile.TemporaryDirectory[str] | None = None
         self.mailbox = Path(mailbox) if mailbox is not None else None
         self.refuse_with: str | None = None
         self._requested_port = port
@@ -146,6 +228,13 @@ class SmtpSink:
         if self._controller is None:
             raise RuntimeError("the SMTP sink is not running")
         return int(self._controller.port)
+
+    @property
+    def ca_file(self) -> Path:
+        """The certificate (PEM) a client verifies STARTTLS with (``tls=True`` only)."""
+        if self._cert_dir is None:
+            raise RuntimeError("the SMTP sink offers no TLS (start it with tls=True)")
+        return Path(self._cert_dir.name) / "sink-cert.pem"
 
     @property
     def messages(self) -> list[ReceivedMail]:
@@ -172,16 +261,41 @@ class SmtpSink:
         if self.mailbox is not None:
             self.mailbox.parent.mkdir(parents=True, exist_ok=True)
             self.mailbox.touch()
-        controller = _Controller(_Handler(self), hostname=self.hostname, port=self._requested_port)
+        controller = _Controller(
+            _Handler(self),
+            hostname=self.hostname,
+            port=self._requested_port,
+            **self._smtp_options(),
+        )
         controller.start()
         self._controller = controller
         return self
+
+    def _smtp_options(self) -> dict[str, Any]:
+        """The SMTP server's options for STARTTLS and AUTH, as configured."""
+        options: dict[str, Any] = {}
+        if self.tls:
+            self._cert_dir = tempfile.TemporaryDirectory(prefix="keel-smtp-sink-")
+            key, cert = self_signed_certificate(Path(self._cert_dir.name))
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            options |= {"tls_context": context, "require_starttls": self.credentials is not None}
+        if self.credentials is not None:
+            options |= {
+                "authenticator": _Authenticator(self.credentials),
+                "auth_required": True,
+                "auth_require_tls": self.tls,
+            }
+        return options
 
     def stop(self) -> None:
         """Stop serving."""
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+        if self._cert_dir is not None:
+            self._cert_dir.cleanup()
+            self._cert_dir = None
 
     def __enter__(self) -> SmtpSink:
         return self.start()
