@@ -39,6 +39,34 @@ class KeelSettings(BaseSettings):
     trusted_keys_file: Path | None = None
     """Public keys trusted besides the worker's own (``keel keys export`` writes one): the
     keys of earlier rotations, and of the other workers of a deployment."""
+    inbox_port: int = 8234
+    """Port of the reviewers' inbox (``keel inbox``, ``keel dev``; 0: any free port)."""
+    inbox_directory_file: Path | None = None
+    """The inbox's directory of reviewers (JSON: principals with roles, argon2 password
+    hashes, delegations). Unset (and no ``inbox_directory_url``):
+    ``data_dir/directory.json``, which ``keel dev`` and ``keel demo`` create."""
+    inbox_directory_url: str | None = None
+    """The directory as a PostgreSQL table instead (``postgresql://...``)."""
+    inbox_directory_table: str = Field("keel_inbox_principals", pattern=r"^[a-z_][a-z0-9_]*$")
+    """The table of ``inbox_directory_url`` (created if missing)."""
+    inbox_oidc_issuer: str | None = None
+    """OIDC issuer whose JWT bearer tokens the inbox's API accepts (``iss``); with
+    ``inbox_oidc_audience`` and ``inbox_oidc_jwks_url``."""
+    inbox_oidc_audience: str | None = None
+    inbox_oidc_jwks_url: str | None = None
+    inbox_oidc_roles_claim: str = "roles"
+    """The token claim holding the reviewer's roles (a list of strings)."""
+    inbox_oidc_subject_claim: str = "sub"
+    """The token claim naming the reviewer (what gate specs and the ledger call them)."""
+    inbox_signing_key_file: Path | None = None
+    """The inbox's Ed25519 key (PEM) that signs every decision it sends. Unset:
+    ``data_dir/keys/inbox-signing-key.pem``, generated on first use; the inbox adds its
+    public half to ``data_dir/keys/reviewer-keys.json`` on start."""
+    inbox_session_secret: SecretStr | None = None
+    """Secret that signs the inbox's session cookies and API tokens. Unset:
+    ``data_dir/keys/inbox-session-secret``, generated on first use."""
+    inbox_session_minutes: int = Field(480, ge=1, le=7 * 24 * 60)
+    """How long a sign-in (and an API token) lasts."""
     ui_port: int = 8233
     """Port of the embedded dev server's web UI."""
     ui_url: str = "http://127.0.0.1:8233"
