@@ -52,9 +52,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy keel tests
 	cd $(EXAMPLE) && MYPYPATH=$(CURDIR) $(CURDIR)/$(BIN)/mypy --strict expense_approval tests
 
-bench: $(STAMP)  # about 15 minutes on 2 cores; each writes its table to benchmarks/results/
+bench: $(STAMP)  # about 20 minutes on 2 cores; each writes its table to benchmarks/results/
 	$(BIN)/pip install --quiet -c requirements-dev.lock -e '.[bench]'
 	$(BIN)/python benchmarks/agent_node_overhead.py
+	$(BIN)/python benchmarks/peers.py
+	$(BIN)/python benchmarks/dev_server_speed.py
+	$(BIN)/python benchmarks/worker_memory.py
 	$(BIN)/python benchmarks/plan_fanout.py
 	$(BIN)/python benchmarks/support_throughput.py
 	$(BIN)/python benchmarks/effect_record_cost.py

@@ -23,7 +23,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import openai
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -93,6 +92,8 @@ class OpenAICompatibleClassifier:
         self.name = f"{OPENAI_COMPATIBLE}:{model}"
         self.timeout_seconds = timeout_seconds
         self._secrets = (api_key,) if api_key else ()
+        import openai  # only a worker that configures a classifier pays for the SDK
+
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "keel-no-key",
             base_url=base_url,
@@ -102,6 +103,8 @@ class OpenAICompatibleClassifier:
 
     async def classify(self, texts: Sequence[str]) -> ClassifierVerdict:
         """Ask the endpoint about ``texts`` (joined, numbered, cut to a bound)."""
+        import openai
+
         check_model_requests_allowed(OPENAI_COMPATIBLE)
         body = "\n\n".join(f"[text {i + 1}]\n{text}" for i, text in enumerate(texts))
         try:

@@ -39,7 +39,6 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
 from typing import Any
 
-import httpx
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -239,6 +238,8 @@ def _webhook(channel: WebhookChannel, event: GateEvent, link: str) -> Act:
     secret = channel.secret.get_secret_value()
 
     async def act(key: str) -> tuple[str, dict[str, Any]]:
+        import httpx  # only a worker that delivers a webhook loads it (worker memory)
+
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Keel-Notify/1",
@@ -264,6 +265,8 @@ def _webhook(channel: WebhookChannel, event: GateEvent, link: str) -> Act:
 
 
 def _where(channel: WebhookChannel) -> str:
+    import httpx
+
     url = httpx.URL(channel.url)
     return f"{url.scheme}://{url.host}{':' + str(url.port) if url.port else ''}{url.path}"
 

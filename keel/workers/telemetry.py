@@ -6,19 +6,15 @@ Spans are exported when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (OTLP over HTTP) 
 
 from __future__ import annotations
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
+from typing import TYPE_CHECKING
+
 from temporalio.client import Interceptor
-from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from keel.settings import KeelSettings
+
+if TYPE_CHECKING:  # imported when tracing is on: a worker without it does not load the SDK
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 _provider: TracerProvider | None = None
 
@@ -30,6 +26,16 @@ def tracing_interceptors(
     global _provider
     if exporter is None and not settings.otel_exporter_otlp_endpoint and not settings.otel_console:
         return []
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
     if _provider is None:
         provider = TracerProvider(resource=Resource.create({"service.name": "keel"}))
         if settings.otel_exporter_otlp_endpoint:
