@@ -126,6 +126,18 @@ class KeelSettings(BaseSettings):
     queue, dispatched eagerly (``keel.workers.model_calls``)."""
     record_prompts: bool = False
     """Put rendered prompt text in history (by default only its sha256 is recorded)."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis of the progress stream: long-running workflows append their progress events to
+    a Redis Stream per workflow id (``keel.progress``)."""
+    progress_stream_prefix: str = Field("keel:progress", min_length=1, max_length=100)
+    """Key prefix of those streams (``<prefix>:<workflow id>``)."""
+    progress_retention_seconds: int = Field(7 * 24 * 3600, ge=0)
+    """A stream expires this long after its last append (0: never)."""
+    progress_port: int = 8235
+    """Port of the progress server ``keel dev`` starts (SSE with ``Last-Event-ID``; 0: any
+    free port)."""
+    progress_url: str = "http://127.0.0.1:8235"
+    """Base URL of the progress server, for ``keel watch``."""
     offline_faults: list[OfflineFault] = Field(default_factory=list)
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")

@@ -86,12 +86,12 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
     assert "starting the embedded dev server" in out
     assert "$ keel approve demo-" in out and "standard-review --reviewer legal.priya" in out
     assert "$ keel reject demo-" in out and "general-counsel --reviewer gc.morgan" in out
-    assert out.count("hash chain verified") == 6
+    assert out.count("hash chain verified") == 7
     assert "ValidationFailed" in out and "(provider call 2)" in out  # recovery paths shown
     assert "PlanRejected" in out and "unknown tool 'kubectl_exec'" in out
     assert "$ keel approve demo-" in out and "approve-rollback --reviewer oncall.lead" in out
     links = re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)
-    assert len(links) == 6
+    assert len(links) == 7
     summary = out.split("Summary", 1)[1]
     assert re.search(r"low risk +approved +C-2026-0101, by rule:contract-risk-routing@1", summary)
     assert re.search(r"medium risk +approved +C-2026-0102, by legal.priya", summary)
@@ -109,6 +109,7 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
         r"refund request +replied +refund, AB-104233, reply <[0-9a-f]{32}@keel>", summary
     )
     assert re.search(r"injection +denied +untriaged, no order", summary)
+    assert re.search(r"20 suppliers +ingested +suppliers-demo, 20 of 20 enriched, 2 runs", summary)
     assert "triage prompt-injection: deny" in out
     high_id = re.search(r"(demo-\S+-contract-high)", out)
     assert high_id is not None
@@ -186,4 +187,4 @@ async def test_demo_uses_a_running_server(dev_env: WorkflowEnvironment, tmp_path
     code, out = await keel(env, "demo")
     assert code == 0, out
     assert "Using the Temporal server at" in out and "embedded" not in out
-    assert out.count("hash chain verified") == 6
+    assert out.count("hash chain verified") == 7

@@ -10,15 +10,26 @@ import pytest
 import keel
 
 ROOT = Path(keel.__file__).parent
-ENGINE = ("contracts", "workflows", "activities", "offline", "workers", "cli", "testing")
+ENGINE = (
+    "contracts",
+    "workflows",
+    "activities",
+    "offline",
+    "progress",
+    "workers",
+    "cli",
+    "testing",
+)
 # What each engine layer may import from Keel (besides itself and the shared modules).
 ALLOWED = {
     "contracts": {"contracts"},
     "offline": {"contracts", "offline", "activities"},
     "activities": {"contracts", "activities", "offline"},
     "workflows": {"contracts", "workflows"},
-    "workers": {"contracts", "activities", "workflows", "offline", "workers"},
-    "cli": {"contracts", "activities", "workflows", "offline", "workers", "cli"},
+    # The progress stream: events (workflow-safe), the workflow-side reporter, Redis, SSE.
+    "progress": {"progress"},
+    "workers": {"contracts", "activities", "workflows", "offline", "progress", "workers"},
+    "cli": {"contracts", "activities", "workflows", "offline", "progress", "workers", "cli"},
     "testing": {"contracts", "activities", "workflows", "offline", "workers", "testing"},
 }
 SHARED = {"errors", "settings"}

@@ -133,6 +133,8 @@ async def _run(
     result: dict[str, Any] = result_task.result()
     reason = result.get("reason") or result.get("summary", "")
     print(f"--- outcome: {result.get('outcome')}, {_who(app, result)} ({reason})")
+    if result.get("last_event_id"):
+        print(f"--- progress stream: `keel watch {workflow_id}` shows it again, from the start")
     stored = result.get("ledger", [])
     events = parse_ledger(stored)
     # Verified as stored, signatures included, against this machine's trusted keys (the

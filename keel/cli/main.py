@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Keel's tool-task children; executions without a ledger are skipped)",
     )
     p.add_argument("--out", help="file to write (default: stdout)")
+    p = command("watch", "follow a workflow's progress stream (reconnects by itself)")
+    p.add_argument("workflow_id")
+    p.add_argument("--url", help="the progress server (default: KEEL_PROGRESS_URL)")
+    p.add_argument("--last-event-id", help="show only the events after this one")
+    p.add_argument(
+        "--reconnect-for",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this long without reaching the server (default: 300)",
+    )
     return parser
 
 
@@ -177,6 +188,10 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
     if args.command == "keys":
         return cmd_keys(settings, args)  # needs no server
+    if args.command == "watch":
+        from keel.cli.watch import cmd_watch
+
+        return await cmd_watch(settings, args)  # reads the progress server, not Temporal
     if args.command == "replay" and history.is_history_file(args.target):
         return await history.cmd_replay(None, settings, args)  # needs no server
     if args.command == "verify" and verify.is_export_file(args.target):

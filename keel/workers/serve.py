@@ -6,6 +6,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 
@@ -15,6 +16,9 @@ from keel.workers.codec import EncryptionCodec, codec_keyring, dev_key_path
 from keel.workers.codec_server import CodecServer, ui_origins
 from keel.workers.devstack import dev_server
 from keel.workers.runtime import ensure_search_attributes, running_worker
+
+if TYPE_CHECKING:
+    from keel.progress.server import ProgressServer
 
 
 async def run_worker(
@@ -43,6 +47,7 @@ async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) 
     with SmtpSink(settings.smtp_port, mailbox=mailbox) as sink:
         async with AsyncExitStack() as stack:
             codec = await stack.enter_async_context(_codec_server(settings))
+            progress = await stack.enter_async_context(_progress_server(settings))
             endpoint = codec.ui_endpoint if codec else None
             env = await stack.enter_async_context(dev_server(settings, codec_endpoint=endpoint))
             if apps:
@@ -54,6 +59,11 @@ async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) 
                 f"keel dev: Temporal at {settings.temporal_address}, UI at {settings.ui_url}, "
                 f"SMTP at 127.0.0.1:{sink.port} (mailbox {mailbox}), data in "
                 f"{settings.data_dir / 'temporal.db'}; {worker}; Ctrl-C to stop",
+                flush=True,
+            )
+            print(
+                f"progress: {progress.url}/progress/<workflow id> (SSE, resumable with "
+                f"Last-Event-ID; `keel watch ID`), events in Redis at {settings.redis_url}",
                 flush=True,
             )
             await stop.wait()
@@ -77,6 +87,31 @@ async def _codec_server(settings: KeelSettings) -> AsyncIterator[CodecServer | N
     )
     async with server:
         yield server
+
+
+@asynccontextmanager
+async def _progress_server(settings: KeelSettings) -> AsyncIterator[ProgressServer]:
+    """The progress server (SSE) over the progress streams in ``KEEL_REDIS_URL``."""
+    from keel.progress.server import ProgressServer
+    from keel.progress.stream import ProgressStream
+
+    stream = ProgressStream.open(settings.redis_url, prefix=settings.progress_stream_prefix)
+    try:
+        try:
+            server = await ProgressServer(stream, port=settings.progress_port).__aenter__()
+        except OSError:  # the port is taken (another keel dev): any free one, said so
+            server = await ProgressServer(stream, port=0).__aenter__()
+            print(
+                f"progress: port {settings.progress_port} is taken; serving on {server.port} "
+                f"(keel watch --url {server.url})",
+                flush=True,
+            )
+        try:
+            yield server
+        finally:
+            await server.__aexit__(None, None, None)
+    finally:
+        await stream.aclose()
 
 
 def _codec_note(settings: KeelSettings, codec: CodecServer | None) -> str:

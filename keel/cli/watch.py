@@ -1,0 +1,156 @@
+"""``keel watch ID``: follow a workflow's progress stream on a terminal, reconnecting by itself.
+
+It reads the progress server's SSE stream (``keel.progress.server``; ``KEEL_PROGRESS_URL``)
+and, when the connection drops or the server restarts, reconnects with the ``Last-Event-ID``
+of the last event it showed, so it shows every event exactly once, in order, and stops after
+the workflow's final event. On a terminal it draws a progress bar; otherwise (a pipe, a log)
+one plain line per event; with ``-o json``, each event as one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import httpx
+
+from keel.cli.output import OK, UNREACHABLE, USAGE, CliError, wants_json
+from keel.cli.render import escape
+from keel.progress.events import ProgressEvent
+from keel.settings import KeelSettings
+
+READ_TIMEOUT_SECONDS = 60.0
+"""The server sends a keepalive every 15 s: this long without a byte is a dead connection."""
+MAX_BACKOFF_SECONDS = 5.0
+BAR_WIDTH = 30
+
+
+async def cmd_watch(settings: KeelSettings, args: Any) -> int:
+    """Show ``args.workflow_id``'s progress until its final event."""
+    base = (args.url or settings.progress_url).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise CliError(f"the progress URL must be http(s)://...: {escape(base)}", USAGE)
+    url = f"{base}/progress/{quote(args.workflow_id, safe='')}"
+    view = _view(args)
+    last_id: str | None = args.last_event_id
+    failing_since: float | None = None
+    backoff = 0.2
+    timeout = httpx.Timeout(READ_TIMEOUT_SECONDS, connect=5.0)
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        while True:
+            try:
+                async for event in _events(client, url, last_id):
+                    last_id, failing_since, backoff = event.id, None, 0.2
+                    view.show(event)
+                    if event.final:
+                        view.close()
+                        return OK
+                problem = "the server ended the stream before the final event"
+            except httpx.TransportError as err:
+                problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since > args.reconnect_for:
+                view.close()
+                raise CliError(
+                    f"no progress from {escape(url)} for {args.reconnect_for:.0f} s ({problem})",
+                    UNREACHABLE,
+                )
+            view.note(f"connection lost ({problem}); reconnecting after {last_id or 'the start'}")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+async def _events(
+    client: httpx.AsyncClient, url: str, last_id: str | None
+) -> AsyncIterator[ProgressEvent]:
+    """The events of one connection."""
+    headers = {"Accept": "text/event-stream"}
+    if last_id:
+        headers["Last-Event-ID"] = last_id
+    async with client.stream("GET", url, headers=headers) as response:
+        if response.status_code != 200:
+            body = (await response.aread()).decode(errors="replace")[:300]
+            raise CliError(f"{escape(url)}: HTTP {response.status_code} {escape(body)}", USAGE)
+        async for data in sse_data(response.aiter_lines()):
+            yield ProgressEvent.model_validate_json(data)
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The ``data`` of each SSE event in ``lines`` (comments, ``id``, ``retry`` skipped: the
+    event's own JSON carries its id)."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+
+
+class _Lines:
+    """One plain line per event (not a terminal)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def show(self, event: ProgressEvent) -> None:
+        count = f"{event.done}/{event.total}"
+        print(
+            f"{escape(event.id)} {event.kind:<9} {count} {escape(event.message)}",
+            file=self.out,
+            flush=True,
+        )
+
+    def note(self, text: str) -> None:
+        print(f"keel watch: {escape(text)}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+class _Json(_Lines):
+    """Each event as one JSON object per line (``-o json``)."""
+
+    def show(self, event: ProgressEvent) -> None:
+        print(json.dumps(event.model_dump(mode="json")), file=self.out, flush=True)
+
+
+class _Bar(_Lines):
+    """A progress bar redrawn in place; the workflow's milestones printed above it."""
+
+    def show(self, event: ProgressEvent) -> None:
+        if event.kind in ("started", "continued", "finished"):
+            self._clear()
+            print(f"{event.kind}: {escape(event.message)}", file=self.out)
+        share = event.done / event.total if event.total else 0.0
+        filled = int(share * BAR_WIDTH)
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        line = f"[{bar}] {event.done}/{event.total} {share:4.0%} run {event.run}  "
+        line += escape(event.message)[:60]
+        self._clear()
+        self.out.write(line)
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        self._clear()
+        super().note(text)
+
+    def close(self) -> None:
+        self.out.write("\n")
+        self.out.flush()
+
+    def _clear(self) -> None:
+        self.out.write("\r\x1b[2K")
+
+
+def _view(args: Any) -> _Lines:
+    if wants_json(args):
+        return _Json(sys.stdout)
+    return _Bar(sys.stdout) if sys.stdout.isatty() else _Lines(sys.stdout)

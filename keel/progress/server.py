@@ -1,0 +1,139 @@
+"""The progress server: a workflow's progress events as Server-Sent Events, resumable.
+
+``GET /progress/{workflow_id}`` streams the events after the one the ``Last-Event-ID``
+header (or the ``last_event_id`` query parameter, for clients that cannot set headers)
+names, each with its ``id:`` (``<workflow id>:<seq>``) and ``event:`` (its kind), and ends
+after the workflow's final event. A client that loses the connection reconnects with the
+last id it saw and gets exactly the events it missed: the stream is the Redis Stream the
+workflow's activities append to, so nothing depends on this process staying up either.
+While nothing happens, a comment line every ``keepalive_seconds`` keeps proxies from
+closing the connection. ``GET /healthz`` answers ``ok``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Generator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from keel.progress.events import ProgressEvent, seq_of
+from keel.progress.stream import ProgressStream
+
+RETRY_MS = 2000
+"""What the server tells EventSource clients to wait before reconnecting."""
+
+
+def sse_frame(event: ProgressEvent) -> str:
+    """One event as an SSE frame (its JSON fits one ``data:`` line)."""
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+
+
+def progress_app(stream: ProgressStream, *, keepalive_seconds: float = 15.0) -> Starlette:
+    """The ASGI app serving ``stream``."""
+
+    async def events(request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        given = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        try:
+            after = seq_of(given, workflow_id)
+        except ValueError as err:
+            return PlainTextResponse(str(err), status_code=400)
+        return StreamingResponse(
+            _frames(stream, workflow_id, after, keepalive_seconds),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/progress/{workflow_id:str}", events),
+            Route("/healthz", healthz),
+        ]
+    )
+
+
+async def _frames(
+    stream: ProgressStream, workflow_id: str, after: int, keepalive_seconds: float
+) -> AsyncIterator[str]:
+    yield f"retry: {RETRY_MS}\n\n"
+    last = await stream.last(workflow_id)
+    if last is not None and last.final and last.seq <= after:
+        return  # the client has seen the end already
+    seq = after
+    while True:
+        found = await stream.read(workflow_id, seq, block_ms=int(keepalive_seconds * 1000))
+        if not found:
+            yield ": keepalive\n\n"
+            continue
+        for event in found:
+            yield sse_frame(event)
+            seq = event.seq
+            if event.final:
+                return
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the host process (``keel dev``) owns them."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class ProgressServer:
+    """Serve the progress stream over HTTP for the block (``async with``)."""
+
+    def __init__(
+        self,
+        stream: ProgressStream,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keepalive_seconds: float = 15.0,
+    ) -> None:
+        self.stream = stream
+        self.host = host
+        self.port = port
+        config = uvicorn.Config(
+            progress_app(stream, keepalive_seconds=keepalive_seconds),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> ProgressServer:
+        self._task = asyncio.create_task(self._server.serve())
+        async with asyncio.timeout(10):
+            while not self._server.started:
+                if self._task.done():  # uvicorn exits (SystemExit) when the port is taken
+                    with contextlib.suppress(SystemExit):
+                        self._task.result()
+                    raise OSError(f"the progress server cannot listen on {self.host}:{self.port}")
+                await asyncio.sleep(0.02)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,121 @@
+"""The progress stream: appends that a retry cannot duplicate nor leave a gap in, and the SSE
+server that resumes from ``Last-Event-ID`` — against a live ingestion run, a client that
+drops the connection mid-stream and comes back sees every event once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from keel.cli.watch import sse_data
+from keel.progress.events import ProgressEvent, event_id, seq_of
+from keel.progress.server import ProgressServer
+from keel.progress.stream import ProgressGapError, ProgressStream
+from keel.scenarios.ingestion import APP, SupplierIngestionWorkflow
+from keel.scenarios.ingestion.fixtures import job
+from keel.testing import keel_worker
+from tests.test_ingestion import assert_complete_stream, settings_for, stream
+
+__all__ = ["stream"]  # the fixture, shared with tests.test_ingestion
+
+
+def events(workflow_id: str, seqs: range, *, final_at: int | None = None) -> list[ProgressEvent]:
+    return [
+        ProgressEvent(
+            id=event_id(workflow_id, seq),
+            seq=seq,
+            workflow_id=workflow_id,
+            kind="finished" if seq == final_at else "batch",
+            done=seq,
+            total=final_at or 100,
+            message=f"event {seq}",
+            at=datetime(2026, 12, 1, tzinfo=UTC),
+            final=seq == final_at,
+        )
+        for seq in seqs
+    ]
+
+
+async def test_a_retried_append_adds_nothing_twice_and_a_gap_is_refused(
+    stream: ProgressStream,
+) -> None:
+    wid = f"wf-{uuid.uuid4().hex[:8]}"
+    assert await stream.append(wid, events(wid, range(1, 6))) == (5, 5)
+    # A retry of the same batch, and one that overlaps the next: only the new ones land.
+    assert await stream.append(wid, events(wid, range(1, 6))) == (0, 5)
+    assert await stream.append(wid, events(wid, range(3, 9))) == (3, 8)
+    with pytest.raises(ProgressGapError, match="is 9, not 10"):
+        await stream.append(wid, events(wid, range(10, 12)))
+    # Two attempts racing (a worker presumed dead that was not): each event once.
+    await asyncio.gather(*(stream.append(wid, events(wid, range(9, 20))) for _ in range(4)))
+    assert [e.seq for e in await stream.all(wid)] == list(range(1, 20))
+
+
+def test_a_last_event_id_names_a_seq_of_this_workflow_only() -> None:
+    assert seq_of("ingest-1:42", "ingest-1") == 42
+    assert seq_of("a:b:7", "a:b") == 7  # workflow ids may hold colons
+    assert seq_of("other:42", "ingest-1") == 0
+    assert seq_of(None, "ingest-1") == 0
+    with pytest.raises(ValueError, match="no sequence number"):
+        seq_of("ingest-1:x", "ingest-1")
+
+
+@pytest.fixture
+async def server(stream: ProgressStream) -> AsyncIterator[ProgressServer]:
+    async with ProgressServer(stream, keepalive_seconds=0.5) as running:
+        yield running
+
+
+async def read_sse(
+    url: str, *, last_event_id: str | None = None, stop_after: int | None = None
+) -> tuple[list[ProgressEvent], int]:
+    """Events from one connection (closed after ``stop_after`` events), and the status."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    seen: list[ProgressEvent] = []
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", url, headers=headers) as response,
+    ):
+        if response.status_code != 200:
+            return seen, response.status_code
+        async for data in sse_data(response.aiter_lines()):
+            seen.append(ProgressEvent.model_validate_json(data))
+            if stop_after is not None and len(seen) >= stop_after:
+                break
+    return seen, 200
+
+
+async def test_a_client_that_disconnects_mid_run_resumes_without_a_gap_or_a_duplicate(
+    keel_env: WorkflowEnvironment, stream: ProgressStream, server: ProgressServer
+) -> None:
+    client = keel_env.client
+    workflow_id = f"ingest-sse-{uuid.uuid4().hex[:8]}"
+    url = f"{server.url}/progress/{workflow_id}"
+    async with keel_worker(client, apps=[APP], settings=settings_for(stream)) as task_queue:
+        # Connected before the workflow exists: the stream waits for its first event.
+        first_part = asyncio.create_task(read_sse(url, stop_after=40))
+        handle = await client.start_workflow(
+            SupplierIngestionWorkflow.run,
+            job("sse", "Watched", 120, batch_size=10, records_per_run=50),
+            id=workflow_id,
+            task_queue=task_queue,
+        )
+        first, _ = await first_part
+        assert len(first) == 40
+        rest, _ = await read_sse(url, last_event_id=first[-1].id)
+        await handle.result()
+    union = first + rest
+    assert_complete_stream(union, workflow_id, 120)
+    assert union == await stream.all(workflow_id)
+    # Reconnecting after the final event ends at once; a bad id is refused.
+    assert await read_sse(url, last_event_id=union[-1].id) == ([], 200)
+    assert (await read_sse(url, last_event_id=f"{workflow_id}:zz"))[1] == 400
+    # From an id in the middle: exactly the rest.
+    tail, _ = await read_sse(url, last_event_id=union[99].id)
+    assert tail == union[100:]

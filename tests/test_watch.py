@@ -1,0 +1,96 @@
+"""``keel watch`` as a user runs it: the connection to the progress server is cut mid-stream
+and refused for a while; it reconnects by itself with ``Last-Event-ID`` and prints every
+event once, in order, then exits after the final one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from keel.progress.server import ProgressServer
+from keel.progress.stream import ProgressStream
+from tests.conftest import BIN, free_port
+from tests.tcp_proxy import TcpProxy
+from tests.test_ingestion import stream
+from tests.test_progress import events
+
+__all__ = ["stream"]  # the fixture, shared with tests.test_ingestion
+
+pytestmark = pytest.mark.integration
+
+
+def watch_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "TEMPORAL_"))}
+
+
+async def start_watch(tmp: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(BIN / "keel"),
+        "watch",
+        *args,
+        cwd=tmp,
+        env=watch_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.fixture
+async def proxied(stream: ProgressStream) -> AsyncIterator[tuple[ProgressServer, TcpProxy]]:
+    async with ProgressServer(stream, keepalive_seconds=0.5) as server:
+        proxy = await TcpProxy("127.0.0.1", server.port).start()
+        yield server, proxy
+        await proxy.aclose()
+
+
+async def test_watch_reconnects_after_a_cut_and_prints_each_event_once(
+    stream: ProgressStream, proxied: tuple[ProgressServer, TcpProxy], tmp_path: Path
+) -> None:
+    server, proxy = proxied
+    wid = f"ingest-watch-{uuid.uuid4().hex[:8]}"
+    await stream.append(wid, events(wid, range(1, 31), final_at=60))
+    proc = await start_watch(tmp_path, wid, "--url", f"http://127.0.0.1:{proxy.port}", "-o", "json")
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[dict[str, object]] = []
+    async with asyncio.timeout(30):
+        while len(lines) < 30:
+            line = await proc.stdout.readline()
+            assert line, "keel watch exited early"
+            lines.append(json.loads(line))
+    proxy.refuse(True)  # cut the open connection, refuse new ones for a while
+    await stream.append(wid, events(wid, range(31, 46), final_at=60))
+    await asyncio.sleep(1.0)
+    proxy.refuse(False)
+    await asyncio.sleep(0.5)
+    await stream.append(wid, events(wid, range(46, 61), final_at=60))
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    lines += [json.loads(line) for line in out.decode().splitlines()]
+    assert [line["seq"] for line in lines] == list(range(1, 61))
+    assert lines[-1]["final"] is True
+    assert f"reconnecting after {wid}:30" in err.decode()
+    assert proxy.accepted >= 2 and proxy.refused >= 1
+
+    # Not a terminal: one plain line per event; the whole stream again, from the start.
+    proc = await start_watch(tmp_path, wid, "--url", server.url)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    text = out.decode().splitlines()
+    assert proc.returncode == 0 and len(text) == 60, err.decode()
+    assert text[0].startswith(f"{wid}:1 batch") and text[-1].startswith(f"{wid}:60 finished")
+
+
+async def test_watch_gives_up_when_no_server_answers_for_the_time_it_was_given(
+    tmp_path: Path,
+) -> None:
+    proc = await start_watch(
+        tmp_path, "ingest-x", "--url", f"http://127.0.0.1:{free_port()}", "--reconnect-for", "1"
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 3
+    assert "no progress from http://127.0.0.1:" in err.decode()
