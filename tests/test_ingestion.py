@@ -12,6 +12,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from keel.cli.commands import full_chain
@@ -28,8 +29,9 @@ from keel.contracts.ledger import verify_chain
 from keel.progress.events import ProgressEvent
 from keel.progress.stream import ProgressStream
 from keel.scenarios.ingestion import APP, SupplierIngestionWorkflow
+from keel.scenarios.ingestion.contracts import Lookup
 from keel.scenarios.ingestion.fixtures import job
-from keel.scenarios.ingestion.tools import LOOKUP_PAGE
+from keel.scenarios.ingestion.tools import LOOKUP_PAGE, SupplierPages
 from keel.settings import KeelSettings
 from keel.testing import keel_worker, offline_settings
 from keel.workers.apps import workflows_of
@@ -180,3 +182,33 @@ async def test_a_job_with_a_record_twice_is_refused_before_anything_runs(
     assert isinstance(cause, ApplicationError) and cause.type == "InvalidInput"
     assert "repeated: SUP-00001" in cause.message
     assert await stream.all(handle.id) == []
+
+
+async def test_a_slow_site_is_waited_for_with_heartbeats_and_no_page_is_read_outside(
+    tmp_path: Path,
+) -> None:
+    page = {
+        "domain": "slow.example",
+        "title": "Slow",
+        "description": "A slow site.",
+        "keywords": ["freight"],
+        "fetch_seconds": 2.2,
+    }
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "slow.example.json").write_text(json.dumps(page))
+    (tmp_path / "outside.json").write_text(json.dumps(page))
+    beats: list[Any] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    tool = SupplierPages(pages)
+    found = await env.run(tool.lookup_page, Lookup(record_id="SUP-00001", domain="slow.example"))
+    assert found is not None and found.keywords == ["freight"]
+    assert len(beats) >= 3 and "waiting for slow.example" in beats[0][0]
+    assert (
+        await env.run(tool.lookup_page, Lookup(record_id="SUP-00002", domain="../outside")) is None
+    )
+    assert (
+        await env.run(tool.lookup_page, Lookup(record_id="SUP-00003", domain="gone.example"))
+        is None
+    )

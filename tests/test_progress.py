@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from redis.exceptions import ResponseError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.cli.watch import sse_data
@@ -119,3 +120,32 @@ async def test_a_client_that_disconnects_mid_run_resumes_without_a_gap_or_a_dupl
     # From an id in the middle: exactly the rest.
     tail, _ = await read_sse(url, last_event_id=union[99].id)
     assert tail == union[100:]
+
+
+async def test_an_append_that_cannot_reach_redis_fails_retryably_saying_what_to_check() -> None:
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from keel.progress.activities import ProgressActivities
+    from keel.progress.events import AppendProgress
+    from tests.conftest import free_port
+
+    unreachable = ProgressActivities(ProgressStream.open(f"redis://127.0.0.1:{free_port()}/0"))
+    wid = "wf-unreachable"
+    with pytest.raises(ApplicationError) as failure:
+        await ActivityEnvironment().run(
+            unreachable.append, AppendProgress(workflow_id=wid, events=events(wid, range(1, 3)))
+        )
+    await unreachable.aclose()
+    assert failure.value.type == "ProgressStoreUnavailable" and not failure.value.non_retryable
+    assert "check KEEL_REDIS_URL" in failure.value.message
+
+
+async def test_a_key_that_holds_another_stream_is_refused_not_overwritten(
+    stream: ProgressStream,
+) -> None:
+    wid = f"wf-{uuid.uuid4().hex[:8]}"
+    await stream.redis.xadd(stream.key(wid), {"someone": "else"})
+    with pytest.raises(ResponseError, match="KEEL_FOREIGN"):
+        await stream.append(wid, events(wid, range(1, 2)))
+    assert await stream.redis.xlen(stream.key(wid)) == 1

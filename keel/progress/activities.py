@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -56,4 +57,10 @@ class ProgressActivities:
             ) from None
         except ProgressGapError as err:
             raise ApplicationError(str(err), type="ProgressGap") from None
+        except ResponseError as err:  # KEEL_FOREIGN: the key holds someone else's stream
+            raise ApplicationError(
+                f"the progress stream cannot be appended to ({err}): choose another "
+                "KEEL_PROGRESS_STREAM_PREFIX or remove the key; the append is retried",
+                type="ProgressStreamRefused",
+            ) from None
         return last

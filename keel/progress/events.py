@@ -25,7 +25,8 @@ class ProgressEvent(BaseModel):
     last event of the workflow: a stream ends after it.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Readers ignore fields they do not know: a newer worker's events still parse.
+    model_config = ConfigDict(extra="ignore")
 
     id: str
     seq: int = Field(ge=1)
