@@ -24,6 +24,8 @@ from keel.cli.render import escape
 from keel.progress.events import ProgressEvent
 from keel.settings import KeelSettings
 
+WAIT_HINT_SECONDS = 10.0
+"""Without a first event by then, say what may be wrong (a mistyped id waits for ever)."""
 READ_TIMEOUT_SECONDS = 60.0
 """The server sends a keepalive every 15 s: this long without a byte is a dead connection."""
 MAX_BACKOFF_SECONDS = 5.0
@@ -41,10 +43,17 @@ async def cmd_watch(settings: KeelSettings, args: Any) -> int:
     failing_since: float | None = None
     backoff = 0.2
     timeout = httpx.Timeout(READ_TIMEOUT_SECONDS, connect=5.0)
+    hint = asyncio.get_running_loop().call_later(
+        WAIT_HINT_SECONDS,
+        view.note,
+        f"no events for {args.workflow_id} yet: is the id right? (a workflow's stream starts "
+        "with its first event; still waiting)",
+    )
     async with httpx.AsyncClient(timeout=timeout) as client:
         while True:
             try:
                 async for event in _events(client, url, last_id):
+                    hint.cancel()
                     last_id, failing_since, backoff = event.id, None, 0.2
                     view.show(event)
                     if event.final:
