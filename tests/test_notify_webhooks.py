@@ -20,9 +20,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from keel.activities.effects import EffectStatus, SqliteEffectRecord
-from keel.activities.notify import GateNotifications
+from keel.activities.notify import GateNotifications, notify_channels
 from keel.contracts.links import link_problem
 from keel.contracts.notifications import (
+    EmailChannel,
     GateEvent,
     WebhookChannel,
     delivery_id,
@@ -31,6 +32,7 @@ from keel.contracts.notifications import (
     signature_problem,
     slack_body,
 )
+from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.link_key import load_link_key
 from tests.notify_receiver import WebhookReceiver
@@ -125,6 +127,28 @@ def test_channels_refuse_bad_configuration_clearly() -> None:
         WebhookChannel(url="hooks.example", secret=SECRET)
 
 
+def test_channels_come_from_the_environment_and_a_file(tmp_path: Path) -> None:
+    hook = {"kind": "webhook", "url": "https://hooks.example/T1/secret-path", "secret": SECRET}
+    path = tmp_path / "channels.json"
+    mail = {"kind": "email", "host": "smtp", "sender": "k@x.example"}
+    path.write_text(json.dumps({"legal-mail": mail}))
+    settings = KeelSettings(notify_channels={"legal-hook": hook}, notify_channels_file=path)
+    channels = notify_channels(settings)
+    assert sorted(channels) == ["legal-hook", "legal-mail"]
+    assert isinstance(channels["legal-mail"], EmailChannel) and channels["legal-mail"].port == 587
+    twice = KeelSettings(notify_channels={"legal-mail": hook}, notify_channels_file=path)
+    with pytest.raises(KeelUserError, match=r"\['legal-mail'\] are defined both"):
+        notify_channels(twice)
+    path.write_text(json.dumps({"x": {"kind": "carrier-pigeon"}}))
+    with pytest.raises(KeelUserError, match=r"channels\.json: x: "):
+        notify_channels(KeelSettings(notify_channels_file=path))
+    with pytest.raises(KeelUserError, match="No such file"):
+        notify_channels(KeelSettings(notify_channels_file=tmp_path / "missing.json"))
+    with pytest.raises(KeelUserError, match=r"names \['Legal Hook'\] must be lower-case"):
+        notify_channels(KeelSettings(notify_channels={"Legal Hook": hook}))
+    assert SECRET not in repr(settings)
+
+
 # --------------------------------------------------------------------------- the activity
 
 
@@ -184,7 +208,7 @@ async def test_a_refusing_receiver_fails_clearly_and_is_not_retried(tmp_path: Pa
         with pytest.raises(ApplicationError) as failure:
             await ActivityEnvironment().run(notify.notify_gate_event, gate_event())
     assert failure.value.type == "WebhookRejected" and failure.value.non_retryable
-    assert "answered 410" in str(failure.value)
+    assert "answered 410" in str(failure.value) and "/hook" not in str(failure.value)
     entry = await SqliteEffectRecord(tmp_path / "effects.sqlite3").get(gate_event().idempotency_key)
     assert entry is not None and entry.status is EffectStatus.NOT_PERFORMED
 

@@ -38,6 +38,7 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
@@ -265,10 +266,10 @@ def _webhook(channel: WebhookChannel, event: GateEvent, link: str) -> Act:
 
 
 def _where(channel: WebhookChannel) -> str:
-    import httpx
-
-    url = httpx.URL(channel.url)
-    return f"{url.scheme}://{url.host}{':' + str(url.port) if url.port else ''}{url.path}"
+    """The endpoint without its path and query: a Slack-style webhook URL's path is its
+    credential, and errors end up in history and logs."""
+    url = urlsplit(channel.url)
+    return f"{url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''}"
 
 
 def _unavailable(channel: WebhookChannel, err: Exception) -> ApplicationError:
