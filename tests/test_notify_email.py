@@ -6,6 +6,8 @@ a message it keeps went through both; each failure names what to fix and is not 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from keel.contracts.email import message_id_for
 from keel.contracts.notifications import EmailChannel
 from keel.settings import KeelSettings
 from keel.workers.link_key import load_link_key
-from keel.workers.smtp_sink import SmtpSink
+from keel.workers.smtp_sink import ReceivedMail, SmtpSink
+from tests.test_effects_db_cut import HookedSink
 from tests.test_notify_webhooks import assert_signed_link, gate_event
 
 USER, PASSWORD = "keel-notify", "correct horse battery"
@@ -70,6 +73,28 @@ async def test_an_event_is_mailed_once_through_starttls_and_auth(
     (link,) = [line.split(": ", 1)[1] for line in mail.body.splitlines() if "inbox:" in line]
     assert_signed_link(link, tmp_path, "contract-review-7", "legal")
     assert ("Auto-Submitted", "auto-generated") in mail.headers
+
+
+async def test_a_lost_answer_to_data_resends_with_the_same_message_id(tmp_path: Path) -> None:
+    """The server has the whole message but its 250 comes after the sender gave up: the
+    outcome is unknown, and the next attempt sends it again under the same Message-ID."""
+    slow = [True]
+
+    def late_answer(mail: ReceivedMail) -> None:
+        if slow.pop() if slow else False:
+            time.sleep(1.0)  # the sink's loop: it answers nobody meanwhile
+
+    with HookedSink(late_answer, tls=True, credentials={USER: PASSWORD}) as sink:
+        notify = notifications(tmp_path, mail_channel(sink, timeout_seconds=0.5))
+        event = gate_event(channel="legal-mail")
+        with pytest.raises(ApplicationError, match="lost during DATA") as failure:
+            await ActivityEnvironment().run(notify.notify_gate_event, event)
+        assert failure.value.type == "SmtpUnavailable" and not failure.value.non_retryable
+        await asyncio.sleep(1.0)
+        resent = await ActivityEnvironment().run(notify.notify_gate_event, event)
+        mails = sink.messages
+    assert resent.resent_after_unknown
+    assert [m.message_id for m in mails] == [message_id_for(event.idempotency_key)] * 2
 
 
 async def test_a_wrong_password_fails_clearly_and_sends_nothing(

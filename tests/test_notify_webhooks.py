@@ -9,6 +9,7 @@ code.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -197,6 +198,27 @@ def assert_signed_link(link: str, data_dir: Path, workflow_id: str, gate: str) -
     assert (
         link_problem(unquote(got_id), unquote(got_gate), exp, sig, key, datetime.now(UTC)) is None
     )
+
+
+async def test_an_unanswered_delivery_is_resent_with_the_same_delivery_id(tmp_path: Path) -> None:
+    """The receiver has the request but the answer never comes (the sender's timeout): the
+    outcome is unknown, and the next attempt sends the same body under the same id."""
+    with WebhookReceiver() as receiver:
+        receiver.state.hold = threading.Event()
+        channel = {"kind": "webhook", "url": receiver.url, "secret": SECRET, "timeout_seconds": 0.5}
+        notify = notifications(tmp_path, {"legal-hook": channel})
+        with pytest.raises(ApplicationError) as failure:
+            await ActivityEnvironment().run(notify.notify_gate_event, gate_event())
+        assert failure.value.type == "WebhookUnavailable" and not failure.value.non_retryable
+        receiver.state.hold.set()
+        receiver.state.hold = None
+        resent = await ActivityEnvironment().run(notify.notify_gate_event, gate_event())
+        first, second = receiver.deliveries
+    assert resent.resent_after_unknown and not resent.replayed
+    assert first.delivery_id == second.delivery_id == resent.delivery_id
+    assert first.body == second.body
+    entry = await SqliteEffectRecord(tmp_path / "effects.sqlite3").get(gate_event().idempotency_key)
+    assert entry is not None and (entry.status, entry.resolution) == ("performed", "resend")
 
 
 async def test_a_refusing_receiver_fails_clearly_and_is_not_retried(tmp_path: Path) -> None:
