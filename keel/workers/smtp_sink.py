@@ -314,10 +314,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--mailbox", type=Path, default=None)
+    parser.add_argument("--starttls", action="store_true", help="offer STARTTLS (self-signed)")
+    parser.add_argument(
+        "--auth", metavar="USER:PASSWORD", help="require AUTH with these credentials"
+    )
     args = parser.parse_args(argv)
-    with SmtpSink(args.port, mailbox=args.mailbox) as sink:
+    credentials = None
+    if args.auth:
+        user, colon, password = args.auth.partition(":")
+        if not colon or not user or not password:
+            parser.error("--auth takes USER:PASSWORD")
+        credentials = {user: password}
+    with SmtpSink(
+        args.port, mailbox=args.mailbox, tls=args.starttls, credentials=credentials
+    ) as sink:
         where = f", appending to {args.mailbox}" if args.mailbox else ""
         print(f"SMTP sink on 127.0.0.1:{sink.port}{where}; Ctrl-C stops it", flush=True)
+        if args.starttls:
+            print(f"STARTTLS certificate (ca_file): {sink.ca_file}", flush=True)
         seen = 0
         try:
             while True:
