@@ -90,6 +90,7 @@ class SupplierIngestionWorkflow(KeelWorkflow):
                 f"{job.records_per_run} per run",
                 {"job_id": job.job_id, "title": job.title},
             )
+            await self.progress.flush()  # a watcher sees the job start, not its first batch
         records, done_here = job.records, 0
         while records:
             size = min(job.batch_size, job.records_per_run - done_here)
