@@ -30,7 +30,12 @@ async def test_start_an_ingestion_and_watch_it_to_the_end(tmp_path: Path) -> Non
     env["KEEL_PROGRESS_URL"] = f"http://127.0.0.1:{env['KEEL_PROGRESS_PORT']}"
     job = sample_file(tmp_path, "ingestion", "ingestion-demo")
     try:
-        async with DevStack(env, "--app", APP):
+        async with DevStack(env, "--app", APP) as stack:
+            assert stack.proc is not None and stack.proc.stdout is not None
+            announced = (await stack.proc.stdout.readline()).decode()
+            assert announced.startswith(
+                f"progress: {env['KEEL_PROGRESS_URL']}/progress/<workflow id>"
+            )
             code, out = await keel(
                 env, "start", "ingestion", "--app", APP, "--input", str(job), "--id", "ingest-1"
             )
