@@ -13,9 +13,13 @@ SEARCH_ATTRIBUTES = (PENDING_GATES,)
 
 
 def model_queue(task_queue: str) -> str:
-    """The task queue of the agent-node activity for workflows on ``task_queue``.
-
-    Model calls get their own queue so a rate limit and a concurrency bound apply to them
-    alone.
-    """
+    """The task queue of model calls for workflows on ``task_queue`` when a server-side rate
+    limit is configured (a limit holds only on a queue of their own); without one they run
+    on ``task_queue`` itself (``keel.workers.model_calls``)."""
     return f"{task_queue}-models"
+
+
+MODEL_QUEUE_ROUTE = "keel_model_queue"
+"""Name of the extern function through which workflow code asks its worker which queue its
+model calls go to (``keel.workers.model_calls`` provides it); a worker without it (a
+``Replayer``) answers the workflow's own queue."""

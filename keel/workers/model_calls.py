@@ -37,13 +37,8 @@ from temporalio.worker import (
 
 from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
 from keel.contracts.guardrails import CLASSIFIER_ACTIVITY
-from keel.contracts.names import model_queue
+from keel.contracts.names import MODEL_QUEUE_ROUTE, model_queue
 from keel.settings import KeelSettings
-
-MODEL_QUEUE_ROUTE = "keel_model_queue"
-"""Name of the extern function through which workflow code asks its worker which queue its
-model calls go to (``keel.workflows.agent_node``); a worker without it (a ``Replayer``)
-answers the workflow's own queue."""
 
 MODEL_ACTIVITIES = frozenset({AGENT_NODE_ACTIVITY, CLASSIFIER_ACTIVITY})
 """Activities bound by ``KEEL_MAX_CONCURRENT_MODEL_CALLS`` and routed as model calls."""

@@ -62,8 +62,8 @@ with workflow.unsafe.imports_passed_through():
         ProviderFallback,
         ValidationFailed,
     )
+    from keel.contracts.names import MODEL_QUEUE_ROUTE
     from keel.contracts.secrets import scrub_secrets
-    from keel.workers.model_calls import MODEL_QUEUE_ROUTE
 
 from keel.workflows.context import Checkpoint, WorkflowContext
 from keel.workflows.gates import GateBook
