@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_workflows import BARE_ACTIVITY, BenchBareActivity, BenchKeelAgentNode
-from measure import percentile, process_cpu, server_cpu, server_pid, system_load
+from measure import percentile, process_cpu, run_and_exit, server_cpu, server_pid, system_load
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -340,4 +340,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_and_exit(lambda: asyncio.run(main(parse_args())))

@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from measure import process_cpu
+from measure import process_cpu, run_and_exit
 from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -141,7 +141,7 @@ async def main(runs: int, blocks: int) -> str:
     )
 
 
-if __name__ == "__main__":
+def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--blocks", type=int, default=4)
@@ -149,3 +149,7 @@ if __name__ == "__main__":
     table = asyncio.run(main(args.runs, args.blocks))
     RESULTS.write_text(table)
     print(table)
+
+
+if __name__ == "__main__":
+    run_and_exit(cli)

@@ -36,7 +36,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from agent_node_overhead import bare_activity, node_input
 from bench_workflows import BenchBareActivity, BenchKeelAgentNode
-from measure import percentile, system_load
+from measure import percentile, run_and_exit, system_load
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -172,4 +172,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_and_exit(lambda: asyncio.run(main(parse_args())))

@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import psycopg
-from measure import percentile, process_cpu
+from measure import percentile, process_cpu, run_and_exit
 
 from keel.activities.effects import (
     EFFECTS_TABLE,
@@ -404,4 +404,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_and_exit(lambda: asyncio.run(main(parse_args())))

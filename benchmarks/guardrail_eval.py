@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 # Runnable from a checkout without installing Keel.
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+from measure import run_and_exit
+
 from keel.contracts.guardrails import (
     GuardrailConfig,
     GuardrailState,
@@ -225,4 +227,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

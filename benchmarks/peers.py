@@ -39,7 +39,6 @@ import platform
 import statistics
 import sys
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -53,7 +52,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from agent_node_overhead import bare_activity, node_input
 from bench_workflows import BenchBareActivity, BenchKeelAgentNode
-from measure import process_cpu, server_cpu, server_pid, system_load
+from measure import process_cpu, run_and_exit, server_cpu, server_pid, system_load
 from peer_agents import (
     OPENAI_AGENTS_AVAILABLE,
     PYDANTIC_AI_AGENT,
@@ -302,21 +301,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run(argv: list[str] | None = None) -> None:
-    """Run and leave with ``os._exit``: the status is the run's, whatever SDK teardown does
-    at interpreter exit (workers, clients and the server are shut down by then)."""
-    status = 0
-    try:
-        asyncio.run(main(parse_args(argv)))
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 2
-    except BaseException:
-        traceback.print_exc()
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
 if __name__ == "__main__":
-    run()
+    run_and_exit(lambda: asyncio.run(main(parse_args())))

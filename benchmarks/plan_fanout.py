@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import plan_bench_workflows
-from measure import process_cpu, server_cpu, server_pid
+from measure import process_cpu, run_and_exit, server_cpu, server_pid
 from plan_bench_workflows import (
     BARE_CHILD_WORKFLOW,
     BARE_PARENT_WORKFLOW,
@@ -703,4 +703,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_and_exit(lambda: asyncio.run(main(parse_args())))

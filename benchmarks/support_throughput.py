@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 # Runnable from a checkout without installing Keel; the worker imports this file as a module.
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from measure import percentile, process_cpu, server_cpu, server_pid
+from measure import percentile, process_cpu, run_and_exit, server_cpu, server_pid
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -593,4 +593,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_and_exit(lambda: asyncio.run(main(parse_args())))
