@@ -149,3 +149,19 @@ async def test_a_key_that_holds_another_stream_is_refused_not_overwritten(
     with pytest.raises(ResponseError, match="KEEL_FOREIGN"):
         await stream.append(wid, events(wid, range(1, 2)))
     assert await stream.redis.xlen(stream.key(wid)) == 1
+
+
+async def test_a_taken_port_gives_a_server_on_another_one(stream: ProgressStream) -> None:
+    import socket
+
+    from keel.progress.server import progress_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with progress_server(stream, port=port) as running:
+            assert running.port not in (0, port)
+            async with httpx.AsyncClient() as client:
+                answer = await client.get(f"{running.url}/healthz")
+    assert answer.text == "ok"

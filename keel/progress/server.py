@@ -13,9 +13,9 @@ closing the connection. ``GET /healthz`` answers ``ok``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 from collections.abc import AsyncIterator, Generator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import uvicorn
@@ -122,18 +122,39 @@ class ProgressServer:
         return f"http://{self.host}:{self.port}"
 
     async def __aenter__(self) -> ProgressServer:
-        self._task = asyncio.create_task(self._server.serve())
+        """Listen (``OSError`` if the port is taken), then serve in a task."""
+        # Bound here, not by uvicorn: uvicorn ends the process (SystemExit) when it cannot.
+        listening = socket.create_server((self.host, self.port))
+        self.port = listening.getsockname()[1]
+        self._task = asyncio.create_task(self._server.serve(sockets=[listening]))
         async with asyncio.timeout(10):
             while not self._server.started:
-                if self._task.done():  # uvicorn exits (SystemExit) when the port is taken
-                    with contextlib.suppress(SystemExit):
-                        self._task.result()
-                    raise OSError(f"the progress server cannot listen on {self.host}:{self.port}")
+                if self._task.done():
+                    self._task.result()
                 await asyncio.sleep(0.02)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+
+
+@asynccontextmanager
+async def progress_server(
+    stream: ProgressStream, *, port: int, host: str = "127.0.0.1"
+) -> AsyncIterator[ProgressServer]:
+    """A ``ProgressServer`` on ``port``, or on any free port when that one is taken (a
+    second ``keel dev`` on the machine); its ``port`` says which."""
+    server = ProgressServer(stream, host=host, port=port)
+    try:
+        await server.__aenter__()
+    except OSError:
+        if port == 0:
+            raise
+        server = ProgressServer(stream, host=host, port=0)
+        await server.__aenter__()
+    try:
+        yield server
+    finally:
+        await server.__aexit__(None, None, None)

@@ -92,24 +92,19 @@ async def _codec_server(settings: KeelSettings) -> AsyncIterator[CodecServer | N
 @asynccontextmanager
 async def _progress_server(settings: KeelSettings) -> AsyncIterator[ProgressServer]:
     """The progress server (SSE) over the progress streams in ``KEEL_REDIS_URL``."""
-    from keel.progress.server import ProgressServer
+    from keel.progress.server import progress_server
     from keel.progress.stream import ProgressStream
 
     stream = ProgressStream.open(settings.redis_url, prefix=settings.progress_stream_prefix)
     try:
-        try:
-            server = await ProgressServer(stream, port=settings.progress_port).__aenter__()
-        except OSError:  # the port is taken (another keel dev): any free one, said so
-            server = await ProgressServer(stream, port=0).__aenter__()
-            print(
-                f"progress: port {settings.progress_port} is taken; serving on {server.port} "
-                f"(keel watch --url {server.url})",
-                flush=True,
-            )
-        try:
+        async with progress_server(stream, port=settings.progress_port) as server:
+            if settings.progress_port and server.port != settings.progress_port:
+                print(
+                    f"progress: port {settings.progress_port} is taken; serving on "
+                    f"{server.port} (keel watch --url {server.url})",
+                    flush=True,
+                )
             yield server
-        finally:
-            await server.__aexit__(None, None, None)
     finally:
         await stream.aclose()
 
