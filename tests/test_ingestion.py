@@ -232,3 +232,21 @@ async def test_a_slow_site_is_waited_for_with_heartbeats_and_no_page_is_read_out
         await env.run(tool.lookup_page, Lookup(record_id="SUP-00003", domain="gone.example"))
         is None
     )
+
+
+async def test_a_worker_says_at_once_when_the_progress_redis_does_not_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from keel.scenarios.ingestion import open_activities
+    from keel.workers.app import AppContext
+    from tests.conftest import free_port
+
+    settings = offline_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with open_activities(AppContext(settings)) as activities:
+        assert len(activities) == 2
+    err = capsys.readouterr().err
+    assert "ingestion: the progress stream's Redis at redis://127.0.0.1:" in err
+    assert "ingestion runs wait for it: start Redis or set KEEL_REDIS_URL" in err
+    async with open_activities(AppContext(offline_settings(redis_url=REDIS_URL))):
+        pass
+    assert capsys.readouterr().err == ""

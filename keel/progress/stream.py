@@ -13,11 +13,12 @@ deleted) starts again at whatever event comes next; nothing else may skip a seq.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from keel.progress.events import DEFAULT_STREAM_PREFIX, ProgressEvent, stream_key
 
@@ -84,6 +85,14 @@ class ProgressStream:
             prefix=prefix,
             retention_seconds=retention_seconds,
         )
+
+    async def problem(self, timeout: float = 2.0) -> str | None:
+        """Why Redis cannot be used right now (unreachable, refused), or None."""
+        try:
+            await asyncio.wait_for(self.redis.ping(), timeout)
+        except (TimeoutError, RedisError, OSError) as err:
+            return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        return None
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -5,6 +5,7 @@ progress stream (``keel watch``).
 ``APP`` declares it; see README.md beside this file.
 """
 
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,8 +26,20 @@ from keel.workers.app import App, AppContext, DemoRun, Entry
 
 @asynccontextmanager
 async def open_activities(context: AppContext) -> AsyncIterator[Sequence[Callable[..., Any]]]:
-    """The page lookup over the fixture pages, and the progress stream's append (Redis)."""
+    """The page lookup over the fixture pages, and the progress stream's append (Redis).
+
+    A Redis that does not answer is said at once: ingestion runs wait for it (their progress
+    is never dropped), which would otherwise look like a hang.
+    """
     progress = ProgressActivities.open(context.settings)
+    problem = await progress.stream.problem()
+    if problem is not None:
+        print(
+            f"ingestion: the progress stream's Redis at {context.settings.redis_url} does not "
+            f"answer ({problem}); ingestion runs wait for it: start Redis or set KEEL_REDIS_URL",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         yield [*SupplierPages().activities(), *progress.activities()]
     finally:
