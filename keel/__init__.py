@@ -32,7 +32,14 @@ if TYPE_CHECKING:
         canonical_json,
     )
     from keel.contracts.agent_node import SystemFailure
-    from keel.contracts.gates import GateSpec, GateState, GateView, ReviewDecision, ReviewReceipt
+    from keel.contracts.gates import (
+        GateSpec,
+        GateState,
+        GateView,
+        ReviewDecision,
+        ReviewReceipt,
+        Verdict,
+    )
     from keel.contracts.guardrails import GuardrailConfig
     from keel.contracts.integrity import LedgerReport, verify_ledger
     from keel.contracts.ledger import (
@@ -49,9 +56,12 @@ if TYPE_CHECKING:
         Escalated,
         EventBase,
         ForeignEvent,
+        GateApproved,
         GateDecided,
+        GateDeferred,
         GateExpired,
         GateOpened,
+        GateReassigned,
         InputRejected,
         LedgerContinued,
         LedgerEvent,
@@ -85,6 +95,7 @@ if TYPE_CHECKING:
         validate_plan,
     )
     from keel.contracts.registry import REGISTRY, ContractRegistry
+    from keel.contracts.reviews import SignedReview, sign_review
     from keel.contracts.tools import (
         CATALOG,
         ToolCall,
@@ -195,6 +206,12 @@ _EXPORTS: dict[str, str] = {
     "REGISTRY": "keel.contracts.registry",
     "RetryStrategy": "keel.contracts.agent",
     "ReviewDecision": "keel.contracts.gates",
+    "Verdict": "keel.contracts.gates",
+    "SignedReview": "keel.contracts.reviews",
+    "sign_review": "keel.contracts.reviews",
+    "GateApproved": "keel.contracts.ledger",
+    "GateDeferred": "keel.contracts.ledger",
+    "GateReassigned": "keel.contracts.ledger",
     "ReviewReceipt": "keel.contracts.gates",
     "ReviewRefused": "keel.contracts.ledger",
     "RolledBack": "keel.contracts.ledger",
@@ -281,10 +298,13 @@ __all__ = [
     "Escalated",
     "EventBase",
     "ForeignEvent",
+    "GateApproved",
     "GateBook",
     "GateDecided",
+    "GateDeferred",
     "GateExpired",
     "GateOpened",
+    "GateReassigned",
     "GateRecord",
     "GateSpec",
     "GateState",
@@ -322,6 +342,7 @@ __all__ = [
     "ReviewRefused",
     "RolledBack",
     "Routed",
+    "SignedReview",
     "SystemFailure",
     "TaskCompleted",
     "TaskFailed",
@@ -334,6 +355,7 @@ __all__ = [
     "ToolTaskWorkflow",
     "UseDefault",
     "ValidationFailed",
+    "Verdict",
     "WorkflowCompleted",
     "WorkflowStarted",
     "__version__",
@@ -348,6 +370,7 @@ __all__ = [
     "register_event_type",
     "resolve_apps",
     "running_worker",
+    "sign_review",
     "tool_activity_name",
     "tool_input",
     "validate_plan",

@@ -39,6 +39,14 @@ class KeelSettings(BaseSettings):
     trusted_keys_file: Path | None = None
     """Public keys trusted besides the worker's own (``keel keys export`` writes one): the
     keys of earlier rotations, and of the other workers of a deployment."""
+    reviewer_keys_file: Path | None = None
+    """Keys trusted to sign review decisions (the review service's, reviewers' own), besides
+    ``data_dir/keys/reviewer-keys.json`` where the embedded inbox registers its key. Read
+    again whenever a gate opens: adding a key needs no worker restart."""
+    reviewer_key_file: Path | None = None
+    """The CLI's reviewer key (PEM): ``keel approve`` and ``keel reject`` sign with it; its
+    public half must be in the workers' reviewer trust, bound to the reviewer
+    (``keel keys reviewer``)."""
     inbox_port: int = 8234
     """Port of the reviewers' inbox (``keel inbox``, ``keel dev``; 0: any free port)."""
     inbox_directory_file: Path | None = None

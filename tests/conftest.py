@@ -4,6 +4,7 @@ time-skipping server, a real dev server, and workers on fresh queues for the bui
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -24,10 +25,23 @@ from keel.workers.codec import new_key_entry
 
 BIN = Path(sys.executable).parent
 
-__all__ = ["BIN", "CODEC_KEYS", "codec_settings", "free_port", "keel_worker", "offline_settings"]
+__all__ = [
+    "BIN",
+    "CODEC_KEYS",
+    "REVIEW_ENV",
+    "codec_settings",
+    "free_port",
+    "keel_worker",
+    "offline_settings",
+]
 
 CODEC_KEYS = new_key_entry("test-1")
 """History-encryption keys of this test session (``KEEL_CODEC_KEYS`` for subprocesses)."""
+
+REVIEW_ENV = testing.kit_review_env()
+"""What makes a ``keel worker`` process trust, and ``keel approve`` sign with, the test
+kit's review key; set for this process too, so environments copied from it carry it."""
+os.environ.update(REVIEW_ENV)
 
 
 def codec_settings(**overrides: Any) -> KeelSettings:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from keel.contracts.gates import ReviewReceipt
 from keel.contracts.ledger import LedgerEvent
 from keel.scenarios.contract_review import ContractReviewWorkflow
 from keel.scenarios.contract_review.contracts import ContractReviewResult
-from keel.testing import ledger_of, review_payload, wait_for_gate
+from keel.testing import ledger_of, review_payload, signed_review, wait_for_gate
 from tests.conftest import BIN
 from tests.samples import load_sample
 
 __all__ = [
+    "decide",
     "ledger_of",
     "refused",
     "review",
+    "signal_review",
     "start_keel_worker",
     "start_review",
     "types_of",
@@ -47,13 +51,42 @@ def review(gate: str, decision: str, reviewer: str, **extra: Any) -> dict[str, A
     return review_payload(gate, decision, reviewer, **extra)
 
 
+async def signable(handle: WorkflowHandle[Any, Any], payload: Any, roles: Sequence[str]) -> Any:
+    """``payload`` signed by the test kit when it is a review's decision part (an object with
+    a gate and no signature yet); anything else as it is, to test what Keel does with it."""
+    if isinstance(payload, dict) and "gate" in payload and "signature" not in payload:
+        try:
+            return await signed_review(handle, payload, roles=roles)
+        except ValueError:  # no canonical JSON form (an integer past 2**53): sent unsigned
+            return payload
+    return payload
+
+
+async def decide(
+    handle: WorkflowHandle[Any, Any], payload: Any, *, roles: Sequence[str] = ()
+) -> ReviewReceipt:
+    """Send ``payload`` by the ``review`` update, signed when it is a decision (``signable``)."""
+    receipt: ReviewReceipt = await handle.execute_update(
+        "review", await signable(handle, payload, roles), result_type=ReviewReceipt
+    )
+    return receipt
+
+
+async def signal_review(
+    handle: WorkflowHandle[Any, Any], payload: Any, *, roles: Sequence[str] = ()
+) -> None:
+    """Send ``payload`` by the ``review`` signal, signed when it is a decision."""
+    await handle.signal("review", await signable(handle, payload, roles))
+
+
 async def refused(handle: WorkflowHandle[Any, Any], payload: Any) -> str:
-    """Send ``payload`` as a review update that must be refused; return the reason."""
+    """Send ``payload`` as a review update that must be refused (signed when it is a
+    decision, so that what is refused is its content); return the reason."""
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.exceptions import ApplicationError
 
     try:
-        await handle.execute_update("review", payload)
+        await decide(handle, payload)
     except WorkflowUpdateFailedError as err:
         assert isinstance(err.cause, ApplicationError)
         assert err.cause.type == "ReviewRefused"

@@ -23,6 +23,7 @@ from temporalio.client import Client
 
 from keel.contracts.ledger import HEAD_PURPOSE, LEDGER_SCHEME, head_message
 from keel.contracts.signing import Keyring, SigningKey
+from tests.helpers import decide
 
 Raw = list[dict[str, Any]]
 
@@ -206,7 +207,7 @@ async def record_ledgers(client: Client, tmp: Path) -> RealLedgers:
     async with keel_worker(client) as tq:
         handle = await start_review(client, tq, "medium", prefix="verify")
         await wait_for_gate(handle, "standard-review")
-        await handle.execute_update("review", review("standard-review", "approve", "legal.sam"))
+        await decide(handle, review("standard-review", "approve", "legal.sam"))
         await handle.result()
         review_records = [
             r for run in await chain_runs(client, handle.id) for r in export_records(handle.id, run)
@@ -225,7 +226,7 @@ async def record_ledgers(client: Client, tmp: Path) -> RealLedgers:
             task_queue=tq,
         )
         await wait_for_gate(incident, "approve-first")
-        await incident.execute_update("review", review("approve-first", "approve", "oncall.lead"))
+        await decide(incident, review("approve-first", "approve", "oncall.lead"))
         await incident.result()
         incident_records = [
             r

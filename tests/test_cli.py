@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from keel.offline import OfflineProvider
 from keel.workers.apps import resolve_apps
 from keel.workers.runtime import build_worker, connect
-from tests.conftest import BIN, CODEC_KEYS, codec_settings, offline_settings
+from tests.conftest import BIN, CODEC_KEYS, REVIEW_ENV, codec_settings, offline_settings
 from tests.samples import load_sample
 
 
@@ -28,6 +28,7 @@ class Cli:
             **os.environ,
             "TEMPORAL_ADDRESS": address,
             "KEEL_TASK_QUEUE": task_queue,
+            **REVIEW_ENV,  # the test kit signs the reviews these processes take
             "KEEL_DATA_DIR": str(tmp / "data"),
             "KEEL_MODEL": "offline",
             "KEEL_CODEC_KEYS": CODEC_KEYS,  # the worker's: history is encrypted

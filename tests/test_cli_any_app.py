@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from keel.offline import OfflineProvider
 from keel.workers.runtime import build_worker, connect, ensure_search_attributes
 from tests.apps.echo_app import APP as ECHO_APP
-from tests.conftest import BIN, CODEC_KEYS, codec_settings, offline_settings
+from tests.conftest import BIN, CODEC_KEYS, REVIEW_ENV, codec_settings, offline_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO_MODULE = "tests.apps.echo_app"
@@ -67,6 +67,7 @@ class Cli:
             "TEMPORAL_CONFIG_FILE": str(tmp / "no-temporal.toml"),
             "KEEL_TASK_QUEUE": task_queue,
             "KEEL_APPS": "keel.scenarios.contract_review",
+            **REVIEW_ENV,  # the test kit signs the reviews these processes take
             "KEEL_DATA_DIR": str(tmp / "data"),
             "KEEL_MODEL": "offline",
             "KEEL_CODEC_KEYS": CODEC_KEYS,  # the worker's: history is encrypted

@@ -21,7 +21,7 @@ from temporalio.api.common.v1 import Payload
 
 from keel.workers.codec import ENCODING, KEY_ID, CodecKeyring, EncryptionCodec, new_key_entry
 from keel.workers.codec_server import CodecServer, ui_origins
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN, REVIEW_ENV, free_port
 
 TOKEN = "t0ken-for-the-tests"
 UI = "http://127.0.0.1:8233"
@@ -246,6 +246,7 @@ async def test_keel_dev_starts_the_codec_server_and_points_its_ui_at_it(tmp_path
         "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "KEEL_UI_PORT": ui.rsplit(":", 1)[1],
         "KEEL_UI_URL": ui,
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(tmp_path / "data"),
         "KEEL_MODEL": "offline",
         "KEEL_SMTP_PORT": str(free_port()),

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, expect
 from keel.scenarios.contract_review import ContractReviewWorkflow
 from keel.workers.codec import ENCODING
 from keel.workers.runtime import connect
-from tests.conftest import BIN, free_port, offline_settings
+from tests.conftest import BIN, REVIEW_ENV, free_port, offline_settings
 from tests.samples import load_sample
 from tests.test_ui_browser import SHOTS, WAIT_MS, browser, new_page
 
@@ -37,6 +37,7 @@ class DevStack:
             "TEMPORAL_ADDRESS": self.address,
             "KEEL_UI_PORT": self.ui.rsplit(":", 1)[1],
             "KEEL_UI_URL": self.ui,
+            **REVIEW_ENV,  # the test kit signs the reviews these processes take
             "KEEL_DATA_DIR": str(self.data),
             "KEEL_MODEL": "offline",
             "KEEL_SMTP_PORT": str(free_port()),

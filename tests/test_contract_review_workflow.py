@@ -9,12 +9,14 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from keel.contracts.gates import GateState, GateView
 from keel.contracts.ledger import (
     AgentCallFailed,
     AgentDecided,
     AgentRetried,
     CheckpointTaken,
     Escalated,
+    GateApproved,
     GateDecided,
     GateExpired,
     GateOpened,
@@ -27,7 +29,7 @@ from keel.offline import OfflineFault
 from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
 from keel.testing import events_of
 from tests.conftest import keel_worker
-from tests.helpers import refused, review, start_review, types_of, wait_for_gate
+from tests.helpers import decide, refused, review, start_review, types_of, wait_for_gate
 from tests.samples import load_sample
 
 
@@ -61,11 +63,11 @@ async def test_medium_risk_waits_for_standard_review(ts_env: WorkflowEnvironment
         gate = await wait_for_gate(handle, "standard-review")
         assert gate.reviewers == ["legal.priya", "legal.sam"]
         assert gate.context["risk_level"] == "medium"
-        receipt = await handle.execute_update(
-            "review",
-            review("standard-review", "approve", "legal.priya", comment="fine", device="laptop"),
+        receipt = await decide(
+            handle,
+            review("standard-review", "approve", "legal.priya", comment="fine"),
         )
-        assert receipt["state"] == "approved"
+        assert receipt.state is GateState.APPROVED
         result = await handle.result()
     assert (result.outcome, result.decided_by, result.route) == (
         "approved",
@@ -73,9 +75,10 @@ async def test_medium_risk_waits_for_standard_review(ts_env: WorkflowEnvironment
         "standard-review",
     )
     decided = [e for e in result.ledger if isinstance(e, GateDecided)]
-    assert [(d.gate, d.reviewer, d.decision, d.device, d.via) for d in decided] == [
-        ("standard-review", "legal.priya", "approve", "laptop", "update")
+    assert [(d.gate, d.reviewer, d.decision, d.via) for d in decided] == [
+        ("standard-review", "legal.priya", "approve", "update")
     ]
+    assert decided[0].auth == {"method": "test-kit", "issuer": "keel.testing"}
     assert verify_chain(result.ledger).ok
 
 
@@ -85,8 +88,8 @@ async def test_high_risk_goes_to_general_counsel_who_adds_conditions(
     async with keel_worker(ts_env.client) as tq:
         handle = await start_review(ts_env.client, tq, "high")
         await wait_for_gate(handle, "general-counsel")
-        await handle.execute_update(
-            "review",
+        await decide(
+            handle,
             review(
                 "general-counsel",
                 "modify",
@@ -94,9 +97,23 @@ async def test_high_risk_goes_to_general_counsel_who_adds_conditions(
                 modifications={"conditions": ["cap liability at 12 months of fees"]},
             ),
         )
+        # Two approvers: the first one's modification waits for the second's approval.
+        [gate] = await handle.query("gates", result_type=list[GateView])
+        assert (gate.state, gate.approved_by) == (GateState.AWAITING_APPROVAL, ["gc.morgan"])
+        receipt = await decide(handle, review("general-counsel", "approve", "deputy-gc.alex"))
+        assert (receipt.state, receipt.approvals, receipt.approvals_needed) == (
+            GateState.MODIFIED,
+            2,
+            2,
+        )
         result = await handle.result()
     assert (result.outcome, result.route) == ("approved", "general-counsel")
     assert result.conditions == ["cap liability at 12 months of fees"]
+    [approved] = events_of(result.ledger, GateApproved)
+    assert (approved.reviewer, approved.approvals, approved.approvals_needed) == ("gc.morgan", 1, 2)
+    [decided] = events_of(result.ledger, GateDecided)
+    assert decided.approvers == ["gc.morgan", "deputy-gc.alex"]
+    assert decided.decision == "modify"
 
 
 async def test_malformed_output_is_retried_with_the_parse_error_fed_back(
@@ -150,11 +167,11 @@ async def test_exhaustion_escalates_to_a_human_who_supplies_the_output(
             ),
         )
         assert "modifications.rationale" in reason
-        await handle.execute_update(
-            "review", review("risk-classification", "modify", "legal.sam", modifications=human)
+        await decide(
+            handle, review("risk-classification", "modify", "legal.sam", modifications=human)
         )
         await wait_for_gate(handle, "standard-review")
-        await handle.execute_update("review", review("standard-review", "approve", "legal.priya"))
+        await decide(handle, review("standard-review", "approve", "legal.priya"))
         result = await handle.result()
     escalated = [e for e in result.ledger if isinstance(e, Escalated)]
     assert escalated[0].subject == "node:classify-risk"
@@ -169,9 +186,8 @@ async def test_model_outage_escalates_after_temporal_retries(ts_env: WorkflowEnv
     async with keel_worker(ts_env.client, faults=faults) as tq:
         handle = await start_review(ts_env.client, tq, "low")
         await wait_for_gate(handle, "risk-classification", timeout=120)
-        await handle.execute_update(
-            "review",
-            review("risk-classification", "reject", "legal.sam", comment="vendor withdrew"),
+        await decide(
+            handle, review("risk-classification", "reject", "legal.sam", comment="vendor withdrew")
         )
         result = await handle.result()
     failed = events_of(result.ledger, AgentCallFailed)
@@ -204,13 +220,11 @@ async def test_sla_expiry_escalates_to_secondary_reviewer(ts_env: WorkflowEnviro
         assert gate.state == "escalated"
         assert "legal.lead.jordan" in gate.reviewers
         # ... and may after it.
-        await handle.execute_update(
-            "review", review("standard-review", "approve", "legal.lead.jordan")
-        )
+        await decide(handle, review("standard-review", "approve", "legal.lead.jordan"))
         result = await handle.result()
     escalated = [e for e in result.ledger if isinstance(e, Escalated)]
     assert [(e.subject, e.to) for e in escalated] == [
-        ("gate:standard-review", ["legal.lead.jordan"])
+        ("gate:standard-review", ["legal.lead.jordan", "role:legal-lead"])
     ]
     assert "4:00:00" in escalated[0].reason
     opened = next(e for e in events_of(result.ledger, GateOpened))
@@ -237,11 +251,10 @@ async def test_rejection_rolls_back_and_reinvokes_the_agent_with_the_comment(
     async with keel_worker(ts_env.client) as tq:
         handle = await start_review(ts_env.client, tq, "high")
         await wait_for_gate(handle, "general-counsel")
-        await handle.execute_update(
-            "review", review("general-counsel", "reject", "gc.morgan", comment=comment)
-        )
+        await decide(handle, review("general-counsel", "reject", "gc.morgan", comment=comment))
         await wait_for_gate(handle, "general-counsel-2")
-        await handle.execute_update("review", review("general-counsel-2", "approve", "gc.morgan"))
+        await decide(handle, review("general-counsel-2", "approve", "gc.morgan"))
+        await decide(handle, review("general-counsel-2", "approve", "deputy-gc.alex"))
         result = await handle.result()
     events = result.ledger
     rolled = events_of(events, RolledBack)
@@ -253,7 +266,7 @@ async def test_rejection_rolls_back_and_reinvokes_the_agent_with_the_comment(
     assert decided[1].feedback == [f"Reviewer gc.morgan rejected the assessment: {comment}"]
     assert decided[1].prompt_sha256 != decided[0].prompt_sha256
     assert decided[1].output is not None and "4" in decided[1].output["clause_refs"]
-    assert result.outcome == "approved" and result.decided_by == "gc.morgan"
+    assert result.outcome == "approved" and result.decided_by == "deputy-gc.alex"
 
 
 async def test_second_rejection_is_final(ts_env: WorkflowEnvironment) -> None:
@@ -261,9 +274,7 @@ async def test_second_rejection_is_final(ts_env: WorkflowEnvironment) -> None:
         handle = await start_review(ts_env.client, tq, "medium")
         for gate in ("standard-review", "standard-review-2"):
             await wait_for_gate(handle, gate)
-            await handle.execute_update(
-                "review", review(gate, "reject", "legal.sam", comment="not acceptable")
-            )
+            await decide(handle, review(gate, "reject", "legal.sam", comment="not acceptable"))
         result = await handle.result()
     assert (result.outcome, result.decided_by, result.reason) == (
         "rejected",

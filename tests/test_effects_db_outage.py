@@ -18,7 +18,7 @@ from keel.contracts.ledger import TaskCompleted
 from keel.scenarios.incident.tools import IncidentTools
 from keel.scenarios.incident.world import IncidentWorld
 from tests.conftest import keel_worker
-from tests.helpers import review, types_of, wait_for_gate
+from tests.helpers import decide, review, types_of, wait_for_gate
 from tests.standins import ScriptedPlanner, plan, task
 from tests.tcp_proxy import TcpProxy
 from tests.test_effects import PG_URL
@@ -86,7 +86,7 @@ async def test_incidents_wait_out_a_database_outage_and_roll_back_once(
             await wait_for_gate(handle, "approve-rb")
         proxy.refuse(True)  # the database goes away as the rollbacks are approved
         for handle in handles:
-            await handle.execute_update("review", review("approve-rb", "approve", "oncall.lead"))
+            await decide(handle, review("approve-rb", "approve", "oncall.lead"))
         await asyncio.sleep(OUTAGE_SECONDS)
         for handle in handles:  # nobody gave up while the database was away
             assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING

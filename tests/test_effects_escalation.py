@@ -43,7 +43,7 @@ from keel.scenarios.support_email.tools import SupportDesk
 from keel.testing import events_of
 from keel.workers.smtp_sink import SmtpSink
 from tests.conftest import keel_worker
-from tests.helpers import review, wait_for_gate
+from tests.helpers import decide, review, wait_for_gate
 from tests.standins import ScriptedPlanner, plan, task
 from tests.test_effects_db_cut import status_email
 from tests.test_incident_workflow import start_incident
@@ -99,8 +99,8 @@ async def test_not_sent_resolves_the_record_and_sends_once(
     entry = await record.get(key)
     assert entry is not None and entry.status is EffectStatus.UNKNOWN
     assert sink.count() == 0 and len(broken_first_exchange) == 1  # no silent resend
-    await handle.execute_update(
-        "review",
+    await decide(
+        handle,
         review("confirm-reply-sent", "reject", "support.lead.chen", comment="not in the log"),
     )
     result = await handle.result()

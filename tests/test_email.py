@@ -49,7 +49,7 @@ from keel.settings import KeelSettings
 from keel.workers.runtime import engine_activities
 from keel.workers.smtp_sink import SmtpSink, count_mail, read_mailbox
 from keel.workflows.tool_task import ToolTaskWorkflow
-from tests.conftest import free_port
+from tests.conftest import REVIEW_ENV, free_port
 from tests.email_worker import SENDER
 from tests.probe_sealed import ToolTaskParentProbe
 from tests.test_effects import PG_URL
@@ -409,6 +409,7 @@ async def test_a_worker_killed_mid_send_does_not_send_twice(
         "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "TEMPORAL_NAMESPACE": dev_env.client.namespace,
         "KEEL_TASK_QUEUE": f"email-kill-{uuid.uuid4()}",
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(settings.data_dir),
     }
     if settings.database_url:

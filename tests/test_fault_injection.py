@@ -91,9 +91,9 @@ from keel.settings import KeelSettings
 from keel.workers.apps import resolve_apps
 from keel.workers.runtime import running_worker
 from keel.workers.smtp_sink import SmtpSink, read_mailbox
-from tests.conftest import BIN, free_port, keel_worker
+from tests.conftest import BIN, REVIEW_ENV, free_port, keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
-from tests.helpers import review, wait_for_gate
+from tests.helpers import decide, review, wait_for_gate
 from tests.samples import load_sample
 from tests.test_effects import PG_URL
 
@@ -217,6 +217,7 @@ def worker_env(
     return env | {
         "TEMPORAL_ADDRESS": address,
         "KEEL_TASK_QUEUE": task_queue,
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(data_dir),
         "KEEL_MODEL": "offline",
         "KEEL_SMTP_HOST": "127.0.0.1",
@@ -333,9 +334,7 @@ async def test_dev_server_restart_mid_batch(tmp_path: Path) -> None:
                     await start_support(client, task_queue, workflow_id, refund_email(tag, n))
                 first = client.get_workflow_handle(refund_ids[0])
                 await wait_for_gate(first, "approve-refund", timeout=60)
-                await first.execute_update(
-                    "review", review("approve-refund", "approve", REFUND_REVIEWER)
-                )
+                await decide(first, review("approve-refund", "approve", REFUND_REVIEWER))
                 # Then the batch; the server goes down as its first reply goes out.
                 await asyncio.gather(
                     *(
@@ -360,9 +359,7 @@ async def test_dev_server_restart_mid_batch(tmp_path: Path) -> None:
                 for workflow_id in refund_ids[1:]:
                     handle = client.get_workflow_handle(workflow_id)
                     await wait_for_gate(handle, "approve-refund", timeout=60)
-                    await handle.execute_update(
-                        "review", review("approve-refund", "approve", REFUND_REVIEWER)
-                    )
+                    await decide(handle, review("approve-refund", "approve", REFUND_REVIEWER))
                 results = await results_of(client, [*status_ids, *refund_ids], timeout=150)
                 finished_after = time.monotonic() - restarted_at
                 assert worker.alive, f"the worker died with the server:\n{worker.output}"
@@ -503,7 +500,7 @@ CLAUSE_IDS = ["1", "2", "3", "4"]  # the clauses of contract-low-risk.json
 GATE_ANSWERS = {  # how the test answers each gate that may open
     "risk-classification": ("reject", "legal.priya"),
     "standard-review": ("approve", "legal.priya"),
-    "general-counsel": ("approve", "gc.morgan"),
+    "general-counsel": ("approve", "gc.morgan"),  # and a second approver (two needed)
 }
 MALFORMED_EXAMPLES = 100
 
@@ -642,10 +639,13 @@ async def settle_review(
                 for gate in await handle.query("gates", result_type=list[GateView]):
                     if gate.state.open and gate.gate not in answered:
                         decision, reviewer = GATE_ANSWERS[gate.gate]
-                        await handle.execute_update(
-                            "review",
-                            review(gate.gate, decision, reviewer, comment="fault injection"),
-                        )
+                        # An n-of-m gate: the named approver, then others of its reviewers.
+                        others = [r for r in gate.reviewers if r != reviewer]
+                        needed = gate.approvals_needed if decision == "approve" else 1
+                        for who in [reviewer, *others][:needed]:
+                            await decide(
+                                handle, review(gate.gate, decision, who, comment="fault injection")
+                            )
                         answered.append(gate.gate)
                 await env.sleep(timedelta(seconds=0.5))
     except TimeoutError:

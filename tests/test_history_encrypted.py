@@ -29,7 +29,7 @@ from keel.workers.app import workflow_type_of
 from keel.workers.codec import ENCODING, KEY_ID, CodecKeyring, EncryptionCodec
 from keel.workers.codec_server import CodecServer
 from keel.workers.runtime import connect
-from tests.conftest import BIN, CODEC_KEYS, codec_settings, free_port, keel_worker
+from tests.conftest import BIN, CODEC_KEYS, REVIEW_ENV, codec_settings, free_port, keel_worker
 from tests.samples import load_sample
 
 pytestmark = pytest.mark.integration
@@ -155,6 +155,7 @@ async def test_the_samples_pii_is_in_no_history_in_plaintext_and_reads_with_the_
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": address,
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(tmp_path / "data"),
         "KEEL_MODEL": "offline",
         "KEEL_CODEC_KEYS": CODEC_KEYS,
@@ -251,6 +252,7 @@ async def test_against_another_server_without_keys_keel_refuses_to_start_and_say
         **{k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "TEMPORAL_"))},
         "TEMPORAL_ADDRESS": "temporal.invalid:7233",
         "TEMPORAL_CONFIG_FILE": str(tmp_path / "none.toml"),
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(tmp_path / "data"),
         "KEEL_MODEL": "offline",
     }
@@ -316,6 +318,7 @@ async def test_malformed_codec_settings_are_refused_naming_the_setting_never_the
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "TEMPORAL_"))},
         "TEMPORAL_ADDRESS": "temporal.invalid:7233",
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(tmp_path / "data"),
     }
     code, out = await keel({**env, "KEEL_CODEC": "maybe"}, "gates", timeout=60)

@@ -25,12 +25,20 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from keel.cli.render import gates_text, ledger_text
-from keel.contracts.gates import GateState, GateView, ReviewReceipt
+from keel.contracts.gates import GateState, GateView
 from keel.contracts.ledger import EventBase, GateDecided, ReviewRefused, verify_chain
 from keel.scenarios.contract_review.contracts import ContractReviewResult
 from keel.testing import events_of
 from tests.conftest import keel_worker
-from tests.helpers import ledger_of, refused, review, start_review, wait_for_gate
+from tests.helpers import (
+    decide,
+    ledger_of,
+    refused,
+    review,
+    signal_review,
+    start_review,
+    wait_for_gate,
+)
 
 GATE = "standard-review"
 HUGE = "r" * 1_200_000
@@ -81,9 +89,7 @@ async def approve_and_finish(
 ) -> ContractReviewResult:
     """The gate still takes a valid review and the run completes, with no failed task."""
     async with asyncio.timeout(30):  # a failing workflow task would retry for ever
-        receipt = await handle.execute_update(
-            "review", review(GATE, "approve", "legal.priya"), result_type=ReviewReceipt
-        )
+        receipt = await decide(handle, review(GATE, "approve", "legal.priya"))
         assert receipt.state == GateState.APPROVED
         result = await handle.result()
     assert (result.outcome, result.decided_by) == ("approved", "legal.priya")
@@ -142,7 +148,7 @@ async def test_non_object_review_signals_are_each_refused_with_their_kind(
     waiting: WorkflowHandle[Any, ContractReviewResult],
 ) -> None:
     for _, payload, _ in NON_OBJECTS:
-        await waiting.signal("review", payload)
+        await signal_review(waiting, payload)
     events = events_of(await refusals_until(waiting, len(NON_OBJECTS)), ReviewRefused)
     for (name, _, kind), event in zip(NON_OBJECTS, events, strict=True):
         assert event.reasons == [f"the review payload must be a JSON object, {kind}"], name
@@ -154,8 +160,8 @@ async def test_undecodable_review_signals_are_recorded_as_refused_and_the_gate_s
 ) -> None:
     undecodable = (NESTED_2000, raw(b"{not json"), raw(b"\x00\x01", encoding=b"binary/weird"))
     for payload in undecodable:
-        await waiting.signal("review", payload)
-    await waiting.signal("review", "a marker after them")
+        await signal_review(waiting, payload)
+    await signal_review(waiting, "a marker after them")
     events = events_of(await refusals_until(waiting, 4), ReviewRefused)
     for event in events[:3]:
         assert event.reasons[0].startswith("argument 1 cannot be decoded: "), event.reasons
@@ -193,7 +199,7 @@ async def test_review_updates_with_the_wrong_arguments_are_refused_and_change_no
         ), name
     for payload in (NESTED_2000, raw(b"{not json")):  # refused by the SDK: undecodable
         with pytest.raises(WorkflowUpdateFailedError):
-            await waiting.execute_update("review", payload)
+            await decide(waiting, payload)
     assert await ledger_of(waiting) == before
     await approve_and_finish(waiting)
 
@@ -228,12 +234,13 @@ async def test_a_huge_reviewer_name_is_refused_in_bounded_form_and_a_flood_stays
     assert "reviewer: String should have at most 200 characters" in reason
     assert len(reason) < 1_000
     reason = await refused(waiting, review(HUGE, "approve", "legal.sam"))
-    assert "gate: String should have at most 200 characters" in reason
+    assert "unknown gate 'rrrr" in reason and "…(1200000 chars)" in reason
+    assert len(reason) < 1_000
     assert await ledger_of(waiting) == before
 
     for n in range(50):
         huge = review(GATE, "approve", HUGE) if n % 2 else review(HUGE, "approve", HUGE)
-        await waiting.signal("review", huge)
+        await signal_review(waiting, huge)
     events = await refusals_until(waiting, 20)
     first = events_of(events, ReviewRefused)[0]
     assert first.reviewer == "r" * 200 + "…(1200000 chars)"
@@ -252,7 +259,7 @@ async def test_a_payload_with_a_thousand_unknown_keys_gets_a_bounded_refusal(
     reason = await refused(waiting, payload)
     assert "and 990 more problems" in reason
     assert len(reason) < 6_000
-    await waiting.signal("review", payload)
+    await signal_review(waiting, payload)
     [event] = events_of(await refusals_until(waiting, 1), ReviewRefused)
     assert len(event.reasons) == 11
     assert all(len(r) <= 600 for r in event.reasons)
@@ -349,7 +356,7 @@ async def test_any_json_sent_as_a_review_signal_is_recorded_bounded_and_the_run_
 
     async def check(payload: Any) -> None:
         nonlocal sent
-        await waiting.signal("review", payload)
+        await signal_review(waiting, payload)
         sent += 1
         events = await refusals_until(waiting, min(sent, 20))
         assert ledger_bytes(events) < LEDGER_LIMIT
@@ -371,8 +378,8 @@ FORGED = "legal.sam\n#99  2026-12-01 12:00:00  GateDecided       standard-review
 async def test_a_reviewer_name_with_a_newline_cannot_forge_a_line_of_the_ledger_text(
     waiting: WorkflowHandle[Any, ContractReviewResult],
 ) -> None:
-    await waiting.signal("review", review(GATE, "approve", FORGED))
-    await waiting.signal("review", review(GATE, "approve", "\x1b[2K\x1b[1Alegal.sam\u2028\x85"))
+    await signal_review(waiting, review(GATE, "approve", FORGED))
+    await signal_review(waiting, review(GATE, "approve", "\x1b[2K\x1b[1Alegal.sam\u2028\x85"))
     events = await refusals_until(waiting, 2)
     text = ledger_text(events)
     lines = text.splitlines()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import CODEC_KEYS
+from tests.conftest import CODEC_KEYS, REVIEW_ENV
 from tests.helpers import run_keel, start_keel_worker
 from tests.samples import load_sample
 
@@ -25,6 +25,7 @@ class Stack:
             **os.environ,
             "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
             "KEEL_TASK_QUEUE": f"incident-cli-{uuid.uuid4()}",
+            **REVIEW_ENV,  # the test kit signs the reviews these processes take
             "KEEL_DATA_DIR": str(tmp / "data"),
             "KEEL_MODEL": "offline",
             "KEEL_CODEC_KEYS": CODEC_KEYS,  # worker and CLI share the history keys

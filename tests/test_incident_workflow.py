@@ -15,7 +15,7 @@ from keel.contracts.ledger import LedgerEvent, verify_chain
 from keel.scenarios.incident import IncidentInvestigationWorkflow
 from keel.scenarios.incident.contracts import IncidentResult
 from tests.conftest import keel_worker
-from tests.helpers import review, types_of, wait_for_gate
+from tests.helpers import decide, review, types_of, wait_for_gate
 from tests.samples import load_sample
 from tests.standins import ScriptedPlanner, StandInTools, plan, rollback, task
 
@@ -150,7 +150,7 @@ async def test_failure_compensates_completed_tasks_in_reverse(ts_env: WorkflowEn
         handle = await start_incident(ts_env.client, tq)
         for gate in ("approve-first", "approve-second"):
             await wait_for_gate(handle, gate)
-            await handle.execute_update("review", review(gate, "approve", "oncall.lead"))
+            await decide(handle, review(gate, "approve", "oncall.lead"))
         result = await handle.result()
     assert result.outcome == "compensated"
     assert [c.ref for c in of(result.ledger, "Compensated")] == ["second", "first"]
@@ -176,17 +176,15 @@ async def test_gate_rejection_compensates_and_skips_the_rest(ts_env: WorkflowEnv
         # A reviewer may change the task's input, but only into a valid one.
         bad = review("approve-first", "modify", "oncall.lead", modifications={"to_version": ""})
         with pytest.raises(Exception, match="Workflow update failed"):
-            await handle.execute_update("review", bad)
-        await handle.execute_update(
-            "review",
+            await decide(handle, bad)
+        await decide(
+            handle,
             review(
                 "approve-first", "modify", "oncall.lead", modifications={"to_version": "1.41.2"}
             ),
         )
         await wait_for_gate(handle, "approve-second")
-        await handle.execute_update(
-            "review", review("approve-second", "reject", "oncall.lead", comment="too risky")
-        )
+        await decide(handle, review("approve-second", "reject", "oncall.lead", comment="too risky"))
         result = await handle.result()
     assert tools.started() == ["first", "first/compensate"]
     completed = of(result.ledger, "TaskCompleted")
@@ -218,7 +216,7 @@ async def test_continue_as_new_keeps_the_chain_verifiable(ts_env: WorkflowEnviro
     async with keel_worker(ts_env.client, provider=planner, tools=tools.activities()) as tq:
         handle = await start_incident(ts_env.client, tq, continue_after_rounds=1)
         await wait_for_gate(handle, "approve-first")
-        await handle.execute_update("review", review("approve-first", "approve", "oncall.lead"))
+        await decide(handle, review("approve-first", "approve", "oncall.lead"))
         result = await handle.result()
         chain = await full_chain(ts_env.client, handle.id)
     assert result.runs == 3 and result.outcome == "mitigated"
@@ -251,7 +249,7 @@ async def test_a_failing_compensation_is_recorded_and_the_rest_still_run(
         handle = await start_incident(ts_env.client, tq)
         for gate in ("approve-first", "approve-second"):
             await wait_for_gate(handle, gate)
-            await handle.execute_update("review", review(gate, "approve", "oncall.lead"))
+            await decide(handle, review(gate, "approve", "oncall.lead"))
         result = await handle.result()
     compensated = of(result.ledger, "Compensated")
     assert [(c.ref, c.ok) for c in compensated] == [("second", False), ("first", True)]

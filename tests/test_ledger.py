@@ -32,7 +32,15 @@ from keel.errors import ProviderPermanentError
 from keel.offline import OfflineFault
 from keel.scenarios.contract_review.contracts import ContractReviewResult
 from tests.conftest import keel_worker
-from tests.helpers import ledger_of, review, start_review, types_of, wait_for_gate
+from tests.helpers import (
+    decide,
+    ledger_of,
+    review,
+    signal_review,
+    start_review,
+    types_of,
+    wait_for_gate,
+)
 from tests.samples import load_sample
 
 ALL_TYPES = {member.model_fields["type"].default for member in get_args(get_args(BuiltinEvent)[0])}
@@ -63,10 +71,10 @@ async def eventful(ts_env: WorkflowEnvironment) -> Run:
     async with keel_worker(ts_env.client, faults=faults) as tq:
         handle = await start_review(ts_env.client, tq, "medium", prefix="ledger")
         await wait_for_gate(handle, "standard-review")
-        await handle.signal("review", review("standard-review", "approve", "legal.lead.jordan"))
+        await signal_review(handle, review("standard-review", "approve", "legal.lead.jordan"))
         await ts_env.sleep(timedelta(hours=4, minutes=1))  # SLA passes: escalation
-        await handle.execute_update(
-            "review",
+        await decide(
+            handle,
             review("standard-review", "reject", "legal.lead.jordan", comment="not acceptable"),
         )
         await wait_for_gate(handle, "standard-review-2")
@@ -89,8 +97,8 @@ async def other_ledgers(ts_env: WorkflowEnvironment) -> list[list[LedgerEvent]]:
     async with keel_worker(ts_env.client, provider=RefusingProvider()) as tq:
         handle = await start_review(ts_env.client, tq, "low", prefix="ledger-outage")
         await wait_for_gate(handle, "risk-classification")
-        await handle.execute_update(
-            "review",
+        await decide(
+            handle,
             review("risk-classification", "reject", "legal.sam", comment="no model, no deal"),
         )
         ledgers.append((await handle.result()).ledger)
@@ -158,8 +166,10 @@ def test_every_event_round_trips_through_its_json_form(
         "ContinuedAsNew",
         "ProviderFallback",
     }
-    # Effect outcomes: tests/test_effects.py.
+    # Effect outcomes: tests/test_effects.py; governance (n-of-m, reassign, "not now"):
+    # tests/test_signed_reviews.py.
     plan_events |= {"EffectOutcomeUnknown", "EffectResolved"}
+    plan_events |= {"GateApproved", "GateReassigned", "GateDeferred"}
     assert ALL_TYPES - seen == {"DefaultApplied"} | plan_events
 
 

@@ -25,8 +25,8 @@ from keel.testing import offline_settings
 from keel.workers.apps import resolve_apps
 from keel.workers.keys import load_worker_keys
 from keel.workers.runtime import build_worker
-from tests.conftest import BIN, free_port
-from tests.helpers import review, run_keel, start_review, wait_for_gate
+from tests.conftest import BIN, REVIEW_ENV, free_port
+from tests.helpers import decide, review, run_keel, start_review, wait_for_gate
 from tests.ledger_forgeries import index_of, reseal, write_keyring
 
 
@@ -92,7 +92,7 @@ async def test_a_resealed_edit_of_the_dev_servers_database_is_caught(tmp_path: P
         ):
             handle = await start_review(server.client, task_queue, "medium", prefix="tamper")
             await wait_for_gate(handle, "standard-review")
-            await handle.execute_update("review", review("standard-review", "approve", "legal.sam"))
+            await decide(handle, review("standard-review", "approve", "legal.sam"))
             assert (await handle.result()).decided_by == "legal.sam"
     finally:
         await server.shutdown()
@@ -102,6 +102,7 @@ async def test_a_resealed_edit_of_the_dev_servers_database_is_caught(tmp_path: P
         **os.environ,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "KEEL_CODEC": "off",
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(tmp_path / "cli"),
     }
 

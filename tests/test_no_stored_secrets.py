@@ -41,7 +41,7 @@ from keel.workers.runtime import build_worker, connect
 from keel.workers.telemetry import tracing_interceptors
 from tests.conftest import keel_worker, offline_settings
 from tests.fake_model_server import FakeModelServer, Reply
-from tests.helpers import ledger_of, review, start_review, wait_for_gate
+from tests.helpers import decide, ledger_of, review, start_review, wait_for_gate
 from tests.probe_workflows import AgentNodeProbe
 from tests.test_agent_node_activity import FailingProvider, failure, request
 from tests.test_not_the_agents_fault import (
@@ -271,9 +271,8 @@ async def test_a_key_echoed_by_a_refusing_provider_is_stored_nowhere(
                 handle = await start_review(client, tq, "low", prefix="leaky-key")
                 await wait_for_gate(handle, "risk-classification")
                 queried = await ledger_of(handle)
-                await handle.execute_update(
-                    "review",
-                    review("risk-classification", "reject", "legal.sam", comment="no model"),
+                await decide(
+                    handle, review("risk-classification", "reject", "legal.sam", comment="no model")
                 )
                 result = await handle.result()
         finally:

@@ -46,7 +46,7 @@ from keel.workers.apps import resolve_apps
 from keel.workers.keys import load_worker_keys
 from keel.workers.runtime import build_worker
 from tests.conftest import keel_worker, offline_settings
-from tests.helpers import ledger_of, review, start_review, types_of, wait_for_gate
+from tests.helpers import decide, ledger_of, review, start_review, types_of, wait_for_gate
 from tests.probe_workflows import AgentNodeProbe
 from tests.samples import load_sample
 
@@ -271,8 +271,8 @@ async def test_a_contract_that_escalates_system_failures_shows_the_reason_at_its
         assert "set OPENAI_API_KEY" in gate.context["fix"]
         assert gate.reason is not None
         assert "refused the API key (401)" in gate.reason and "OPENAI_API_KEY" in gate.reason
-        await handle.execute_update(
-            "review", review("classify-by-hand", "reject", "legal.sam", comment="fix the key")
+        await decide(
+            handle, review("classify-by-hand", "reject", "legal.sam", comment="fix the key")
         )
         result = await handle.result()
     assert result["source"] == "none" and result["output"] is None
@@ -293,9 +293,7 @@ async def test_a_refused_key_in_contract_review_reaches_legal_with_the_fix_in_vi
         gate = await wait_for_gate(handle, "risk-classification")
         assert gate.reason is not None and "refused the API key (401)" in gate.reason
         assert "OPENAI_API_KEY" in gate.context["fix"]
-        await handle.execute_update(
-            "review", review("risk-classification", "reject", "legal.sam", comment="no key")
-        )
+        await decide(handle, review("risk-classification", "reject", "legal.sam", comment="no key"))
         result = await handle.result()
     escalated = [e for e in result.ledger if isinstance(e, Escalated)]
     assert "provider-auth" in escalated[0].reason
@@ -376,8 +374,8 @@ async def test_failed_and_escalated_runs_replay_deterministically(
         await failure_of(failed)
         escalated = await start_probe(ts_env.client, tq, ESCALATING)
         await wait_for_gate(escalated, "classify-by-hand")
-        await escalated.execute_update(
-            "review",
+        await decide(
+            escalated,
             review(
                 "classify-by-hand",
                 "modify",

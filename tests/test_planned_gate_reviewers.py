@@ -18,7 +18,7 @@ from keel.scenarios.incident import IncidentInvestigationWorkflow
 from keel.scenarios.incident.contracts import INCIDENT_POLICY
 from keel.testing import events_of
 from tests.conftest import keel_worker
-from tests.helpers import refused, review, wait_for_gate
+from tests.helpers import decide, refused, review, wait_for_gate
 from tests.samples import load_sample
 from tests.standins import ScriptedPlanner, StandInTools, plan, rollback
 
@@ -101,7 +101,7 @@ async def test_a_planned_rollback_is_approved_only_by_the_policys_reviewers(
         assert "'mallory.planner' may not review gate 'approve-rollback'" in reason
         assert "allowed: oncall.lead, sre.manager" in reason
         assert tools.started() == []  # a refused review runs nothing
-        await handle.execute_update("review", review("approve-rollback", "approve", "oncall.lead"))
+        await decide(handle, review("approve-rollback", "approve", "oncall.lead"))
         result = await handle.result()
     assert result.outcome == "mitigated"
     assert tools.started() == ["rollback"]

@@ -16,7 +16,7 @@ from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
 from keel.settings import KeelSettings
 from tests.conftest import keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
-from tests.helpers import review, start_review, wait_for_gate
+from tests.helpers import decide, review, start_review, wait_for_gate
 
 # These tests drive the real SDK clients against a local fake server.
 pytestmark = pytest.mark.allow_model_requests
@@ -60,7 +60,7 @@ async def test_review_with_a_real_client(ts_env: WorkflowEnvironment, wire: str)
         async with real_client_worker(ts_env, server, wire) as tq:
             handle = await start_review(ts_env.client, tq, "low")
             await wait_for_gate(handle, "standard-review")
-            await handle.execute_update("review", review("standard-review", "approve", "legal.sam"))
+            await decide(handle, review("standard-review", "approve", "legal.sam"))
             result = await handle.result()
         request = server.requests[0]
     decided = [e for e in result.ledger if isinstance(e, AgentDecided)]
@@ -93,8 +93,8 @@ async def test_bad_key_fails_once_and_escalates(ts_env: WorkflowEnvironment, wir
         async with real_client_worker(ts_env, server, wire) as tq:
             handle = await start_review(ts_env.client, tq, "low")
             await wait_for_gate(handle, "risk-classification")
-            await handle.execute_update(
-                "review", review("risk-classification", "reject", "legal.sam", comment="no model")
+            await decide(
+                handle, review("risk-classification", "reject", "legal.sam", comment="no model")
             )
             result = await handle.result()
         assert server.calls == 1  # non-retryable: Temporal did not try again

@@ -14,7 +14,7 @@ from temporalio.worker import Replayer
 from keel.offline import OfflineFault
 from keel.workers.apps import resolve_apps, workflows_of
 from tests.conftest import BIN, keel_worker
-from tests.helpers import review, start_review, wait_for_gate
+from tests.helpers import decide, review, signal_review, start_review, wait_for_gate
 from tests.samples import load_sample
 
 
@@ -26,14 +26,13 @@ async def test_finished_histories_replay(dev_env: WorkflowEnvironment, tmp_path:
         medium = await start_review(client, tq, "medium", prefix="replay-medium")
         high = await start_review(client, tq, "high", prefix="replay-high")
         await wait_for_gate(medium, "standard-review")
-        await medium.signal("review", {"gate": "nope", "decision": "approve", "reviewer": "x"})
-        await medium.execute_update("review", review("standard-review", "approve", "legal.sam"))
+        await signal_review(medium, {"gate": "nope", "decision": "approve", "reviewer": "x"})
+        await decide(medium, review("standard-review", "approve", "legal.sam"))
         await wait_for_gate(high, "general-counsel")
-        await high.execute_update(
-            "review", review("general-counsel", "reject", "gc.morgan", comment="clause 2")
-        )
+        await decide(high, review("general-counsel", "reject", "gc.morgan", comment="clause 2"))
         await wait_for_gate(high, "general-counsel-2")
-        await high.signal("review", review("general-counsel-2", "approve", "gc.morgan"))
+        await signal_review(high, review("general-counsel-2", "approve", "gc.morgan"))
+        await decide(high, review("general-counsel-2", "approve", "deputy-gc.alex"))
         results = await asyncio.gather(low.result(), medium.result(), high.result())
     assert [r.outcome for r in results] == ["approved"] * 3
 
@@ -94,7 +93,7 @@ async def test_incident_histories_replay(dev_env: WorkflowEnvironment) -> None:
             task_queue=tq,
         )
         await wait_for_gate(handle, "approve-undo-me")
-        await handle.execute_update("review", review("approve-undo-me", "approve", "oncall.lead"))
+        await decide(handle, review("approve-undo-me", "approve", "oncall.lead"))
         result = await handle.result()
         assert result["outcome"] == "compensated"
         histories = [

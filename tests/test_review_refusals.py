@@ -20,7 +20,17 @@ from keel.contracts.gates import GateState, GateView
 from keel.contracts.ledger import GateDecided, LedgerEvent, ReviewRefused, verify_chain
 from keel.offline import OfflineFault
 from tests.conftest import keel_worker
-from tests.helpers import ledger_of, refused, review, start_review, types_of, wait_for_gate
+from tests.helpers import (
+    decide,
+    ledger_of,
+    refused,
+    review,
+    signable,
+    signal_review,
+    start_review,
+    types_of,
+    wait_for_gate,
+)
 
 GATE = "standard-review"
 
@@ -52,7 +62,7 @@ CASES = [
     Case(
         "unknown-decision",
         review(GATE, "maybe", "legal.priya"),
-        "decision: Input should be 'approve', 'reject' or 'modify'",
+        "decision: Input should be 'approve', 'reject', 'modify', 'reassign' or 'defer'",
     ),
     Case(
         "string-payload",
@@ -73,7 +83,7 @@ CASES = [
         "unauthorised-reviewer",
         review(GATE, "approve", "legal.lead.jordan"),
         "'legal.lead.jordan' may not review gate 'standard-review' "
-        "(allowed: legal.priya, legal.sam)",
+        "(allowed: legal.priya, legal.sam, role legal)",
     ),
     Case(
         "reject-without-comment",
@@ -177,8 +187,8 @@ async def test_a_decided_gate_takes_no_further_review(ts_env: WorkflowEnvironmen
     async with keel_worker(ts_env.client) as tq:
         handle = await start_review(ts_env.client, tq, "medium", prefix="refusals-decided")
         await wait_for_gate(handle, GATE)
-        await handle.execute_update(
-            "review", review(GATE, "reject", "legal.sam", comment="not acceptable as drafted")
+        await decide(
+            handle, review(GATE, "reject", "legal.sam", comment="not acceptable as drafted")
         )
         await wait_for_gate(handle, "standard-review-2")
         before = await snapshot(handle)
@@ -187,7 +197,7 @@ async def test_a_decided_gate_takes_no_further_review(ts_env: WorkflowEnvironmen
             reason = await refused(handle, review(GATE, "approve", reviewer))
             assert "gate 'standard-review' is rejected, not awaiting approval" in reason
         assert await snapshot(handle) == before
-        await handle.execute_update("review", review("standard-review-2", "approve", "legal.priya"))
+        await decide(handle, review("standard-review-2", "approve", "legal.priya"))
         result = await handle.result()
     decided = [e for e in result.ledger if isinstance(e, GateDecided)]
     assert [(d.gate, d.decision, d.reviewer) for d in decided] == [
@@ -239,17 +249,18 @@ async def test_refused_signals_are_recorded_and_a_valid_one_decides(
     async with keel_worker(ts_env.client) as tq:
         handle = await start_review(ts_env.client, tq, "medium", prefix="refusals-signal")
         await wait_for_gate(handle, GATE)
-        for case in CASES:
-            await handle.signal("review", case.payload)
+        sent = [await signable(handle, case.payload, ()) for case in CASES]
+        for payload in sent:
+            await handle.signal("review", payload)
         events = await ledger_until(
             handle, lambda ev: types_of(ev).count("ReviewRefused") == len(CASES)
         )
         refusals = [e for e in events if isinstance(e, ReviewRefused)]
-        for case, event in zip(CASES, refusals, strict=True):
+        for case, payload, event in zip(CASES, sent, refusals, strict=True):
             raw = case.payload if isinstance(case.payload, dict) else {}
             assert any(case.reason in r for r in event.reasons), (case.id, event.reasons)
             assert event.via == "signal"
-            assert event.payload_sha256 == digest(case.payload), case.id
+            assert event.payload_sha256 == digest(payload), case.id
             assert event.gate == raw.get("gate"), case.id
             assert event.reviewer == raw.get("reviewer"), case.id
         assert "GateDecided" not in types_of(events)
@@ -258,9 +269,7 @@ async def test_refused_signals_are_recorded_and_a_valid_one_decides(
         [gate] = await gates_of(handle)
         assert (gate.state, gate.decided_by) == (GateState.AWAITING_APPROVAL, None)
 
-        await handle.signal(
-            "review", review(GATE, "approve", "legal.sam", comment="ok from chat", device="phone")
-        )
+        await signal_review(handle, review(GATE, "approve", "legal.sam", comment="ok from chat"))
         # No time skipping: the module's waiting review must not reach its SLA meanwhile.
         with ts_env.auto_time_skipping_disabled():
             result = await handle.result()
@@ -270,8 +279,10 @@ async def test_refused_signals_are_recorded_and_a_valid_one_decides(
         "ok from chat",
     )
     decided = [e for e in result.ledger if isinstance(e, GateDecided)]
-    assert [(d.gate, d.decision, d.state, d.reviewer, d.device, d.via) for d in decided] == [
-        (GATE, "approve", "approved", "legal.sam", "phone", "signal")
+    assert [(d.gate, d.decision, d.state, d.reviewer, d.via) for d in decided] == [
+        (GATE, "approve", "approved", "legal.sam", "signal")
     ]
+    assert decided[0].auth == {"method": "test-kit", "issuer": "keel.testing"}
+    assert decided[0].key_id and decided[0].signature and decided[0].signed
     assert types_of(result.ledger).count("ReviewRefused") == len(CASES)
     assert verify_chain(result.ledger).ok

@@ -11,12 +11,11 @@ import pytest
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from keel.contracts.gates import ReviewReceipt
 from keel.contracts.ledger import ReviewRefused
 from keel.testing import events_of
 from keel.workers.devstack import SERVER_LIMITS
 from tests.conftest import keel_worker
-from tests.helpers import review, start_review, wait_for_gate
+from tests.helpers import decide, review, signal_review, start_review, wait_for_gate
 
 pytestmark = pytest.mark.integration
 GATE = "standard-review"
@@ -29,8 +28,8 @@ async def test_an_oversized_signal_never_reaches_history(dev_env: WorkflowEnviro
         await wait_for_gate(handle, GATE)
         huge = review(GATE, "approve", "x" * 1_200_000)
         with pytest.raises(RPCError, match="size exceeds limit"):
-            await handle.signal("review", huge)
-        await handle.execute_update("review", review(GATE, "approve", "legal.priya"))
+            await signal_review(handle, huge)
+        await decide(handle, review(GATE, "approve", "legal.priya"))
         result = await handle.result()
     assert result.outcome == "approved"
     history = await handle.fetch_history()
@@ -47,14 +46,12 @@ async def test_a_signal_flood_is_cut_off_by_the_server_and_the_run_completes(
         await wait_for_gate(handle, GATE)
         for _ in range(MAX_SIGNALS + 20):
             try:
-                await handle.signal("review", {"gate": GATE, "padding": padding})
+                await signal_review(handle, {"gate": GATE, "padding": padding})
                 accepted += 1
             except RPCError as err:
                 assert "limit for signal events" in err.message
                 refused += 1
-        receipt: Any = await handle.execute_update(
-            "review", review(GATE, "approve", "legal.priya"), result_type=ReviewReceipt
-        )
+        receipt: Any = await decide(handle, review(GATE, "approve", "legal.priya"))
         result = await handle.result()
     assert (accepted, refused) == (MAX_SIGNALS, 20)
     assert receipt.state.value == "approved" and result.outcome == "approved"

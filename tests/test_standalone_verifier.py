@@ -22,7 +22,7 @@ from keel.workers.apps import resolve_apps
 from keel.workers.keys import load_worker_keys
 from keel.workers.runtime import build_worker, connect
 from tests.conftest import BIN, CODEC_KEYS, codec_settings
-from tests.helpers import review, start_review, wait_for_gate
+from tests.helpers import decide, review, start_review, wait_for_gate
 from tests.ledger_forgeries import (
     FORGERIES,
     RealLedgers,
@@ -156,7 +156,7 @@ async def test_a_real_keel_export_from_a_dev_server_verifies_and_its_forgery_fai
     ):
         handle = await start_review(client, task_queue, "medium", prefix="standalone")
         await wait_for_gate(handle, "standard-review")
-        await handle.execute_update("review", review("standard-review", "approve", "legal.sam"))
+        await decide(handle, review("standard-review", "approve", "legal.sam"))
         await handle.result()
         export = tmp_path / "export.jsonl"
         env = {**os.environ, "TEMPORAL_ADDRESS": address, "KEEL_CODEC_KEYS": CODEC_KEYS}

@@ -31,7 +31,7 @@ from keel.scenarios.support_email.tools import SupportDesk
 from keel.testing import events_of
 from keel.workers.smtp_sink import SmtpSink
 from tests.conftest import keel_worker, offline_settings
-from tests.helpers import refused, review, types_of, wait_for_gate
+from tests.helpers import decide, refused, review, types_of, wait_for_gate
 from tests.samples import load_sample
 
 PHONE = "+44 20 7946 0958"
@@ -85,9 +85,7 @@ async def test_refund_is_approved_then_sent_exactly_once(
         handle = await start(ts_env, tq, "support-refund")
         gate = await wait_for_gate(handle, "approve-refund")
         assert gate.context["refund_usd"] == 89.0 and gate.reviewers == ["support.lead.chen"]
-        await handle.execute_update(
-            "review", review("approve-refund", "approve", "support.lead.chen")
-        )
+        await decide(handle, review("approve-refund", "approve", "support.lead.chen"))
         result = await handle.result()
         received = list(sink.messages)
     assert (result.outcome, result.intent, result.order_number) == (
@@ -123,9 +121,7 @@ async def test_a_bad_draft_is_repaired_with_the_violations_fed_back(
     async with support_worker(ts_env, tmp_path, model) as (tq, sink):
         handle = await start(ts_env, tq, "support-refund")
         await wait_for_gate(handle, "approve-refund")
-        await handle.execute_update(
-            "review", review("approve-refund", "approve", "support.lead.chen")
-        )
+        await decide(handle, review("approve-refund", "approve", "support.lead.chen"))
         result = await handle.result()
         assert sink.count() == 1
     failed = events_of(result.ledger, ValidationFailed)
@@ -156,8 +152,8 @@ async def test_a_rejected_refund_sends_nothing(ts_env: WorkflowEnvironment, tmp_
     async with support_worker(ts_env, tmp_path, Recording()) as (tq, sink):
         handle = await start(ts_env, tq, "support-refund")
         await wait_for_gate(handle, "approve-refund")
-        await handle.execute_update(
-            "review",
+        await decide(
+            handle,
             review("approve-refund", "reject", "support.lead.chen", comment="item was misused"),
         )
         result = await handle.result()
@@ -186,8 +182,8 @@ async def test_a_modified_refund_is_approved_and_sent_with_the_reviewers_changes
         gates = await handle.query("gates", result_type=list[GateView])
         assert [(g.gate, g.state.value) for g in gates] == [("approve-refund", "awaiting_approval")]
         assert gates[0].context["refund_usd"] == 89.0
-        await handle.execute_update(
-            "review",
+        await decide(
+            handle,
             review(
                 "approve-refund",
                 "modify",
@@ -215,8 +211,8 @@ async def test_a_refund_modified_with_a_new_body_sends_that_body(
         handle = await start(ts_env, tq, "support-refund")
         await wait_for_gate(handle, "approve-refund")
         mods = {"refund_usd": 45.5, "body": body}
-        await handle.execute_update(
-            "review", review("approve-refund", "modify", "support.lead.chen", modifications=mods)
+        await decide(
+            handle, review("approve-refund", "modify", "support.lead.chen", modifications=mods)
         )
         result = await handle.result()
         received = list(sink.messages)
@@ -255,13 +251,11 @@ async def test_a_draft_that_stays_bad_escalates_to_a_person_who_writes_it(
             handle, review("write-reply", "modify", "support.agent.ana", modifications=promising)
         )
         assert "promises 'guarantee'" in reason
-        await handle.execute_update(
-            "review", review("write-reply", "modify", "support.agent.ana", modifications=written)
+        await decide(
+            handle, review("write-reply", "modify", "support.agent.ana", modifications=written)
         )
         await wait_for_gate(handle, "approve-refund")
-        await handle.execute_update(
-            "review", review("approve-refund", "approve", "support.lead.chen")
-        )
+        await decide(handle, review("approve-refund", "approve", "support.lead.chen"))
         result = await handle.result()
         received = list(sink.messages)
     failed = [e for e in events_of(result.ledger, ValidationFailed) if e.node == "draft-reply"]

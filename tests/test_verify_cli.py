@@ -23,7 +23,7 @@ from keel.workers.apps import resolve_apps
 from keel.workers.keys import load_worker_keys, read_keyring
 from keel.workers.runtime import build_worker, connect
 from tests.conftest import CODEC_KEYS, codec_settings
-from tests.helpers import review, run_keel, start_review, wait_for_gate
+from tests.helpers import decide, review, run_keel, start_review, wait_for_gate
 from tests.ledger_forgeries import (
     FORGERIES,
     RealLedgers,
@@ -208,7 +208,7 @@ async def test_keel_verify_and_keel_ledger_by_workflow_id(
     )
     assert "(gate-opened:standard-review)" in printed and "signatures not checked" not in printed
 
-    await handle.execute_update("review", review("standard-review", "approve", "legal.sam"))
+    await decide(handle, review("standard-review", "approve", "legal.sam"))
     await handle.result()
     done = await keel("verify", handle.id, "--keys", str(keys), env=env, expect=0)
     assert f"{handle.id}: verified" in done and "(completion)" in done

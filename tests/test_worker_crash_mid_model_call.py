@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.testing import WorkflowEnvironment
 
 from keel.contracts.ledger import AgentDecided
-from tests.conftest import free_port
+from tests.conftest import REVIEW_ENV, free_port
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import start_keel_worker, start_review
 
@@ -40,6 +40,7 @@ async def test_a_killed_worker_is_noticed_by_heartbeat(
             **server.env("openai:gpt-4o-mini"),
             "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
             "KEEL_TASK_QUEUE": f"crash-{uuid.uuid4()}",
+            **REVIEW_ENV,  # the test kit signs the reviews these processes take
             "KEEL_DATA_DIR": str(tmp_path),
             "KEEL_SMTP_PORT": str(free_port()),
             "KEEL_CODEC": "off",  # this test reads history raw (encryption: test_history_encrypted)

@@ -26,13 +26,16 @@ from temporalio.client import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from keel import __version__
 from keel.cli.ledgers import QUERY_TIMEOUT, cmd_ledger, full_chain, read_ledger
 from keel.cli.output import OK, USAGE, CliError, emit, emit_lines, report
 from keel.cli.render import escape, gates_text, ui_link
 from keel.contracts.gates import GateView, ReviewReceipt
+from keel.contracts.reviews import Authentication, Device, sign_review
 from keel.settings import KeelSettings
 from keel.workers.app import Entry
 from keel.workers.apps import find_entry, resolve_apps
+from keel.workers.keys import load_reviewer_key
 
 __all__ = ["cmd_gates", "cmd_ledger", "cmd_review", "cmd_start", "full_chain", "read_ledger"]
 
@@ -238,20 +241,36 @@ async def send_review(client: Client, workflow_id: str, payload: dict[str, Any])
 
 
 async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:
-    """``keel approve`` / ``keel reject``: exit 2 when the workflow refuses the review."""
-    payload: dict[str, Any] = {
-        "gate": args.gate,
-        "decision": "reject" if args.command == "reject" else "approve",
-        "reviewer": args.reviewer,
-        "comment": args.comment,
-        "device": args.device or f"keel-cli@{socket.gethostname()}",
-    }
+    """``keel approve`` / ``keel reject``: a decision signed with the reviewer's own key
+    (``KEEL_REVIEWER_KEY_FILE``); exit 2 when the workflow refuses it."""
+    modifications = None
     if getattr(args, "modify", None):
         try:
-            payload["modifications"] = json.loads(args.modify)
+            modifications = json.loads(args.modify)
         except (json.JSONDecodeError, RecursionError) as exc:
             return report(args, f"--modify is not valid JSON: {escape(str(exc))}", USAGE)
-        payload["decision"] = "modify"
+    key = load_reviewer_key(settings)
+    try:
+        run_id = (await client.get_workflow_handle(args.workflow_id).describe()).run_id
+    except RPCError as exc:
+        return report(args, f"{escape(args.workflow_id)}: {escape(exc.message)}", USAGE)
+    host = socket.gethostname()
+    decision = "modify" if modifications is not None else args.command
+    payload = sign_review(
+        key,
+        gate=args.gate,
+        decision=decision,
+        reviewer=args.reviewer,
+        workflow_id=args.workflow_id,
+        run_id=run_id,
+        comment=args.comment,
+        modifications=modifications,
+        auth=Authentication(
+            method="reviewer-key",
+            issuer=f"keel-cli@{host}",
+            device=Device(user_agent=f"keel-cli/{__version__}", address=host),
+        ),
+    )
     try:
         receipt = await send_review(client, args.workflow_id, payload)
     except WorkflowUpdateFailedError as exc:

@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "machine's worker key)",
     )
     p.add_argument(
+        "--reviewer-keys",
+        metavar="FILE",
+        help="check each reviewer decision's signature against this reviewer trust file "
+        "(default: KEEL_REVIEWER_KEYS_FILE and the data directory's, if any)",
+    )
+    p.add_argument(
         "--allow-open",
         action="store_true",
         help="in an export, a run marked RUNNING may end with unsigned events",
@@ -90,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-legacy", action="store_true", help="accept unsigned keel-ledger/1 ledgers"
     )
-    p = command("keys", "the worker's signing keys: export the public ones, or make a new one")
+    p = command("keys", "signing keys: export the worker's, make a new one, or a reviewer's")
     keys = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = keys.add_parser(
         "export", help="the public keys ledgers are verified with (a keyring file)"
@@ -98,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="file to write (default: stdout)")
     new = keys.add_parser("new", help="a new private key, for a rotation")
     new.add_argument("path", metavar="FILE", help="where to write it (never overwritten)")
+    reviewer = keys.add_parser(
+        "reviewer", help="a reviewer's own key for keel approve, and its trust entry"
+    )
+    reviewer.add_argument("path", metavar="FILE", help="where to write it (never overwritten)")
+    reviewer.add_argument("--reviewer", required=True, help="whose key it is (their subject)")
+    reviewer.add_argument(
+        "--role", action="append", default=[], help="a role it may act with (repeatable)"
+    )
+    reviewer.add_argument("--trust", metavar="FILE", help="add its entry to this trust file")
     p = command("gates", "list gates waiting for a reviewer")
     json_alias(p)
     for name, verb in (("approve", "approve (or modify with --modify)"), ("reject", "reject")):
@@ -106,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("gate")
         p.add_argument("--reviewer", required=True)
         p.add_argument("--comment", required=name == "reject")
-        p.add_argument("--device", help="where the decision was made (default: keel-cli@host)")
         if name == "approve":
             p.add_argument("--modify", metavar="JSON", help="approve with these modifications")
     p = command("replay", "replay a history with the apps' code to check determinism")

@@ -179,6 +179,8 @@ def verification_lines(report: LedgerReport, status: str = "RUNNING") -> list[st
             "signatures not checked: no trusted keys here (set KEEL_TRUSTED_KEYS_FILE, or run "
             "keel verify --keys FILE)"
         )
+    if report.decisions_checked is not None:
+        lines.append(f"{report.decisions_checked} reviewer decisions signed by trusted keys")
     return lines
 
 

@@ -6,6 +6,8 @@ it checked). Exit 0 when every ledger verifies, 1 on any failure, with the event
 the reason; an unsigned ``keel-ledger/1`` ledger fails unless ``--allow-legacy``. An
 exported run is audited as closed (its last event must be covered by a signed head) unless
 ``--allow-open`` lets a run the export marks ``RUNNING`` end with unsigned events.
+With a reviewer trust file (``--reviewer-keys FILE``, else the workers' own), every reviewer
+decision's signature is checked too: a forged, unsigned or untrusted one fails the ledger.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from keel.cli.ledgers import chain_runs, load_event_types, trusted_keyring
 from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
 from keel.cli.render import escape, verification_lines
 from keel.contracts.integrity import LedgerReport, verify_ledger
+from keel.contracts.reviews import ReviewerTrust, decision_problems
 from keel.contracts.signing import Keyring
 from keel.settings import KeelSettings
+from keel.workers.keys import load_reviewer_trust, read_reviewer_trust
 
 MAX_EXPORT_BYTES = 512 * 1024 * 1024
 """Largest export file ``keel verify`` reads."""
@@ -42,6 +46,8 @@ async def cmd_verify(client: Client | None, settings: KeelSettings, args: Any) -
             "KEEL_TRUSTED_KEYS_FILE",
             FAILURE,
         )
+    records: list[dict[str, Any]] = []
+    raw: list[Any] = []
     if is_export_file(args.target):
         records = read_export(args.target)
         reports = verify_export(records, keyring, allow_open=args.allow_open)
@@ -58,7 +64,46 @@ async def cmd_verify(client: Client | None, settings: KeelSettings, args: Any) -
         statuses = {args.target: runs[-1].status}
     if not args.allow_legacy:
         reports = {wid: refuse_legacy(report) for wid, report in reports.items()}
+    trust = reviewer_trust(settings, getattr(args, "reviewer_keys", None))
+    if trust.keys:
+        events = _events_by_workflow(records) if is_export_file(args.target) else {args.target: raw}
+        reports = {
+            wid: check_decisions(r, events.get(wid, []), trust) for wid, r in reports.items()
+        }
     return _print(args, reports, statuses)
+
+
+def reviewer_trust(settings: KeelSettings, path: str | None) -> ReviewerTrust:
+    """The reviewer trust decisions are checked against: ``--reviewer-keys FILE``, else the
+    workers' (``KEEL_REVIEWER_KEYS_FILE`` and the data directory's), possibly empty."""
+    if path:
+        return read_reviewer_trust(Path(path))
+    return load_reviewer_trust(settings)
+
+
+def check_decisions(
+    report: LedgerReport, raw_events: list[Any], trust: ReviewerTrust
+) -> LedgerReport:
+    """``report`` with every reviewer action's signature checked against ``trust``: a
+    forged, unsigned or untrusted decision fails the ledger."""
+    checked, problems = decision_problems(raw_events, trust)
+    update: dict[str, Any] = {"decisions_checked": checked}
+    if problems and report.ok:
+        seq = _first_problem_seq(problems[0])
+        update |= {"ok": False, "broken_at": seq, "reason": "; ".join(problems[:3])}
+    return report.model_copy(update=update)
+
+
+def _first_problem_seq(problem: str) -> int | None:
+    head = problem.removeprefix("event ").split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _events_by_workflow(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for record in records:
+        grouped.setdefault(str(record.get("workflow_id")), []).append(record.get("event"))
+    return grouped
 
 
 def refuse_legacy(report: LedgerReport) -> LedgerReport:

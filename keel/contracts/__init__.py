@@ -16,11 +16,12 @@ from keel.contracts.gates import (
     GateState,
     GateView,
     ReviewDecision,
-    ReviewInput,
     ReviewReceipt,
+    Verdict,
 )
 from keel.contracts.ledger import GENESIS_HASH, ChainReport, LedgerEvent, parse_ledger, verify_chain
 from keel.contracts.registry import REGISTRY, ContractRegistry
+from keel.contracts.reviews import SignedReview, sign_review
 
 __all__ = [
     "GENESIS_HASH",
@@ -37,10 +38,12 @@ __all__ = [
     "LedgerEvent",
     "RetryStrategy",
     "ReviewDecision",
-    "ReviewInput",
     "ReviewReceipt",
+    "SignedReview",
     "UseDefault",
+    "Verdict",
     "canonical_json",
     "parse_ledger",
+    "sign_review",
     "verify_chain",
 ]

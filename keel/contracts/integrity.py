@@ -63,6 +63,9 @@ class LedgerReport(BaseModel):
     completed: bool = False
     signatures_checked: bool = True
     """False when no keyring was given: signed heads were checked against the chain only."""
+    decisions_checked: int | None = None
+    """Reviewer actions whose signatures held against a reviewer trust file (None: no trust
+    file was given, so decisions were checked by the chain only)."""
 
     @property
     def legacy(self) -> bool:

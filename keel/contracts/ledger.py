@@ -16,7 +16,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import rfc8785
 from pydantic import (
@@ -115,12 +115,17 @@ class EventBase(BaseModel):
     hash: str = ""
     scheme: str | None = None
     """The hash scheme, named by each run's first event only (absent from the others' JSON)."""
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"scheme"})
+    """Fields left out of the JSON (and the hash) while None: fields added to an event type
+    after ledgers of it were recorded, so those ledgers' hashes stay what they were."""
 
     @model_serializer(mode="wrap")
-    def _without_absent_scheme(self, handler: SerializerFunctionWrapHandler) -> Any:
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and data.get("scheme", "") is None:
-            del data["scheme"]
+        if isinstance(data, dict):
+            for name in self.omitted_when_none:
+                if name in data and data[name] is None:
+                    del data[name]
         return data
 
     def compute_hash(self) -> str:
@@ -309,20 +314,85 @@ class GateOpened(EventBase):
     sla_seconds: float
     deadline: datetime
     context: dict[str, Any]
+    roles: list[str] | None = None
+    """Roles whose holders may decide (besides ``reviewers`` by name)."""
+    approvals_needed: int | None = None
+    """Distinct approvers needed (n-of-m), when more than one."""
+    requesters: list[str] | None = None
+    """Who asked for the work and so may not decide it (separation of duties)."""
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset(
+        {"scheme", "roles", "approvals_needed", "requesters"}
+    )
 
 
-class GateDecided(EventBase):
-    """A reviewer decided a gate."""
+class SignedAction(EventBase):
+    """What every event of an accepted review carries: who, as whom, how it was
+    authenticated, and the signature an auditor checks against the reviewer trust file.
+
+    ``signed`` is the decision's signed content as it arrived (``keel.contracts.reviews``):
+    the signature covers exactly it, so ``keel verify --reviewer-keys FILE`` can check it.
+    """
+
+    reviewer: str
+    on_behalf_of: str | None = None
+    roles: list[str] | None = None
+    auth: dict[str, Any] | None = None
+    """How the signer authenticated the reviewer (method, issuer, the device it saw)."""
+    key_id: str | None = None
+    signature: str | None = None
+    signed: dict[str, Any] | None = None
+    via: Literal["update", "signal"]
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset(
+        {"scheme", "on_behalf_of", "roles", "auth", "key_id", "signature", "signed"}
+    )
+
+
+class GateDecided(SignedAction):
+    """A reviewer decided a gate (for an n-of-m gate: the approval that completed it, with
+    every approver in ``approvers``)."""
 
     type: Literal["GateDecided"] = "GateDecided"
     gate: str
     decision: str
     state: str
-    reviewer: str
     comment: str | None = None
     modifications: dict[str, Any] | None = None
     device: str | None = None
-    via: Literal["update", "signal"]
+    """Recorded by ledgers before decisions were signed (the caller's claim); now in
+    ``auth``, as the signing service saw it."""
+    approvers: list[str] | None = None
+    omitted_when_none: ClassVar[frozenset[str]] = SignedAction.omitted_when_none | {"approvers"}
+
+
+class GateApproved(SignedAction):
+    """One approval of an n-of-m gate that needs more: the gate stays open."""
+
+    type: Literal["GateApproved"] = "GateApproved"
+    gate: str
+    approvals: int
+    approvals_needed: int
+    comment: str | None = None
+    modifications: dict[str, Any] | None = None
+    """A ``modify``: the version the later approvers approve (earlier approvals no longer
+    count)."""
+
+
+class GateReassigned(SignedAction):
+    """A reviewer handed the gate to other reviewers or roles; it stays open."""
+
+    type: Literal["GateReassigned"] = "GateReassigned"
+    gate: str
+    to_reviewers: list[str]
+    to_roles: list[str]
+    comment: str
+
+
+class GateDeferred(SignedAction):
+    """A reviewer said "not now" without deciding; the gate stays open for the others."""
+
+    type: Literal["GateDeferred"] = "GateDeferred"
+    gate: str
+    comment: str | None = None
 
 
 class ReviewRefused(EventBase):
@@ -546,6 +616,9 @@ BuiltinEvent = Annotated[
     | DefaultApplied
     | GateOpened
     | GateDecided
+    | GateApproved
+    | GateReassigned
+    | GateDeferred
     | ReviewRefused
     | GateExpired
     | Routed

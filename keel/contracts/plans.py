@@ -102,7 +102,10 @@ class PlanPolicy(BaseModel):
     gate_exempt_tools: tuple[str, ...] = ()
     """Side-effecting tools that may run without a gate (e.g. a note on the incident itself)."""
     gate_reviewers: tuple[str, ...] = ()
-    """Who may approve a planned task's gate (the plan cannot choose); empty means anyone."""
+    """Who may approve a planned task's gate (the plan cannot choose); with ``gate_roles``
+    empty too, any authenticated reviewer may."""
+    gate_roles: tuple[str, ...] = ()
+    """Roles whose holders may approve a planned task's gate."""
     tool_gate_reviewers: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """Tool name -> who may approve its tasks' gates, instead of ``gate_reviewers``."""
     gate_escalation_reviewers: tuple[str, ...] = ()
@@ -127,6 +130,7 @@ class PlanPolicy(BaseModel):
             name=f"approve-{task.ref}",
             title=task.gate.title,
             reviewers=reviewers,
+            roles=self.gate_roles,
             sla=self.gate_sla,
             escalation_reviewers=tuple(
                 r for r in self.gate_escalation_reviewers if r not in reviewers

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import rfc8785
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
         Ed25519PrivateKey,
         Ed25519PublicKey,
     )
+
+    from keel.contracts.reviews import ReviewerTrust
 
 
 def signing_bytes(purpose: str, message: Mapping[str, Any]) -> bytes:
@@ -209,11 +211,19 @@ class VerifyResult(BaseModel):
 
 
 class WorkerKeys:
-    """A worker's signing key and the keys it trusts (its own included)."""
+    """A worker's signing key, the keys it trusts (its own included), and where it reads the
+    keys trusted for review decisions (called whenever a gate opens; none by default)."""
 
-    def __init__(self, signing: SigningKey, keyring: Keyring) -> None:
+    def __init__(
+        self,
+        signing: SigningKey,
+        keyring: Keyring,
+        *,
+        reviewers: Callable[[], ReviewerTrust] | None = None,
+    ) -> None:
         self.signing = signing
         self.keyring = keyring
+        self.reviewers = reviewers
         if signing.key_id not in keyring:
             keyring.add(signing.public_key)
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     )
     from keel.testing._helpers import (
         approve,
+        decide,
         events_of,
         ledger_of,
         modify,
@@ -47,6 +48,14 @@ if TYPE_CHECKING:
     )
     from keel.testing._models import FunctionModel, ScriptedModel
     from keel.testing._replay import HistorySource, assert_replays, replay_histories
+    from keel.testing._reviews import (
+        kit_review_env,
+        kit_review_key,
+        kit_review_key_file,
+        kit_review_trust,
+        kit_reviewer_keys_file,
+        signed_review,
+    )
 
 from keel.activities.providers import guard as _guard
 from keel.activities.providers.guard import (
@@ -67,6 +76,13 @@ _EXPORTS = {
     "temporal_test_server_path": "keel.testing._environment",
     "time_skipping_env": "keel.testing._environment",
     "approve": "keel.testing._helpers",
+    "decide": "keel.testing._helpers",
+    "signed_review": "keel.testing._reviews",
+    "kit_review_key": "keel.testing._reviews",
+    "kit_review_env": "keel.testing._reviews",
+    "kit_review_key_file": "keel.testing._reviews",
+    "kit_review_trust": "keel.testing._reviews",
+    "kit_reviewer_keys_file": "keel.testing._reviews",
     "events_of": "keel.testing._helpers",
     "ledger_of": "keel.testing._helpers",
     "modify": "keel.testing._helpers",
@@ -103,14 +119,21 @@ __all__ = [
     "approve",
     "assert_replays",
     "check_model_requests_allowed",
+    "decide",
     "events_of",
     "keel_worker",
+    "kit_review_env",
+    "kit_review_key",
+    "kit_review_key_file",
+    "kit_review_trust",
+    "kit_reviewer_keys_file",
     "ledger_of",
     "modify",
     "offline_settings",
     "reject",
     "replay_histories",
     "review_payload",
+    "signed_review",
     "temporal_test_server_path",
     "time_skipping_env",
     "wait_for_gate",

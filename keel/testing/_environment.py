@@ -55,12 +55,16 @@ def offline_settings(**overrides: Any) -> KeelSettings:
     """Settings on the offline model that ignore the environment and any ``.env`` file.
 
     History encryption is off in them (``codec="off"``), so a test can read the history of
-    its test server; pass ``codec="on", codec_keys=...`` to test with it.
+    its test server; pass ``codec="on", codec_keys=...`` to test with it. Review decisions
+    signed by the test kit's key (``approve``, ``signed_review``) are trusted in them.
 
     Args:
         **overrides: ``KeelSettings`` fields to set, e.g. ``data_dir=tmp_path``.
     """
-    return _OfflineSettings(**{"model": "offline", "codec": "off", **overrides})
+    from keel.testing._reviews import kit_reviewer_keys_file
+
+    defaults = {"model": "offline", "codec": "off", "reviewer_keys_file": kit_reviewer_keys_file()}
+    return _OfflineSettings(**{**defaults, **overrides})
 
 
 def temporal_test_server_path() -> Path:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, overload
 
 from temporalio.client import WorkflowHandle
 
 from keel.contracts.gates import GateView, ReviewReceipt
 from keel.contracts.ledger import EventBase, LedgerEvent
+from keel.testing._reviews import signed_review
 
 E = TypeVar("E", bound=EventBase)
 
@@ -45,8 +46,8 @@ def review_payload(
     modifications: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The JSON payload of the ``review`` update and signal (``extra`` is sent as is, to
-    test refusals)."""
+    """The decision part of a ``review`` payload, unsigned (``signed_review`` signs it;
+    ``extra`` is kept as is, to test refusals)."""
     payload: dict[str, Any] = {"gate": gate, "decision": decision, "reviewer": reviewer}
     if comment is not None:
         payload["comment"] = comment
@@ -56,25 +57,38 @@ def review_payload(
 
 
 async def approve(
-    handle: WorkflowHandle[Any, Any], gate: str, reviewer: str, *, comment: str | None = None
+    handle: WorkflowHandle[Any, Any],
+    gate: str,
+    reviewer: str,
+    *,
+    comment: str | None = None,
+    roles: Sequence[str] = (),
 ) -> ReviewReceipt:
-    """Approve ``gate`` as ``reviewer`` through the ``review`` update.
+    """Approve ``gate`` as ``reviewer`` (with ``roles``) through the ``review`` update,
+    signed by the test kit's review key.
 
     Raises:
         temporalio.client.WorkflowUpdateFailedError: the workflow refused the review.
     """
-    return await _review(handle, review_payload(gate, "approve", reviewer, comment=comment))
+    payload = review_payload(gate, "approve", reviewer, comment=comment)
+    return await decide(handle, payload, roles=roles)
 
 
 async def reject(
-    handle: WorkflowHandle[Any, Any], gate: str, reviewer: str, *, comment: str | None = None
+    handle: WorkflowHandle[Any, Any],
+    gate: str,
+    reviewer: str,
+    *,
+    comment: str | None = None,
+    roles: Sequence[str] = (),
 ) -> ReviewReceipt:
-    """Reject ``gate`` as ``reviewer`` through the ``review`` update.
+    """Reject ``gate`` as ``reviewer`` through the ``review`` update (signed).
 
     Raises:
         temporalio.client.WorkflowUpdateFailedError: the workflow refused the review.
     """
-    return await _review(handle, review_payload(gate, "reject", reviewer, comment=comment))
+    payload = review_payload(gate, "reject", reviewer, comment=comment)
+    return await decide(handle, payload, roles=roles)
 
 
 async def modify(
@@ -84,19 +98,29 @@ async def modify(
     modifications: dict[str, Any],
     *,
     comment: str | None = None,
+    roles: Sequence[str] = (),
 ) -> ReviewReceipt:
-    """Approve ``gate`` with ``modifications`` (fields the gate lets reviewers change).
+    """Approve ``gate`` with ``modifications`` (fields the gate lets reviewers change),
+    signed.
 
     Raises:
         temporalio.client.WorkflowUpdateFailedError: the workflow refused the review.
     """
     payload = review_payload(gate, "modify", reviewer, comment=comment, modifications=modifications)
-    return await _review(handle, payload)
+    return await decide(handle, payload, roles=roles)
 
 
-async def _review(handle: WorkflowHandle[Any, Any], payload: dict[str, Any]) -> ReviewReceipt:
+async def decide(
+    handle: WorkflowHandle[Any, Any], payload: dict[str, Any], *, roles: Sequence[str] = ()
+) -> ReviewReceipt:
+    """Sign ``payload`` (``review_payload``) with the test kit's key and send it by update.
+
+    Raises:
+        temporalio.client.WorkflowUpdateFailedError: the workflow refused the review.
+    """
+    signed = await signed_review(handle, payload, roles=roles)
     receipt: ReviewReceipt = await handle.execute_update(
-        "review", payload, result_type=ReviewReceipt
+        "review", signed, result_type=ReviewReceipt
     )
     return receipt
 

@@ -21,11 +21,14 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from keel.contracts.reviews import ReviewerTrust, TrustedReviewerKey
 from keel.contracts.signing import Keyring, SigningKey, WorkerKeys
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 
 DEFAULT_KEY_NAME = "keys/signing-key.pem"
+REVIEWER_KEYS_NAME = "keys/reviewer-keys.json"
+"""Where an embedded inbox registers its key, under the data directory."""
 
 
 def signing_key_path(settings: KeelSettings) -> Path:
@@ -43,7 +46,63 @@ def load_worker_keys(settings: KeelSettings) -> WorkerKeys:
     path = signing_key_path(settings)
     if settings.signing_key_file is None and not path.exists():
         write_new_key(path)
-    return WorkerKeys(read_signing_key(path), read_keyring(settings.trusted_keys_file))
+    return WorkerKeys(
+        read_signing_key(path),
+        read_keyring(settings.trusted_keys_file),
+        reviewers=lambda: load_reviewer_trust(settings),
+    )
+
+
+def load_reviewer_trust(settings: KeelSettings) -> ReviewerTrust:
+    """The keys trusted to sign review decisions: ``data_dir/keys/reviewer-keys.json`` (if
+    present) and ``settings.reviewer_keys_file``, whose entries win.
+
+    Raises:
+        KeelUserError: a file is unreadable or not a reviewer trust file.
+    """
+    trust = ReviewerTrust()
+    default = settings.data_dir / REVIEWER_KEYS_NAME
+    if default.exists():
+        trust = trust.merged(read_reviewer_trust(default))
+    if settings.reviewer_keys_file is not None:
+        trust = trust.merged(read_reviewer_trust(settings.reviewer_keys_file))
+    return trust
+
+
+def read_reviewer_trust(path: Path) -> ReviewerTrust:
+    """The reviewer trust file ``path``.
+
+    Raises:
+        KeelUserError: the file is missing, unreadable or malformed (a key id that does not
+            match its key counts as malformed).
+    """
+    from pydantic import ValidationError
+
+    from keel.contracts.signing import Keyring
+
+    try:
+        trust = ReviewerTrust.model_validate_json(path.read_bytes())
+        for entry in trust.keys:  # the id must name the key it stands beside
+            Keyring.from_json({"keys": [{"key_id": entry.key_id, "public_key": entry.public_key}]})
+    except OSError as err:
+        raise KeelUserError(f"reviewer keys {path}: {err.strerror or err}") from None
+    except (ValidationError, ValueError) as err:
+        raise KeelUserError(f"reviewer keys {path}: {err}") from None
+    return trust
+
+
+def trust_reviewer_key(settings: KeelSettings, entry: TrustedReviewerKey) -> Path:
+    """Add ``entry`` to ``data_dir/keys/reviewer-keys.json`` (replacing one of the same key
+    id), written whole under a temporary name and renamed, so a worker never reads half a
+    file. Returns the file's path."""
+    path = settings.data_dir / REVIEWER_KEYS_NAME
+    trust = read_reviewer_trust(path) if path.exists() else ReviewerTrust()
+    trust = trust.merged(ReviewerTrust(keys=[entry]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    temporary.write_text(trust.model_dump_json(indent=2, exclude_none=True) + "\n")
+    os.replace(temporary, path)
+    return path
 
 
 def read_signing_key(path: Path) -> SigningKey:
@@ -103,3 +162,18 @@ def write_new_key(path: Path) -> SigningKey:
 def write_keyring(keyring: Keyring, path: Path) -> None:
     """Write ``keyring`` as a keyring file."""
     path.write_text(json.dumps(keyring.to_json(), indent=2) + "\n")
+
+
+def load_reviewer_key(settings: KeelSettings) -> SigningKey:
+    """The CLI's reviewer key (``KEEL_REVIEWER_KEY_FILE``).
+
+    Raises:
+        KeelUserError: none is configured, or the file holds no Ed25519 key.
+    """
+    if settings.reviewer_key_file is None:
+        raise KeelUserError(
+            "keel approve and keel reject sign the decision with your reviewer key: set "
+            "KEEL_REVIEWER_KEY_FILE (`keel keys reviewer FILE --reviewer NAME --role ROLE` "
+            "makes one and prints the entry the workers must trust), or decide in the inbox"
+        )
+    return read_signing_key(settings.reviewer_key_file.expanduser())

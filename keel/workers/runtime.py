@@ -211,9 +211,10 @@ def build_worker(
 
 
 def engine_activities(keys: WorkerKeys) -> list[Callable[..., Any]]:
-    """The activities every Keel worker runs for its workflows: signing and checking."""
+    """The activities every Keel worker runs for its workflows: signing and checking, and
+    the keys trusted for review decisions."""
     signing = SigningActivities(keys)
-    return [signing.sign, signing.verify_signature]
+    return [signing.sign, signing.verify_signature, signing.reviewer_trust]
 
 
 SHARED_TYPE_ADAPTERS = functools.lru_cache(maxsize=1024)(TypeAdapter)
@@ -386,7 +387,11 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(
         # phonenumbers (the guardrails' PII scrubber) loads a region's metadata module on
         # first use, maybe mid-workflow: passed through, that import is the real one.
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("keel", "phonenumbers")
+        # cryptography: review signatures are checked in workflow code; its native extension
+        # loads once, outside the sandbox.
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "keel", "phonenumbers", "cryptography"
+        )
     )
 
 

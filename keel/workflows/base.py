@@ -1,7 +1,8 @@
 """What every Keel workflow shares: ledger, context, gates, agent nodes and their handlers.
 
-Handlers: query ``ledger``, query ``gates``, update ``review`` (validated, answers the
-caller) and signal ``review`` (same payload; refused input is recorded, never fatal; a
+Handlers: query ``ledger``, query ``gates``, update ``review`` (a signed decision,
+``keel.contracts.reviews``; validated, answers the caller) and signal ``review`` (same
+payload; refused input is recorded, never fatal; a
 signal of any other name, or one that cannot be decoded, is a recorded refusal too). Each
 takes any number of arguments of any shape and refuses what it cannot use with a reason;
 what a refusal records of the caller's input is bounded, and so is the number recorded.
@@ -22,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from keel.contracts.agent import canonical_json
-    from keel.contracts.gates import GateView, ReviewInput, ReviewReceipt
+    from keel.contracts.gates import GateView, ReviewReceipt
     from keel.contracts.ledger import (
         COMPLETION,
         InputRejected,
@@ -35,6 +36,7 @@ from keel.workflows.agent_node import AgentNodes
 from keel.workflows.context import WorkflowContext
 from keel.workflows.gates import (
     GateBook,
+    Review,
     bounded_reasons,
     bounded_text,
     payload_digest,
@@ -161,10 +163,21 @@ class KeelWorkflow:
     # The review handlers take ``*args``: Temporal calls a handler with however many
     # arguments the caller sent, and a signal handler that raises fails the workflow task.
 
+    def requested_by(self, *subjects: str) -> None:
+        """Name who asked for this execution's work (e.g. the input's ``requested_by``):
+        they may decide none of its gates (separation of duties). Call before opening
+        gates; the ledger's ``GateOpened`` records them."""
+        for subject in subjects:
+            if subject and subject not in self.gate_book.requesters:
+                self.gate_book.requesters.append(subject)
+
     @workflow.update(name="review")
     def review_update(self, *args: Any) -> ReviewReceipt:
-        """Decide a gate; refused input is rejected by the validator and changes nothing."""
-        review, reasons = self._check_review(args)
+        """Decide a gate with a signed decision; refused input is rejected by the validator
+        and changes nothing; a repeat (the same nonce) answers the first receipt."""
+        review, reasons, repeat = self._check_review(args)
+        if repeat is not None:
+            return repeat
         if reasons or review is None:  # the validator ran first (it does not on replay)
             raise refusal(reasons or ["malformed review"])
         return self.gate_book.apply(review, via="update")
@@ -172,8 +185,8 @@ class KeelWorkflow:
     @review_update.validator
     def validate_review(self, *args: Any) -> None:
         """Refuse a bad review before it reaches history (nothing changes)."""
-        _, reasons = self._check_review(args)
-        if reasons:
+        _, reasons, repeat = self._check_review(args)
+        if reasons and repeat is None:
             raise refusal(reasons)
 
     @workflow.signal(dynamic=True)
@@ -193,7 +206,9 @@ class KeelWorkflow:
         elif problem is not None:
             reasons = [problem]
         else:
-            review, reasons = self._check_review(tuple(values))
+            review, reasons, repeat = self._check_review(tuple(values))
+            if repeat is not None:
+                return  # the same decision again: already on record
             if review is not None and not reasons:
                 self.gate_book.apply(review, via="signal")
                 return
@@ -225,9 +240,11 @@ class KeelWorkflow:
             )
         )
 
-    def _check_review(self, args: tuple[Any, ...]) -> tuple[ReviewInput | None, list[str]]:
+    def _check_review(
+        self, args: tuple[Any, ...]
+    ) -> tuple[Review | None, list[str], ReviewReceipt | None]:
         if len(args) != 1:
-            return None, [f"a review is one JSON object; {len(args)} arguments were sent"]
+            return None, [f"a review is one JSON object; {len(args)} arguments were sent"], None
         return self.gate_book.check(args[0])
 
 

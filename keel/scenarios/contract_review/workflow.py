@@ -60,6 +60,7 @@ class ContractReviewWorkflow(KeelWorkflow):
         self.start(raw_input)
         workflow.set_current_details("Ingesting the contract")
         contract = self.ingest(ContractReviewInput, raw_input, max_bytes=MAX_INPUT_BYTES)
+        self.requested_by(contract.requested_by)  # who submitted it may not approve it
         self.context.facts["contract"] = {
             "id": contract.contract_id,
             "vendor": contract.vendor,

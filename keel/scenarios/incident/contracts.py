@@ -221,6 +221,7 @@ INCIDENT_POLICY = PlanPolicy(
     gate_exempt_tools=("update_incident",),
     # Who approves a planned rollback is policy, never the planner's choice.
     gate_reviewers=("oncall.lead", "sre.manager"),
+    gate_roles=("oncall-lead",),
     gate_sla=timedelta(minutes=30),
 )
 
