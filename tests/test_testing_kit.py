@@ -178,12 +178,14 @@ async def test_gate_helpers_approve_modify_and_reject_through_the_review_update(
         await reject(high, "general-counsel", "gc.morgan", comment="clause 4 penalties")
         await wait_for_gate(high, "general-counsel-2")
         await approve(high, "general-counsel-2", "gc.morgan", comment="fine now")
+        second = await approve(high, "general-counsel-2", "counsel.kai", roles=["general-counsel"])
         modified, approved = await medium.result(), await high.result()
 
     assert gate.reviewers == ["legal.priya", "legal.sam"]
     assert receipt.state is GateState.MODIFIED and modified.conditions == ["cap at 12 months"]
     decided = events_of(approved.ledger, GateDecided)
     assert [d.decision for d in decided] == ["reject", "approve"]
+    assert (second.approvals, decided[-1].approvers) == (2, ["gc.morgan", "counsel.kai"])
     assert events_of(approved.ledger, "Routed") == events_of(approved.ledger, Routed)
     assert [r.route for r in events_of(approved.ledger, Routed)] == ["general-counsel"] * 2
 
