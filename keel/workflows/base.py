@@ -119,6 +119,7 @@ class KeelWorkflow:
                     await self.ledger.sign_head(COMPLETION, final=True)
                 raise
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.gate_book.notifier.drain()
         await self.ledger.sign_head(COMPLETION, final=True)
         return self.ledger.refresh(result)
 

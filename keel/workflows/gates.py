@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from keel.workflows.ledger import Ledger
+from keel.workflows.notify import GateNotifier
 from keel.workflows.reviews import MAX_CLOCK_SKEW, signed_review
 
 SIGNED_REVIEWS = "keel-signed-reviews"
@@ -153,6 +154,7 @@ class GateBook:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         self._gates: dict[str, GateRecord] = {}
+        self.notifier = GateNotifier()
         self.requesters: list[str] = []
         """Who asked for this execution's work: they may decide none of its gates (an app
         sets it from its input, e.g. a contract's ``requested_by``)."""
@@ -211,6 +213,7 @@ class GateBook:
             )
         )
         self._publish()
+        self.notifier.gate_event("opened", record.view(), spec.notify)
         return record
 
     async def wait(self, record: GateRecord) -> GateRecord:
@@ -241,6 +244,7 @@ class GateBook:
             )
             await self._load_trust(record)  # keys added since the gate opened count now
             self._publish()
+            self.notifier.gate_event("escalated", record.view(), spec.notify)
             workflow.set_current_details(self._details(record))
             if await self._decided_within(record, spec.escalation_sla):
                 return record
@@ -253,6 +257,7 @@ class GateBook:
             )
         )
         self._publish()
+        self.notifier.gate_event("expired", record.view(), spec.notify)
         return record
 
     def check(self, payload: Any) -> tuple[Review | None, list[str], ReviewReceipt | None]:
@@ -417,6 +422,8 @@ class GateBook:
                 )
             )
         self._publish()
+        if not record.state.open:
+            self.notifier.gate_event("decided", record.view(), record.spec.notify)
         receipt = ReviewReceipt(
             gate=record.name,
             state=record.state,

@@ -4,6 +4,9 @@
 gate ``probe.gate`` opened, waits for the ``decide`` signal, tells them it was decided,
 drains the notifier and returns what was sent. Served with ``keel worker --app
 tests.apps.notify_probe`` (the kill test) or by an in-process worker.
+
+``TestNotifyGate`` opens a real gate (``KeelWorkflow.gate_book``) whose spec names the
+channels, waits for it to be decided or to expire, and settles (which drains).
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from keel.contracts.gates import GateState, GateView, ReviewDecision
+    from keel.contracts.gates import GateSpec, GateState, GateView, ReviewDecision
     from keel.workers.app import App
 
+from keel.workflows.base import KeelWorkflow
 from keel.workflows.notify import GateNotifier
 
 PROBE_WORKFLOW = "TestNotifyProbe"
+GATE_PROBE_WORKFLOW = "TestNotifyGate"
 
 
 class NotifyProbe(BaseModel):
@@ -78,4 +83,22 @@ class NotifyProbeWorkflow:
         return self.notifier.outstanding
 
 
-APP = App(name="test-notify", workflows=[NotifyProbeWorkflow])
+@workflow.defn(name=GATE_PROBE_WORKFLOW)
+class NotifyGateWorkflow(KeelWorkflow):
+    @workflow.run
+    async def run(self, raw: dict[str, Any]) -> dict[str, Any]:
+        self.start(raw)
+        spec = GateSpec.model_validate(raw["spec"])
+        gate = self.gate_book.open(spec, {"note": "a probe"})
+        await self.gate_book.wait(gate)
+        await self.gate_book.notifier.drain()  # settle drains too; the result lists them
+        return await self.settle(
+            {
+                "state": gate.state.value,
+                "sent": [sent.model_dump(mode="json") for sent in self.gate_book.notifier.sent],
+                "failed": self.gate_book.notifier.failed,
+            }
+        )
+
+
+APP = App(name="test-notify", workflows=[NotifyProbeWorkflow, NotifyGateWorkflow])
