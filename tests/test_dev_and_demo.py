@@ -84,18 +84,20 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
     code, out = await keel(env, "demo")
     assert code == 0, out
     assert "starting the embedded dev server" in out
-    assert "$ keel approve demo-" in out and "standard-review --reviewer legal.priya" in out
-    assert "$ keel reject demo-" in out and "general-counsel --reviewer gc.morgan" in out
+    # The scripted reviewers sign in to the demo's inbox and decide through its API.
+    assert "legal.priya signs in and sends:" in out and "/standard-review/decisions" in out
+    assert "gc.morgan signs in and sends:" in out
+    assert '/general-counsel/decisions {"action": "reject"' in out
     assert out.count("hash chain verified") == 7
     assert "ValidationFailed" in out and "(provider call 2)" in out  # recovery paths shown
     assert "PlanRejected" in out and "unknown tool 'kubectl_exec'" in out
-    assert "$ keel approve demo-" in out and "approve-rollback --reviewer oncall.lead" in out
+    assert "oncall.lead signs in and sends:" in out and "/approve-rollback/decisions" in out
     links = re.findall(r"--- UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/", out)
     assert len(links) == 7
     summary = out.split("Summary", 1)[1]
     assert re.search(r"low risk +approved +C-2026-0101, by rule:contract-risk-routing@1", summary)
     assert re.search(r"medium risk +approved +C-2026-0102, by legal.priya", summary)
-    assert re.search(r"high risk +approved +C-2026-0103, by gc.morgan", summary)
+    assert re.search(r"high risk +approved +C-2026-0103, by deputy-gc.alex", summary)
     assert re.search(
         r"latency page +mitigated +INC-2026-1121, 3 rounds, tasks r1/metrics, r1/deploys, "
         r"r1/alerts, r2/rollback, r3/update-incident",
@@ -103,7 +105,7 @@ async def test_demo_runs_every_route_and_dev_reopens_its_executions(tmp_path: Pa
     )
     # Support: the draft broke policy and was repaired; the refund was approved; one email.
     assert "draft-reply attempt 1 [rule]: the reply quotes order 'AB-000000'" in out
-    assert "$ keel approve demo-" in out and "approve-refund --reviewer support.lead.chen" in out
+    assert "support.lead.chen signs in and sends:" in out and "/approve-refund/decisions" in out
     assert "SMTP server received 1 message(s) with that Message-ID" in out
     assert re.search(
         r"refund request +replied +refund, AB-104233, reply <[0-9a-f]{32}@keel>", summary

@@ -3,14 +3,13 @@ delegations), OIDC bearer tokens checked against a local JWKS, and signed sessio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from keel.inbox.oidc import OidcVerifier, TokenRefused
 from keel.inbox.pg_directory import PostgresDirectory
 from keel.inbox.sessions import SessionSigner, new_session
 from tests.conftest import offline_settings
+from tests.inbox_fixtures import local_jwks
 
 PG_URL = os.environ.get("KEEL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ISSUER = "https://login.keel.example/"
@@ -149,21 +149,6 @@ def test_an_unreachable_postgresql_directory_is_a_clear_error() -> None:
 # ------------------------------------------------------------------------------------ OIDC
 
 
-class _Jwks(BaseHTTPRequestHandler):
-    keys: dict[str, Any] = {}
-
-    def do_GET(self) -> None:
-        body = json.dumps(self.keys).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def signing_key() -> RSAPrivateKey:
     return generate_private_key(public_exponent=65537, key_size=2048)
@@ -172,14 +157,13 @@ def signing_key() -> RSAPrivateKey:
 @pytest.fixture(scope="module")
 def jwks_url(signing_key: RSAPrivateKey) -> Iterator[str]:
     """A local key set (no identity provider): one RSA key, kid ``k1``."""
-    jwk = json.loads(RSAAlgorithm.to_jwk(signing_key.public_key()))
-    _Jwks.keys = {"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Jwks)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    server.shutdown()
-    server.server_close()
+    with local_jwks(public_jwk(signing_key)) as url:
+        yield url
+
+
+def public_jwk(key: RSAPrivateKey, kid: str = "k1") -> dict[str, Any]:
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
 
 
 def token(key: Any, *, kid: str = "k1", alg: str = "RS256", **claims: Any) -> str:
@@ -257,6 +241,8 @@ def test_sessions_are_sealed_expire_and_end_at_logout() -> None:
     assert SessionSigner(b"t" * 48, max_age_seconds=60).open(sealed) is None
     assert signer.open_token(sealed) is None  # a cookie is not an API token
     assert SessionSigner(b"s" * 48, max_age_seconds=-1).open(sealed) is None  # expired
+    old = dataclasses.replace(session, started=time.time() - 120)
+    assert signer.open(signer.seal(old)) is None  # re-sealed now, but begun too long ago
     signer.revoke(session)
     assert signer.open(sealed) is None
     assert session.csrf_matches(session.csrf) and not session.csrf_matches("x")

@@ -2,16 +2,16 @@
 
 Starts the embedded dev server if no Temporal server answers at ``TEMPORAL_ADDRESS``, runs a
 worker on its own task queue (so its fault injection applies only to its executions), and
-decides gates through the same code path as ``keel approve`` and ``keel reject``.
+decides gates as its scripted reviewers through an inbox of its own: each signs in and
+decides through the HTTP API, so every decision is signed and names an authenticated
+reviewer.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
-import shlex
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -25,6 +25,7 @@ from keel.cli.render import ledger_text, ui_link
 from keel.contracts.gates import GateView
 from keel.contracts.integrity import verify_ledger
 from keel.contracts.ledger import GENESIS_HASH, parse_ledger
+from keel.inbox.demo_reviewer import ApiReviewer, demo_reviewers
 from keel.offline import OfflineFault, OfflineProvider
 from keel.settings import KeelSettings
 from keel.workers.app import App, DemoReview, DemoRun
@@ -50,6 +51,9 @@ async def run_demo(settings: KeelSettings, apps: list[App]) -> int:
             client = env.client
             print(f"Dev server up; UI at {settings.ui_url}, data in {settings.data_dir}")
         await ensure_search_attributes(client)
+        # Reviewers sign in to an inbox of the demo's own and decide through its HTTP API.
+        reviewers = await stack.enter_async_context(demo_reviewers(settings, client))
+        print(f"Inbox: {reviewers.url} (scripted reviewers decide through its API)")
         tag = time.strftime("%Y%m%d-%H%M%S")
         # With the offline model, inject faults so the recovery paths show in the ledgers.
         runs = [(app, run, f"demo-{tag}-{_slug(run)}") for app in apps for run in app.demo]
@@ -75,7 +79,7 @@ async def run_demo(settings: KeelSettings, apps: list[App]) -> int:
             scope=f"demo-{tag}",
         ):
             for app, run, workflow_id in runs:
-                result, verified = await _run(client, settings, app, run, workflow_id)
+                result, verified = await _run(client, settings, reviewers, app, run, workflow_id)
                 results.append(result)
                 if not verified:
                     broken.append(workflow_id)
@@ -111,7 +115,12 @@ def _who(app: App, result: dict[str, Any]) -> str:
 
 
 async def _run(
-    client: Client, settings: KeelSettings, app: App, run: DemoRun, workflow_id: str
+    client: Client,
+    settings: KeelSettings,
+    reviewers: ApiReviewer,
+    app: App,
+    run: DemoRun,
+    workflow_id: str,
 ) -> tuple[dict[str, Any], bool]:
     payload = app.sample(run.sample)
     entry = app.entry(run.entry)
@@ -127,7 +136,7 @@ async def _run(
     while not result_task.done():
         for gate in await handle.query("gates", result_type=list[GateView]):
             if gate.state.open and gate.gate not in decided:
-                await _decide(client, settings, workflow_id, gate, run.reviews.get(gate.gate))
+                await _decide(reviewers, workflow_id, gate, run.reviews.get(gate.gate))
                 decided.add(gate.gate)
         await asyncio.wait([result_task], timeout=0.2)
     result: dict[str, Any] = result_task.result()
@@ -154,29 +163,27 @@ async def _run(
 
 
 async def _decide(
-    client: Client,
-    settings: KeelSettings,
-    workflow_id: str,
-    gate: GateView,
-    review: DemoReview | None,
+    reviewers: ApiReviewer, workflow_id: str, gate: GateView, review: DemoReview | None
 ) -> None:
     if review is None:  # not scripted: a reviewer would send it back
-        review = DemoReview(gate.reviewers[0] if gate.reviewers else "demo", "reject", "unscripted")
-    argv = ["keel", review.decision, workflow_id, gate.gate, "--reviewer", review.reviewer]
-    argv += ["--comment", review.comment]
+        who = gate.reviewers[0] if gate.reviewers else "legal.priya"
+        review = DemoReview(who, "reject", "unscripted")
+    body: dict[str, Any] = {"action": "modify" if review.modifications else review.decision}
+    body |= {"comment": review.comment}
     if review.modifications:
-        argv += ["--modify", json.dumps(review.modifications)]
-    print(f"  gate {gate.gate!r} is waiting for {', '.join(gate.reviewers)}; as a reviewer would:")
-    print(f"  $ {shlex.join(argv)}")
-    args = argparse.Namespace(
-        command=review.decision,
-        workflow_id=workflow_id,
-        gate=gate.gate,
+        body["modifications"] = review.modifications
+    deciders = ", ".join([*gate.reviewers, *(f"role {r}" for r in gate.roles)])
+    print(f"  gate {gate.gate!r} is waiting for {deciders}; {review.reviewer} signs in and sends:")
+    print(f"  POST /api/gates/{workflow_id}/{gate.gate}/decisions {json.dumps(body)}")
+    for who, receipt in await reviewers.decide(
+        workflow_id,
+        gate,
         reviewer=review.reviewer,
+        decision=review.decision,
         comment=review.comment,
-        device="keel-demo",
-        modify=json.dumps(review.modifications) if review.modifications else None,
-    )
-    code = await commands.cmd_review(client, settings, args)
-    if code != 0:
-        raise RuntimeError(f"the review of {gate.gate} was refused")
+        modifications=review.modifications,
+    ):
+        print(
+            f"  -> {who}: gate {receipt.state.value} "
+            f"({receipt.approvals} of {receipt.approvals_needed} approvals)"
+        )

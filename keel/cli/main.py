@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli import commands, history, verify
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
+from keel.cli.inbox import add_inbox_parser, cmd_inbox
 from keel.cli.keys import cmd_keys
 from keel.cli.output import FAILURE, UNREACHABLE, USAGE, CliError, report
 from keel.cli.render import escape
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", action="append", default=[], help="a role it may act with (repeatable)"
     )
     reviewer.add_argument("--trust", metavar="FILE", help="add its entry to this trust file")
+    add_inbox_parser(command)
     p = command("gates", "list gates waiting for a reviewer")
     json_alias(p)
     for name, verb in (("approve", "approve (or modify with --modify)"), ("reject", "reject")):
@@ -202,6 +204,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
     if args.command == "keys":
         return cmd_keys(settings, args)  # needs no server
+    if args.command == "inbox":
+        return await cmd_inbox(settings, args, until_signal())
     if args.command == "watch":
         from keel.cli.watch import cmd_watch
 

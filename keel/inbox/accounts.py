@@ -57,6 +57,12 @@ def ensure_dev_accounts(settings: KeelSettings) -> DevAccounts:
     passwords_file = settings.data_dir / PASSWORDS_NAME
     if path.exists():
         return DevAccounts(path, passwords_file, read_passwords(passwords_file))
+    return DevAccounts(path, passwords_file, write_accounts(path, passwords_file))
+
+
+def write_accounts(path: Path, passwords_file: Path) -> dict[str, str]:
+    """Write the built-in reviewers with fresh random passwords to the directory file
+    ``path`` and their passwords to ``passwords_file`` (both 0600); the passwords."""
     passwords = {subject: secrets.token_urlsafe(12) for subject in BUILT_IN_REVIEWERS}
     principals = [
         Principal(
@@ -70,7 +76,7 @@ def ensure_dev_accounts(settings: KeelSettings) -> DevAccounts:
     ]
     _write_passwords(passwords_file, passwords)
     write_directory_file(path, principals)
-    return DevAccounts(path, passwords_file, passwords)
+    return passwords
 
 
 def read_passwords(path: Path) -> dict[str, str]:

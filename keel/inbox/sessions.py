@@ -17,7 +17,7 @@ import hmac
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ class Session:
     subject: str | None = None
     method: str = "password"
     issuer: str | None = None
+    started: float = field(default_factory=time.time)
+    """When the session began: it ends ``max_age`` after that, however often it is used
+    (re-sealing the cookie on each page does not extend it)."""
 
     def csrf_matches(self, token: str | None) -> bool:
         """Whether a submitted form's token is this session's."""
@@ -94,7 +97,9 @@ class SessionSigner:
             session = Session(**data)
         except TypeError:
             return None
-        return None if session.sid in self._revoked else session
+        if session.sid in self._revoked or time.time() - session.started > self.max_age_seconds:
+            return None
+        return session
 
 
 def _fields(session: Session) -> dict[str, Any]:
@@ -104,6 +109,7 @@ def _fields(session: Session) -> dict[str, Any]:
         "subject": session.subject,
         "method": session.method,
         "issuer": session.issuer,
+        "started": session.started,
     }
 
 

@@ -40,6 +40,7 @@ async def run_worker(
 async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) -> int:
     """The embedded dev server, a local SMTP server and a worker for ``apps`` (none: no
     worker), until ``stop`` is set."""
+    from keel.inbox.server import dev_inbox  # the web stack only where it is served
     from keel.workers.smtp_sink import SmtpSink
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,7 @@ async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) 
             if apps:
                 await ensure_search_attributes(env.client)
                 await stack.enter_async_context(running_worker(env.client, settings, apps=apps))
+            await stack.enter_async_context(dev_inbox(settings, env.client))
             worker = f"worker for {', '.join(a.name for a in apps)}" if apps else "no worker"
             print(_codec_note(settings, codec), flush=True)
             print(
