@@ -144,6 +144,8 @@ async def test_reject_reinvokes_the_agent_then_modify_approves(cli: Cli) -> None
         "--modify",
         '{"conditions": ["cap liability"]}',
     )
+    assert "general-counsel-2: awaiting_approval (1 of 2 approvals" in out
+    out = await cli("approve", workflow_id, "general-counsel-2", "--reviewer", "deputy-gc.alex")
     assert "general-counsel-2: modified" in out
     text = await cli("ledger", workflow_id)
     assert "RolledBack" in text

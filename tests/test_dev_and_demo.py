@@ -12,7 +12,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN, REVIEW_ENV, free_port
 
 
 def stack_env(tmp: Path, port: int, ui_port: int) -> dict[str, str]:
@@ -21,6 +21,7 @@ def stack_env(tmp: Path, port: int, ui_port: int) -> dict[str, str]:
         "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "KEEL_UI_PORT": str(ui_port),
         "KEEL_UI_URL": f"http://127.0.0.1:{ui_port}",
+        **REVIEW_ENV,  # the test kit signs the reviews these processes take
         "KEEL_DATA_DIR": str(tmp / "data"),
         "KEEL_MODEL": "offline",
         "KEEL_SMTP_PORT": str(free_port()),

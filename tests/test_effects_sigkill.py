@@ -35,7 +35,7 @@ from keel.scenarios.support_email import SupportEmailWorkflow
 from keel.scenarios.support_email.contracts import SupportResult
 from keel.testing import events_of
 from keel.workers.smtp_sink import ReceivedMail
-from tests.helpers import review, wait_for_gate
+from tests.helpers import decide, review, wait_for_gate
 from tests.test_effects import PG_URL
 from tests.test_effects_db_cut import HookedSink, status_email
 from tests.test_fault_injection import KeelWorker, worker_env
@@ -147,8 +147,8 @@ async def test_sigkill_after_the_smtp_acceptance_escalates_or_resends_never_sile
             assert unknown.unknown_found_by is not None
             assert "activity attempt 2" in unknown.unknown_found_by
             assert sink.count(message_id_for(keys["escalate"])) == 1  # not resent
-            await handles["escalate"].execute_update(
-                "review",
+            await decide(
+                handles["escalate"],
                 review("confirm-reply-sent", "approve", "support.lead.chen", comment="in the log"),
             )
             results = {p: await asyncio.wait_for(h.result(), 90) for p, h in handles.items()}

@@ -164,7 +164,8 @@ async def test_the_samples_pii_is_in_no_history_in_plaintext_and_reads_with_the_
     code, out = await keel(env, "demo")
     assert code == 0, out
     workflow_ids = sorted(set(re.findall(r"/workflows/(demo-[\w-]+)/", out)))
-    assert len(workflow_ids) == 6, out  # 3 contracts, 2 support emails, 1 incident
+    # 3 contracts, 2 support emails, 1 incident, 1 ingestion
+    assert len(workflow_ids) == 7, out
 
     # A client without the codec, as someone with access to the server reads it.
     raw_client = dev_env.client

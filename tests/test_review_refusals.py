@@ -111,6 +111,17 @@ CASES = [
         "gate 'standard-review' does not allow modifying ['risk_level'] (modifiable: conditions)",
     ),
     Case(
+        # The field's type is the gate's (a number would fail the workflow's own code).
+        "modify-field-of-the-wrong-type",
+        review(GATE, "modify", "legal.sam", modifications={"conditions": 3}),
+        "modifications.conditions: Input should be a valid list",
+    ),
+    Case(
+        "modify-field-item-of-the-wrong-type",
+        review(GATE, "modify", "legal.sam", modifications={"conditions": ["ok", 7]}),
+        "modifications.conditions.1: Input should be a valid string",
+    ),
+    Case(
         "modifications-with-approve",
         review(GATE, "approve", "legal.priya", modifications={"conditions": ["cap fees"]}),
         "modifications are only accepted with decision 'modify'",

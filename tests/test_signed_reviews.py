@@ -96,7 +96,7 @@ async def test_unsigned_forged_wrong_key_and_replayed_decisions_change_nothing(
         old_run = await sign(handle, MEDIUM, "approve", "legal.priya", run_id="an-earlier-run")
         assert "not this one" in await refusal(handle, old_run)
 
-        future = {**good, "issued_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+        future = {**good, "issued_at": (datetime.now(UTC) + timedelta(days=36_500)).isoformat()}
         future = sign_fields(kit_key(), future)
         assert "in the future" in await refusal(handle, future)
 
@@ -119,7 +119,8 @@ async def test_unsigned_forged_wrong_key_and_replayed_decisions_change_nothing(
         receipt = await handle.execute_update("review", good, result_type=None)
         assert receipt["state"] == "approved"
         result = await handle.result()
-        await other.terminate("done")
+        await other.execute_update("review", for_other)  # signed for it: it counts there
+        await other.result()
     [decided] = [e for e in result.ledger if isinstance(e, GateDecided)]
     assert (decided.reviewer, decided.key_id) == ("legal.priya", kit_key().key_id)
     assert decided.signed == {k: v for k, v in good.items() if k != "signature"}
@@ -187,8 +188,12 @@ async def test_one_rejection_rejects_an_n_of_m_gate(ts_env: WorkflowEnvironment)
         receipt = await handle.execute_update("review", no, result_type=None)
         assert receipt["state"] == "rejected"
         gates = await handle.query("gates", result_type=list[GateView])
-        await handle.terminate("done")
+        await wait_for_gate(handle, f"{HIGH}-2")  # reassessed; a second rejection is final
+        final = await sign(handle, f"{HIGH}-2", "reject", "gc.morgan", comment="still no")
+        await handle.execute_update("review", final)
+        result = await handle.result()
     assert gates[0].state is GateState.REJECTED and gates[0].decided_by == "deputy-gc.alex"
+    assert result.outcome == "rejected"
 
 
 async def test_delegation_reassign_and_not_now(ts_env: WorkflowEnvironment) -> None:
@@ -199,6 +204,11 @@ async def test_delegation_reassign_and_not_now(ts_env: WorkflowEnvironment) -> N
         # the delegator's roles for.
         outsider = await sign(handle, MEDIUM, "approve", "sales.vic", roles=["sales"])
         assert "may not review gate" in await refusal(handle, outsider)
+
+        [view] = await handle.query("gates", result_type=list[GateView])
+        assert view.modify_schema is not None  # what the inbox's form checks before sending
+        conditions = view.modify_schema["properties"]["conditions"]
+        assert (conditions["type"], conditions["items"]["type"]) == ("array", "string")
 
         later = await sign(handle, MEDIUM, "defer", "legal.sam", comment="on leave today")
         await handle.execute_update("review", later)

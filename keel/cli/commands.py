@@ -250,10 +250,7 @@ async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:
         except (json.JSONDecodeError, RecursionError) as exc:
             return report(args, f"--modify is not valid JSON: {escape(str(exc))}", USAGE)
     key = load_reviewer_key(settings)
-    try:
-        run_id = (await client.get_workflow_handle(args.workflow_id).describe()).run_id
-    except RPCError as exc:
-        return report(args, f"{escape(args.workflow_id)}: {escape(exc.message)}", USAGE)
+    run_id = (await client.get_workflow_handle(args.workflow_id).describe()).run_id
     host = socket.gethostname()
     decision = "modify" if modifications is not None else args.command
     payload = sign_review(
@@ -276,9 +273,16 @@ async def cmd_review(client: Client, settings: KeelSettings, args: Any) -> int:
     except WorkflowUpdateFailedError as exc:
         reason = getattr(exc.cause, "message", None) or str(exc.cause or exc)
         return report(args, f"refused: {escape(reason)}", USAGE)
+    count = (
+        f"{receipt.approvals} of {receipt.approvals_needed} approvals, "
+        if receipt.approvals_needed > 1
+        else ""
+    )
+    again = ", already decided: this is the same decision" if receipt.repeated else ""
     emit(
         args,
-        f"{escape(receipt.gate)}: {receipt.state.value} (ledger event #{receipt.ledger_seq})",
+        f"{escape(receipt.gate)}: {receipt.state.value} "
+        f"({count}ledger event #{receipt.ledger_seq}{again})",
         {"workflow_id": args.workflow_id, **receipt.model_dump(mode="json")},
     )
     return OK

@@ -49,9 +49,23 @@ _FORMATS: dict[str, _Formatter] = {
     ),
     "GateDecided": lambda e: (
         f"{e.gate}: {e.decision} by {e.reviewer} via {e.via}"
+        + (f" for {e.on_behalf_of}" if e.on_behalf_of else "")
         + (f" from {e.device}" if e.device else "")
+        + _signed_by(e)
         + (f", comment {e.comment!r}" if e.comment else "")
         + (f", modifications {e.modifications}" if e.modifications else "")
+    ),
+    "GateApproved": lambda e: (
+        f"{e.gate}: approval {e.approvals} of {e.approvals_needed} by {e.reviewer}"
+        + (f" for {e.on_behalf_of}" if e.on_behalf_of else "")
+        + _signed_by(e)
+    ),
+    "GateReassigned": lambda e: (
+        f"{e.gate}: {e.reviewer} handed it to "
+        f"{', '.join([*e.to_reviewers, *(f'role {r}' for r in e.to_roles)])}: {e.comment!r}"
+    ),
+    "GateDeferred": lambda e: (
+        f"{e.gate}: {e.reviewer} said not now" + (f" ({e.comment!r})" if e.comment else "")
     ),
     "ReviewRefused": lambda e: f"{e.gate} from {e.reviewer} via {e.via}: {'; '.join(e.reasons)}",
     "GateExpired": lambda e: (
@@ -149,6 +163,14 @@ def ledger_text(
         else:
             lines.append(f"HASH CHAIN BROKEN at event {chain.broken_at}: {chain.reason}")
     return "\n".join(escape(line) for line in lines)  # a field's newline cannot forge a line
+
+
+def _signed_by(event: Any) -> str:
+    """`` from <issuer>, signed by <key id>`` for a signed reviewer action."""
+    auth = event.auth or {}
+    issuer = auth.get("issuer") or auth.get("method")
+    text = f" from {issuer}" if issuer else ""
+    return text + (f", signed by {event.key_id}" if event.key_id else "")
 
 
 def verification_lines(report: LedgerReport, status: str = "RUNNING") -> list[str]:

@@ -61,6 +61,9 @@ class GateSpec(BaseModel):
         on_expiry: the default path when every SLA has passed.
         modifiable_fields: keys a ``modify`` decision may change; empty forbids ``modify``
             unless ``output_contract`` is set.
+        field_types: the type of each modifiable field (``{"conditions": list[str]}``):
+            a modification of another type is refused before workflow code reads it, and
+            the inbox's form checks it before sending. A field without one takes any JSON.
         output_contract: ``name@version`` whose output model a ``modify`` decision must
             satisfy (gates that take over from an exhausted agent node).
         notify: notification channels told when the gate opens, escalates, expires or is
@@ -80,6 +83,7 @@ class GateSpec(BaseModel):
     escalation_sla: timedelta = timedelta(hours=24)
     on_expiry: Literal["approve", "reject"] = "reject"
     modifiable_fields: tuple[str, ...] = ()
+    field_types: dict[str, Any] = Field(default_factory=dict, exclude=True)
     output_contract: str | None = None
     notify: tuple[str, ...] = ()
 

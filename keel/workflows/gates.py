@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
     from keel.contracts.agent import canonical_json
     from keel.contracts.gates import (
@@ -547,7 +547,17 @@ def _decision_problems(gate: str, spec: GateSpec, review: Review) -> list[str]:
     if unknown:
         allowed = ", ".join(spec.modifiable_fields) or "none"
         return [f"gate {gate!r} does not allow modifying {unknown} (modifiable: {allowed})"]
-    return []
+    reasons = []
+    for name, value in mods.items():
+        if name in spec.field_types:
+            try:
+                TypeAdapter(spec.field_types[name]).validate_python(value)
+            except ValidationError as err:
+                reasons += [
+                    f"modifications.{'.'.join(str(p) for p in (name, *e['loc']))}: {e['msg']}"
+                    for e in err.errors()
+                ]
+    return reasons
 
 
 def modify_schema(spec: GateSpec) -> dict[str, Any] | None:
@@ -562,9 +572,13 @@ def modify_schema(spec: GateSpec) -> dict[str, Any] | None:
         return {**schema, "properties": properties, "required": required}
     if not spec.modifiable_fields:
         return None
+    properties = {
+        name: TypeAdapter(spec.field_types[name]).json_schema() if name in spec.field_types else {}
+        for name in spec.modifiable_fields
+    }
     return {
         "type": "object",
-        "properties": {name: {} for name in spec.modifiable_fields},
+        "properties": properties,
         "additionalProperties": False,
         "minProperties": 1,
     }

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from annotated_types import Len
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from keel.contracts.agent import AgentContract, EscalateToGate
 from keel.contracts.gates import GateSpec
@@ -97,6 +98,11 @@ class ContractReviewResult(BaseModel):
     ledger_head: str
 
 
+CONDITIONS = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=500)]], Len(max_length=20)
+]
+"""What a reviewer's ``modify`` may set as a contract's conditions."""
+
 STANDARD_REVIEW = GateSpec(
     name="standard-review",
     title="Standard legal review (medium risk)",
@@ -108,6 +114,7 @@ STANDARD_REVIEW = GateSpec(
     escalation_sla=timedelta(hours=24),
     on_expiry="reject",
     modifiable_fields=("conditions",),
+    field_types={"conditions": CONDITIONS},
 )
 
 GENERAL_COUNSEL_REVIEW = GateSpec(
@@ -121,6 +128,7 @@ GENERAL_COUNSEL_REVIEW = GateSpec(
     escalation_sla=timedelta(hours=48),
     on_expiry="reject",
     modifiable_fields=("conditions",),
+    field_types={"conditions": CONDITIONS},
 )
 
 RISK_CLASSIFICATION_ESCALATION = GateSpec(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from keel.contracts.agent import AgentContract, EscalateToGate
 from keel.contracts.email import EMAIL_ADDRESS_PATTERN, MESSAGE_ID_PATTERN
@@ -132,6 +132,10 @@ REFUND_APPROVAL = GateSpec(
     escalation_sla=timedelta(hours=20),
     on_expiry="reject",
     modifiable_fields=("refund_usd", "body"),
+    field_types={
+        "refund_usd": Annotated[float, Field(ge=0, le=1_000_000)],
+        "body": Annotated[str, StringConstraints(min_length=1, max_length=20_000)],
+    },
 )
 """A ``modify`` approves the refund with changes: a different ``refund_usd`` and/or a new
 ``body``; the modified reply is held to the guard (see ``modified_reply``) and then sent."""
