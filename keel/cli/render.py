@@ -214,7 +214,10 @@ def gates_text(rows: list[tuple[str, GateView]]) -> str:
     lines = [header]
     for workflow_id, gate in rows:
         deadline = f"{gate.deadline:%Y-%m-%d %H:%M}" if gate.deadline else "-"
-        reviewers = escape(", ".join(gate.reviewers) or "anyone")
+        who = [*gate.reviewers, *(f"role {r}" for r in gate.roles)]
+        reviewers = escape(", ".join(who) or "anyone")
+        if gate.approvals_needed > 1:
+            reviewers += f" ({len(gate.approved_by)} of {gate.approvals_needed} approvals)"
         lines.append(
             f"{escape(workflow_id):<44} {escape(gate.gate):<22} {gate.state.value:<18} "
             f"{deadline:<17} {reviewers}"
