@@ -17,6 +17,7 @@ ENGINE = (
     "offline",
     "progress",
     "workers",
+    "inbox",
     "cli",
     "testing",
 )
@@ -29,7 +30,18 @@ ALLOWED = {
     # The progress stream: events (workflow-safe), the workflow-side reporter, Redis, SSE.
     "progress": {"progress"},
     "workers": {"contracts", "activities", "workflows", "offline", "progress", "workers"},
-    "cli": {"contracts", "activities", "workflows", "offline", "progress", "workers", "cli"},
+    # The reviewers' inbox: above the workers, beside the CLI (which serves it).
+    "inbox": {"contracts", "workers", "inbox"},
+    "cli": {
+        "contracts",
+        "activities",
+        "workflows",
+        "offline",
+        "progress",
+        "workers",
+        "inbox",
+        "cli",
+    },
     "testing": {"contracts", "activities", "workflows", "offline", "workers", "testing"},
 }
 SHARED = {"errors", "settings"}

@@ -96,7 +96,10 @@ async def test_unsigned_forged_wrong_key_and_replayed_decisions_change_nothing(
         old_run = await sign(handle, MEDIUM, "approve", "legal.priya", run_id="an-earlier-run")
         assert "not this one" in await refusal(handle, old_run)
 
-        future = {**good, "issued_at": (datetime.now(UTC) + timedelta(days=36_500)).isoformat()}
+        # An hour ahead of the server's clock (the session's time-skipping clock runs ahead of
+        # the wall clock by however much earlier tests skipped).
+        ahead = await ts_env.get_current_time() + timedelta(hours=1)
+        future = {**good, "issued_at": ahead.isoformat()}
         future = sign_fields(kit_key(), future)
         assert "in the future" in await refusal(handle, future)
 

@@ -193,7 +193,9 @@ async def test_waiting_review_reads_in_the_ui(temporal_ui: TemporalUI, browser: 
             assert summary == "contract-review: Payroll processing outsourcing", summary
             text = await user_metadata(page, "current-details")
             assert text.startswith("Waiting at gate standard-review: Standard legal review"), text
-            assert "State awaiting_approval, for legal.priya, legal.sam; deadline" in text, text
+            assert (
+                "State awaiting_approval, for legal.priya, legal.sam, role legal; deadline" in text
+            ), text
             assert "*" not in text and "`" not in text, text
 
         await open_tab(page, "User Metadata")

@@ -8,6 +8,7 @@ reviews go through the queries and the update every Keel workflow has.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -201,23 +202,39 @@ async def _start_by_type(
 
 async def open_gates(client: Client) -> list[tuple[str, GateView]]:
     """Every gate waiting for a reviewer, across running executions; an execution whose
-    worker does not answer is skipped with a note on stderr."""
-    rows: list[tuple[str, GateView]] = []
+    worker does not answer is skipped with a note on stderr. The executions are asked at
+    once (``MAX_CONCURRENT_QUERIES`` at a time), so a few whose workers are gone cost one
+    query timeout, not one each."""
     query = "KeelPendingGates IS NOT NULL AND ExecutionStatus = 'Running'"
-    async for execution in client.list_workflows(query):
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        try:
-            gates = await handle.query(
-                "gates", result_type=list[GateView], rpc_timeout=QUERY_TIMEOUT
-            )
-        except (WorkflowQueryFailedError, RPCError) as exc:
-            print(
-                f"keel: skipped {escape(execution.id)}: gates query failed: {escape(str(exc))}",
-                file=sys.stderr,
-            )
-            continue
-        rows += [(execution.id, gate) for gate in gates if gate.state.open]
-    return rows
+    executions = [e async for e in client.list_workflows(query)]
+    slots = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
+
+    async def gates_of(workflow_id: str, run_id: str | None) -> list[GateView]:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        async with slots:
+            try:
+                views: list[GateView] = await handle.query(
+                    "gates", result_type=list[GateView], rpc_timeout=QUERY_TIMEOUT
+                )
+            except (WorkflowQueryFailedError, RPCError) as exc:
+                print(
+                    f"keel: skipped {escape(workflow_id)}: gates query failed: {escape(str(exc))}",
+                    file=sys.stderr,
+                )
+                return []
+        return views
+
+    answers = await asyncio.gather(*(gates_of(e.id, e.run_id) for e in executions))
+    return [
+        (execution.id, gate)
+        for execution, gates in zip(executions, answers, strict=True)
+        for gate in gates
+        if gate.state.open
+    ]
+
+
+MAX_CONCURRENT_QUERIES = 20
+"""``gates`` queries ``keel gates`` has in flight at once."""
 
 
 async def cmd_gates(client: Client, settings: KeelSettings, args: Any) -> int:

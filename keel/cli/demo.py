@@ -20,7 +20,6 @@ from temporalio.client import Client, WorkflowHandle
 
 from keel.activities.providers import ModelProvider
 from keel.cli import commands
-from keel.cli.ledgers import trusted_keyring
 from keel.cli.render import ledger_text, ui_link
 from keel.contracts.gates import GateView
 from keel.contracts.integrity import verify_ledger
@@ -30,6 +29,7 @@ from keel.offline import OfflineFault, OfflineProvider
 from keel.settings import KeelSettings
 from keel.workers.app import App, DemoReview, DemoRun
 from keel.workers.devstack import dev_server
+from keel.workers.keys import trusted_keyring
 from keel.workers.runtime import connect, ensure_search_attributes, running_worker
 from keel.workers.smtp_sink import SmtpSink
 

@@ -46,7 +46,7 @@ async def cmd_inbox(settings: KeelSettings, args: Any, stop: asyncio.Event) -> i
     """Serve the inbox until ``stop`` is set, or run a ``users`` verb."""
     if getattr(args, "inbox_action", None) == "users":
         return cmd_users(settings, args)
-    from keel.inbox.server import serving
+    from keel.inbox.server import inbox_banner, serving
 
     client = await open_client(settings, args)
     settings = connected_settings(settings, client)
@@ -54,15 +54,6 @@ async def cmd_inbox(settings: KeelSettings, args: Any, stop: asyncio.Event) -> i
         print(inbox_banner(inbox), flush=True)
         await stop.wait()
     return OK
-
-
-def inbox_banner(inbox: Any) -> str:
-    """What ``keel inbox`` and ``keel dev`` print about the running inbox."""
-    return (
-        f"inbox: {inbox.url} (API {inbox.url}/api, docs {inbox.url}/api/docs); directory "
-        f"{inbox.directory}; signs decisions with key {inbox.trust_entry.key_id}, trusted in "
-        f"{inbox.trust_file}"
-    )
 
 
 def cmd_users(settings: KeelSettings, args: Any) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from temporalio.client import (
@@ -21,11 +20,10 @@ from keel.cli.output import FAILURE, OK, CliError, emit_lines, report
 from keel.cli.render import escape, ledger_text
 from keel.contracts.integrity import verify_ledger
 from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger
-from keel.contracts.signing import Keyring
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.apps import app_specs, load_app, resolve_apps
-from keel.workers.keys import read_keyring, read_signing_key, signing_key_path
+from keel.workers.keys import trusted_keyring
 
 QUERY_TIMEOUT = timedelta(seconds=15)
 """How long a ``ledger`` or ``gates`` query may wait for a worker to answer."""
@@ -231,23 +229,3 @@ async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
             FAILURE,
         )
     return OK
-
-
-def trusted_keyring(settings: KeelSettings, path: str | None = None) -> Keyring:
-    """The keys a ledger's signatures are checked against: the keyring file ``path`` alone
-    when given; else ``KEEL_TRUSTED_KEYS_FILE`` and this machine's worker key, if it has one
-    (the dev default: a worker and the CLI on one machine share ``data_dir``).
-
-    Raises:
-        KeelUserError: a keyring file is missing or is not a keyring.
-    """
-    if path is not None:
-        return read_keyring(Path(path))
-    keyring = read_keyring(settings.trusted_keys_file)
-    local = signing_key_path(settings)
-    if local.is_file():
-        try:
-            keyring.add(read_signing_key(local).public_key)
-        except KeelUserError as exc:
-            print(f"keel: note: {escape(str(exc))}; not trusted", file=sys.stderr)
-    return keyring

@@ -199,7 +199,9 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
 
     if args.command == "dev":
         apps = [] if args.no_worker else resolve_apps(args.app or ())
-        return await serve.run_dev(settings, apps, until_signal())
+        from keel.inbox.server import dev_inbox  # the web stack only where it is served
+
+        return await serve.run_dev(settings, apps, until_signal(), services=[dev_inbox])
     if args.command == "demo":
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
     if args.command == "keys":

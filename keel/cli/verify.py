@@ -18,14 +18,14 @@ from typing import Any
 
 from temporalio.client import Client
 
-from keel.cli.ledgers import chain_runs, load_event_types, trusted_keyring
+from keel.cli.ledgers import chain_runs, load_event_types
 from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
 from keel.cli.render import escape, verification_lines
 from keel.contracts.integrity import LedgerReport, verify_ledger
 from keel.contracts.reviews import ReviewerTrust, decision_problems
 from keel.contracts.signing import Keyring
 from keel.settings import KeelSettings
-from keel.workers.keys import load_reviewer_trust, read_reviewer_trust
+from keel.workers.keys import load_reviewer_trust, read_reviewer_trust, trusted_keyring
 
 MAX_EXPORT_BYTES = 512 * 1024 * 1024
 """Largest export file ``keel verify`` reads."""

@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -115,7 +116,7 @@ def build_context(
 ) -> InboxContext:
     """Everything the inbox needs, from ``settings`` (cookies are ``Secure`` when the inbox's
     public URL, ``KEEL_INBOX_URL``, is https)."""
-    from keel.cli.ledgers import trusted_keyring
+    from keel.workers.keys import trusted_keyring
 
     return InboxContext(
         client=client,
@@ -201,7 +202,6 @@ async def dev_inbox(settings: KeelSettings, client: Client) -> AsyncIterator[Run
     """The inbox inside ``keel dev``: the built-in reviewers' accounts (created on first
     run, unless a directory is configured), on ``KEEL_INBOX_PORT`` or, if that is taken, any
     free port; prints where it is and where the passwords are."""
-    from keel.cli.inbox import inbox_banner
     from keel.inbox.accounts import ensure_dev_accounts
 
     configured = settings.inbox_directory_url or settings.inbox_directory_file
@@ -223,3 +223,12 @@ async def dev_inbox(settings: KeelSettings, client: Client) -> AsyncIterator[Run
         yield inbox
     finally:
         await running.__aexit__(None, None, None)
+
+
+def inbox_banner(inbox: Any) -> str:
+    """What ``keel inbox`` and ``keel dev`` print about the running inbox."""
+    return (
+        f"inbox: {inbox.url} (API {inbox.url}/api, docs {inbox.url}/api/docs); directory "
+        f"{inbox.directory}; signs decisions with key {inbox.trust_entry.key_id}, trusted in "
+        f"{inbox.trust_file}"
+    )

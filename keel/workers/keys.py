@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -177,3 +178,28 @@ def load_reviewer_key(settings: KeelSettings) -> SigningKey:
             "makes one and prints the entry the workers must trust), or decide in the inbox"
         )
     return read_signing_key(settings.reviewer_key_file.expanduser())
+
+
+def trusted_keyring(settings: KeelSettings, path: str | None = None) -> Keyring:
+    """The keys a ledger's signatures are checked against: the keyring file ``path`` alone
+    when given; else ``KEEL_TRUSTED_KEYS_FILE`` and this machine's worker key, if it has one
+    (the dev default: a worker and the CLI on one machine share ``data_dir``).
+
+    Raises:
+        KeelUserError: a keyring file is missing or is not a keyring.
+    """
+    if path is not None:
+        return read_keyring(Path(path))
+    keyring = read_keyring(settings.trusted_keys_file)
+    local = signing_key_path(settings)
+    if local.is_file():
+        try:
+            keyring.add(read_signing_key(local).public_key)
+        except KeelUserError as exc:
+            print(f"keel: note: {_printable(str(exc))}; not trusted", file=sys.stderr)
+    return keyring
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (it may quote a file's contents)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

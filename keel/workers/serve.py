@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 
@@ -37,10 +37,18 @@ async def run_worker(
     return 0
 
 
-async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) -> int:
-    """The embedded dev server, a local SMTP server and a worker for ``apps`` (none: no
-    worker), until ``stop`` is set."""
-    from keel.inbox.server import dev_inbox  # the web stack only where it is served
+DevService = Callable[[KeelSettings, Client], AbstractAsyncContextManager[Any]]
+"""A service ``keel dev`` runs beside the stack, given the dev server's client (the inbox)."""
+
+
+async def run_dev(
+    settings: KeelSettings,
+    apps: list[App],
+    stop: asyncio.Event,
+    services: Sequence[DevService] = (),
+) -> int:
+    """The embedded dev server, a local SMTP server, a worker for ``apps`` (none: no
+    worker) and ``services``, until ``stop`` is set."""
     from keel.workers.smtp_sink import SmtpSink
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +62,8 @@ async def run_dev(settings: KeelSettings, apps: list[App], stop: asyncio.Event) 
             if apps:
                 await ensure_search_attributes(env.client)
                 await stack.enter_async_context(running_worker(env.client, settings, apps=apps))
-            await stack.enter_async_context(dev_inbox(settings, env.client))
+            for service in services:
+                await stack.enter_async_context(service(settings, env.client))
             worker = f"worker for {', '.join(a.name for a in apps)}" if apps else "no worker"
             print(_codec_note(settings, codec), flush=True)
             print(
