@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import DeskFactory
-from keel.testing import wait_for_gate
+from keel.testing import kit_review_env, wait_for_gate
 from temporalio.testing import WorkflowEnvironment
 
 HERE = Path(__file__).parent.parent
@@ -29,6 +29,9 @@ async def keel(env: WorkflowEnvironment, *args: str) -> str:
             "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
             # The kit's test server keeps history in plaintext (keel.testing), so does the CLI.
             "KEEL_CODEC": "off",
+            # keel approve signs with a reviewer key; in a test, the kit's (its workers
+            # trust it); a reviewer's own comes from `keel keys reviewer`.
+            **kit_review_env(),
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
