@@ -164,7 +164,11 @@ def web_router(ctx: InboxContext) -> APIRouter:
                     request.client.host if request.client else None,
                 ),
             )
-        except (InvalidDecision, Forbidden) as exc:
+        except InboxError as exc:
+            # A bad form, a reviewer without the gate, or a gate closed or refused by the
+            # workflow (409): shown on the page, with what was typed; anything else raises.
+            if not isinstance(exc, InvalidDecision | Forbidden) and exc.status != 409:
+                raise
             return await show_gate(
                 request,
                 session,
@@ -176,20 +180,6 @@ def web_router(ctx: InboxContext) -> APIRouter:
                 reasons=exc.reasons,
                 form=fields,
             )
-        except InboxError as exc:
-            if exc.status == 409:  # closed or refused by the workflow: show it on the page
-                return await show_gate(
-                    request,
-                    session,
-                    reviewer,
-                    workflow_id,
-                    gate,
-                    exc.status,
-                    error=exc.message,
-                    reasons=exc.reasons,
-                    form=fields,
-                )
-            raise
         done = "repeated" if receipt.repeated else fields.get("action", "")
         target = f"/gates/{quote(workflow_id, safe='')}/{quote(gate, safe='')}?done={quote(done)}"
         return RedirectResponse(target, status_code=303)
