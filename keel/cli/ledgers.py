@@ -42,6 +42,16 @@ class RunLedger:
     events: list[Any]
 
     @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.description.run_id
+
+    @property
+    def workflow_type(self) -> str:
+        """The run's workflow type."""
+        return self.description.workflow_type
+
+    @property
     def open(self) -> bool:
         """Whether the run is still running (its last events may not be signed yet)."""
         return self.description.status in (None, WorkflowExecutionStatus.RUNNING)
@@ -86,6 +96,19 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
     """
     runs = await chain_runs(client, workflow_id)
     return _parsed(workflow_id, [event for run in runs for event in run.events])
+
+
+async def execution_runs(
+    client: Client, settings: KeelSettings, workflow_id: str
+) -> list[RunLedger]:
+    """Each run's stored ledger of an execution, oldest first: what every reader (``keel
+    ledger``, ``verify``, ``audit``, ``export``, ``trust``, ``debug``) starts from.
+
+    Raises:
+        CliError: as ``full_chain``.
+    """
+    del settings  # where the archive is, once readers fall back to it
+    return await chain_runs(client, workflow_id)
 
 
 async def chain_runs(client: Client, workflow_id: str) -> list[RunLedger]:
@@ -214,7 +237,7 @@ async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
     """Print the ledger and verify it as stored (hashes, types, links, signatures against the
     trusted keys); exit 1 if it does not verify."""
     load_event_types(args)
-    runs = await chain_runs(client, args.workflow_id)
+    runs = await execution_runs(client, settings, args.workflow_id)
     raw = [event for run in runs for event in run.events]
     events = _parsed(args.workflow_id, raw)
     keyring = trusted_keyring(settings)

@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from keel.cli.ledgers import chain_runs, load_event_types
+from keel.cli.ledgers import execution_runs, load_event_types
 from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
 from keel.cli.render import escape, verification_lines
 from keel.contracts.integrity import LedgerReport, verify_ledger
@@ -58,7 +58,7 @@ async def cmd_verify(client: Client | None, settings: KeelSettings, args: Any) -
     elif client is None:
         raise CliError("verifying by workflow id needs a reachable Temporal server", USAGE)
     else:
-        runs = await chain_runs(client, args.target)
+        runs = await execution_runs(client, settings, args.target)
         raw = [event for run in runs for event in run.events]
         reports = {args.target: verify_ledger(raw, keyring=keyring, closed=not runs[-1].open)}
         statuses = {args.target: runs[-1].status}
