@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         scrub_text,
         untrusted_strings,
     )
+    from keel.contracts.judging import judge_answer
     from keel.contracts.ledger import (
         AgentCallFailed,
         AgentDecided,
@@ -184,7 +185,7 @@ class AgentNodes:
                     break
                 failure = self._classify(contract, err)
                 return await self._not_the_agents(node, contract, failure, checkpoint, attempt)
-            verdict = _judge(contract, decision, check)
+            verdict = judge_answer(contract, decision, check)
             if isinstance(verdict, BaseModel):
                 return AgentOutcome(verdict, "agent", attempt, checkpoint, "accepted")
             kind, reasons = verdict
@@ -584,33 +585,3 @@ def _human_problems(
     except ValidationError:
         return []  # the gate's own schema check reports these
     return check(output)
-
-
-Rejection = tuple[Literal["parse", "schema", "rule", "confidence"], list[str]]
-
-
-def _judge(
-    contract: AgentContract[Any, Out],
-    decision: AgentDecision,
-    check: Callable[[Out], list[str]] | None,
-) -> Out | Rejection:
-    """The validated output of an accepted answer, or why the answer is rejected."""
-    if decision.output is None:
-        return "parse", [decision.parse_error or "the answer could not be parsed"]
-    try:
-        output = contract.output_model.model_validate(decision.output)
-    except ValidationError as err:
-        return "schema", [
-            f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}" for e in err.errors()
-        ]
-    if check is not None:
-        rule_problems = check(output)
-        if rule_problems:
-            return "rule", rule_problems
-    confidence = float(decision.output["confidence"])
-    if confidence < contract.confidence_threshold:
-        return "confidence", [
-            f"confidence {confidence:.2f} is below the contract's threshold "
-            f"{contract.confidence_threshold:.2f}: recheck the evidence"
-        ]
-    return output
