@@ -201,6 +201,12 @@ class AgentDecided(EventBase):
     activity_attempt: int
     provider_calls: int = 1
     feedback: list[str] = Field(default_factory=list)
+    input: dict[str, Any] | None = None
+    """The node's input as the model saw it (after the contract's guardrails), with its PII
+    replaced by markers: on the first decision of each node run (later attempts of that run
+    had the same input; their ``feedback`` says what changed). What ``keel debug`` and
+    ``keel export --dataset`` re-render prompts from; None for runs recorded before."""
+    omitted_when_none: ClassVar[frozenset[str]] = EventBase.omitted_when_none | {"input"}
 
 
 class ValidationFailed(EventBase):

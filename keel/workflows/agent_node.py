@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         apply_guardrails,
         classifier_decision,
         estimate_tokens,
+        redact_pii,
         scrub_text,
         untrusted_strings,
     )
@@ -69,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
 from keel.workflows.context import Checkpoint, WorkflowContext
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
+from keel.workflows.metrics import node_settled
 
 OutputCheck = Callable[[Any], list[str]]
 """A deterministic check of a schema-valid output; returns reasons to reject it."""
@@ -78,6 +80,10 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 SYSTEM_FAILURES_PATCH = "keel-agent-node-system-failures"
 """Runs recorded before system failures were told apart replay the old path (the failed
 call taken as a spent budget); every other run records this patch marker when a call fails."""
+
+NODE_INPUT_PATCH = "keel-ledger-node-input"
+"""Runs recorded before node inputs were in the ledger replay without them (their signed
+heads cover ledgers without ``AgentDecided.input``); every run since records the input."""
 
 NODE_FAILED = "AgentNodeFailed"
 """``ApplicationError.type`` of a run an agent node failed for a reason not the agent's."""
@@ -135,6 +141,19 @@ class AgentNodes:
                 those; the message says what to fix, the details hold the ``SystemFailure``
                 and the ledger's last events.
         """
+        outcome = await self._run(node, contract, node_input, feedback=feedback, check=check)
+        node_settled(self._ledger.metrics, node, contract.key, outcome.source, outcome.attempts)
+        return outcome
+
+    async def _run(
+        self,
+        node: str,
+        contract: AgentContract[In, Out],
+        node_input: In,
+        *,
+        feedback: Sequence[str],
+        check: Callable[[Out], list[str]] | None,
+    ) -> AgentOutcome[Out]:
         checkpoint = self._context.checkpoint(node)
         payload = node_input.model_dump(mode="json")
         attempt_feedback = list(feedback)
@@ -143,6 +162,7 @@ class AgentNodes:
         models: list[str | None] = [None, *contract.fallback_models]
         attempt = 0
         asked = False
+        input_recorded = False
         while attempt < contract.max_attempts:
             attempt += 1
             workflow.set_current_details(
@@ -159,8 +179,15 @@ class AgentNodes:
                     return stop
             try:
                 decision = await self._call(
-                    node, contract, guarded.payload, attempt_feedback, attempt, models[0]
+                    node,
+                    contract,
+                    guarded.payload,
+                    attempt_feedback,
+                    attempt,
+                    models[0],
+                    record_input=not input_recorded,
                 )
+                input_recorded = True
             except ActivityError as err:
                 told_apart = workflow.patched(SYSTEM_FAILURES_PATCH)
                 if told_apart and isinstance(err.cause, CancelledError):
@@ -357,6 +384,8 @@ class AgentNodes:
         feedback: list[str],
         attempt: int,
         model: str | None,
+        *,
+        record_input: bool = False,
     ) -> AgentDecision:
         decision: AgentDecision = await workflow.execute_activity(
             AGENT_NODE_ACTIVITY,
@@ -384,10 +413,14 @@ class AgentNodes:
             summary=f"{node}: {contract.key}, try {attempt} of {contract.max_attempts}",
         )
         self.tokens_used += (decision.input_tokens or 0) + (decision.output_tokens or 0)
+        recorded_input = (
+            redact_pii(payload) if record_input and workflow.patched(NODE_INPUT_PATCH) else None
+        )
         self._ledger.record(
             AgentDecided(
                 node=node,
                 feedback=feedback,
+                input=recorded_input,
                 **decision.model_dump(),
             )
         )
