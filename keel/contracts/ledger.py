@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from keel.contracts.agent import canonical_json
+from keel.contracts.canonical import canonical_bytes
 
 GENESIS_HASH = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,7 +65,7 @@ def event_hash(raw: Mapping[str, Any], scheme: str = LEDGER_SCHEME) -> str:
     if scheme != LEDGER_SCHEME:
         raise ValueError(f"unknown hash scheme {str(scheme)[:40]!r} (known: {', '.join(SCHEMES)})")
     try:
-        return hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+        return hashlib.sha256(canonical_bytes(body)).hexdigest()
     except (rfc8785.CanonicalizationError, TypeError, RecursionError) as err:
         raise ValueError(f"the event has no RFC 8785 form: {str(err)[:200]}") from None
 
