@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli import commands, history, verify
+from keel.cli.audit import add_audit_parser, cmd_audit
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
 from keel.cli.inbox import add_inbox_parser, cmd_inbox
 from keel.cli.keys import cmd_keys
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reviewer.add_argument("--trust", metavar="FILE", help="add its entry to this trust file")
     add_inbox_parser(command)
+    add_audit_parser(command)
     p = command("gates", "list gates waiting for a reviewer")
     json_alias(p)
     for name, verb in (("approve", "approve (or modify with --modify)"), ("reject", "reject")):
@@ -231,6 +233,7 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         "replay": history.cmd_replay,
         "export": history.cmd_export,
         "verify": verify.cmd_verify,
+        "audit": cmd_audit,
     }[args.command]
     try:
         return await handler(client, settings, args)

@@ -1,0 +1,295 @@
+"""The dossier's facts, from one execution's ledger as stored and its verification report.
+
+Every event is parsed on its own: an event that does not parse (a forged or damaged one)
+still appears in the timeline, as stored, and the rest of the dossier is built from the
+events that do. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.cli.dossier.decisions import DecisionFacts, Text
+from keel.cli.dossier.gates import GateFacts, action
+from keel.cli.dossier.timeline import Row, describe
+from keel.cli.render import verification_lines
+from keel.contracts.integrity import LedgerReport
+from keel.contracts.ledger import (
+    AgentCallFailed,
+    AgentDecided,
+    AgentRetried,
+    ChainHeadSigned,
+    DefaultApplied,
+    Escalated,
+    EventBase,
+    GateDecided,
+    GateExpired,
+    GateOpened,
+    PolicyApplied,
+    ProviderFallback,
+    ReviewRefused,
+    RolledBack,
+    Routed,
+    SignedAction,
+    ValidationFailed,
+    WorkflowCompleted,
+    WorkflowStarted,
+    parse_ledger,
+)
+from keel.contracts.reviews import ReviewerTrust
+
+EFFECT_TYPES = frozenset(
+    {
+        "TaskCompleted",
+        "TaskFailed",
+        "TaskSkipped",
+        "Compensated",
+        "EffectOutcomeUnknown",
+        "EffectResolved",
+    }
+)
+PLAN_TYPES = frozenset({"PlanProposed", "PlanRejected", "PlanMaterialized"})
+
+
+@dataclass
+class Run:
+    """One run of the execution (a continued execution has several)."""
+
+    run_id: str
+    status: str
+
+
+@dataclass
+class Verification:
+    """What the dossier says of the ledger's integrity, first and loudly."""
+
+    state: str
+    """``verified``, ``broken`` or ``incomplete`` (consistent, but something went unchecked)."""
+    headline: str
+    lines: list[str]
+    broken_at: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing is broken (``incomplete`` is not broken)."""
+        return self.state != "broken"
+
+
+@dataclass
+class Dossier:
+    """Everything the page shows about one execution."""
+
+    workflow_id: str
+    runs: list[Run]
+    verification: Verification
+    started: WorkflowStarted | None = None
+    completed: WorkflowCompleted | None = None
+    decisions: list[DecisionFacts] = field(default_factory=list)
+    gates: list[GateFacts] = field(default_factory=list)
+    routes: list[Routed] = field(default_factory=list)
+    effects: list[Row] = field(default_factory=list)
+    plans: list[Row] = field(default_factory=list)
+    timeline: list[Row] = field(default_factory=list)
+    unparsed: int = 0
+
+    @property
+    def workflow_type(self) -> str:
+        """The workflow type the ledger's first run names."""
+        return self.started.workflow if self.started is not None else "unknown"
+
+
+def build_dossier(
+    workflow_id: str,
+    runs: Sequence[Run],
+    raw_events: Sequence[Any],
+    report: LedgerReport,
+    trust: ReviewerTrust,
+) -> Dossier:
+    """The dossier of ``raw_events`` (every run's events as stored, oldest first), verified
+    as ``report`` says; reviewer signatures are checked against ``trust``."""
+    dossier = Dossier(workflow_id, list(runs), verification_of(report, runs))
+    builder = _Builder(dossier, trust)
+    for raw in raw_events:
+        event = _parsed(raw)
+        if event is None:
+            dossier.unparsed += 1
+            dossier.timeline.append(Row.unparsed(raw, report.broken_at))
+            continue
+        dossier.timeline.append(Row.of(event, describe(event), report.broken_at))
+        builder.add(event, raw)
+    for row in dossier.timeline:
+        row.link = builder.links.get(row.seq) if row.seq is not None else None
+    return dossier
+
+
+def verification_of(report: LedgerReport, runs: Sequence[Run]) -> Verification:
+    """The verdict on the ledger: broken, verified, or consistent with something unchecked
+    (no trusted keys, no reviewer trust file, unsigned events of an open run, legacy)."""
+    status = runs[-1].status if runs else "RUNNING"
+    lines = verification_lines(report, status)
+    if not report.ok:
+        where = f"at event #{report.broken_at}" if report.broken_at is not None else ""
+        return Verification(
+            "broken",
+            f"LEDGER BROKEN {where}".strip(),
+            [f"why: {report.reason}"],
+            report.broken_at,
+            report.reason,
+        )
+    gaps = []
+    if report.legacy:
+        gaps.append("an unsigned legacy ledger")
+    elif not report.signatures_checked:
+        gaps.append("head signatures not checked (no trusted keys)")
+    if report.decisions_checked is None:
+        gaps.append("reviewer signatures not checked (no reviewer trust file)")
+    if report.unsigned:
+        gaps.append(f"{report.unsigned} events after the last signed head")
+    if gaps:
+        return Verification(
+            "incomplete", "Hash chain consistent; NOT checked: " + "; ".join(gaps), lines
+        )
+    decided = report.decisions_checked or 0
+    return Verification(
+        "verified",
+        f"VERIFIED: {report.events} events, {len(report.signed)} signed heads and "
+        f"{decided} reviewer signatures hold",
+        lines,
+    )
+
+
+def _parsed(raw: Any) -> EventBase | None:
+    try:
+        return parse_ledger([raw])[0]
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
+class _Builder:
+    """Walks the events once, pairing each with the decision or gate it belongs to."""
+
+    def __init__(self, dossier: Dossier, trust: ReviewerTrust) -> None:
+        self.dossier = dossier
+        self.trust = trust
+        self.links: dict[int, str] = {}
+        self.pending: dict[str, list[EventBase]] = {}
+        """Guardrail, fallback and failed-call events of a node, before its decision."""
+        self.latest: dict[str, DecisionFacts] = {}
+        self.inputs: dict[str, dict[str, Any] | None] = {}
+        self.accepted: DecisionFacts | None = None
+        self.escalated: DecisionFacts | None = None
+        """A node that handed over to people: the gate opened next reviews its decision."""
+        self.open_gates: dict[str, GateFacts] = {}
+
+    def add(self, event: EventBase, raw: Any) -> None:
+        d = self.dossier
+        if isinstance(event, WorkflowStarted) and d.started is None:
+            d.started = event
+        elif isinstance(event, WorkflowCompleted):
+            d.completed = event
+        elif isinstance(event, PolicyApplied | ProviderFallback | AgentCallFailed):
+            self.pending.setdefault(event.node, []).append(event)
+        elif isinstance(event, AgentDecided):
+            self._decided(event)
+        elif isinstance(event, ValidationFailed | AgentRetried | DefaultApplied):
+            self._checked(event)
+        elif isinstance(event, Routed):
+            d.routes.append(event)
+            if self.accepted is not None:
+                self.accepted.routed.append(event)
+                self.links[event.seq] = self.accepted.anchor
+        elif isinstance(event, GateOpened):
+            self._opened(event)
+        elif isinstance(event, SignedAction | ReviewRefused | GateExpired):
+            self._at_gate(event, raw)
+        elif isinstance(event, Escalated):
+            self._escalated(event)
+        elif isinstance(event, ChainHeadSigned):
+            gate = self.open_gates.get(event.reason.partition(":")[2])
+            if gate is not None:
+                gate.heads.append(event)
+        elif isinstance(event, RolledBack):
+            for facts in self.latest.values():
+                rejected = facts.gate is not None and facts.gate.verdict == "rejected"
+                if rejected and facts.rolled_back is None:
+                    facts.rolled_back = event
+                    self.links[event.seq] = facts.anchor
+        elif event.type in EFFECT_TYPES:
+            d.effects.append(Row.of(event, describe(event)))
+        elif event.type in PLAN_TYPES:
+            d.plans.append(Row.of(event, describe(event)))
+
+    def _decided(self, event: AgentDecided) -> None:
+        if event.input is not None or event.node not in self.inputs:
+            self.inputs[event.node] = event.input  # a node run's first attempt records it
+        facts = DecisionFacts(
+            event, Text.of(event.raw_response), event.input or self.inputs.get(event.node)
+        )
+        for earlier in self.pending.pop(event.node, []):
+            self.links[earlier.seq] = facts.anchor
+            if isinstance(earlier, PolicyApplied):
+                facts.guardrails.append(earlier)
+            elif isinstance(earlier, ProviderFallback):
+                facts.fallbacks.append(earlier)
+            elif isinstance(earlier, AgentCallFailed):
+                facts.call_failures.append(earlier)
+        self.latest[event.node] = facts
+        self.dossier.decisions.append(facts)
+        self.links[event.seq] = facts.anchor
+        if event.output is not None:
+            self.accepted = facts  # until a check fails it
+
+    def _checked(self, event: ValidationFailed | AgentRetried | DefaultApplied) -> None:
+        facts = self.latest.get(event.node)
+        if facts is None:
+            return
+        self.links[event.seq] = facts.anchor
+        if isinstance(event, ValidationFailed):
+            facts.validation.append(event)
+            if self.accepted is facts:
+                self.accepted = None
+        elif isinstance(event, AgentRetried):
+            facts.retried = event
+        else:
+            facts.default = event
+
+    def _opened(self, event: GateOpened) -> None:
+        reviewed = self.accepted or self.escalated
+        self.escalated = None
+        gate = GateFacts(
+            event,
+            reviewed.event.seq if reviewed is not None else None,
+            reviewed.event.output if reviewed is not None else None,
+        )
+        if reviewed is not None and reviewed.gate is None:
+            reviewed.gate = gate
+        self.open_gates[event.gate] = gate
+        self.dossier.gates.append(gate)
+        self.links[event.seq] = gate.anchor
+
+    def _at_gate(self, event: SignedAction | ReviewRefused | GateExpired, raw: Any) -> None:
+        gate = self.open_gates.get(getattr(event, "gate", None) or "")
+        if gate is None:
+            return
+        self.links[event.seq] = gate.anchor
+        if isinstance(event, ReviewRefused):
+            gate.refused.append(event)
+        elif isinstance(event, GateExpired):
+            gate.expired = event
+        else:
+            gate.actions.append(action(event, raw, self.trust, gate))
+            if isinstance(event, GateDecided):
+                gate.decided = event
+
+    def _escalated(self, event: Escalated) -> None:
+        gate = self.open_gates.get(event.subject)
+        if gate is not None:
+            gate.escalations.append(event)
+            self.links[event.seq] = gate.anchor
+        elif (facts := self.latest.get(event.subject)) is not None:
+            facts.escalated = event
+            self.escalated = facts
+            self.links[event.seq] = facts.anchor

@@ -1,0 +1,80 @@
+"""Timeline rows: every event of the ledger in one line, as ``keel ledger`` describes it,
+marked where the ledger broke."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from keel.cli.render import _FORMATS
+from keel.contracts.ledger import EventBase
+
+MAX_LINE_CHARS = 600
+"""Characters of an event's one-line description (the event itself is in the export)."""
+
+
+@dataclass
+class Row:
+    """One event in the timeline (or in the effects and plans tables)."""
+
+    seq: int | None
+    at: str
+    type: str
+    text: str
+    event: EventBase | None
+    state: str = "ok"
+    """``ok``, ``broken`` (the event where verification failed), ``after`` (an event after
+    it, which nothing vouches for) or ``unparsed`` (it does not fit its type)."""
+    link: str | None = None
+    """The page id of the decision or gate the event belongs to."""
+
+    @classmethod
+    def of(cls, event: EventBase, text: str, broken_at: int | None = None) -> Row:
+        """The row of a parsed event."""
+        at = event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return cls(event.seq, at, event.type, text, event, _state(event.seq, broken_at))
+
+    @classmethod
+    def unparsed(cls, raw: Any, broken_at: int | None) -> Row:
+        """The row of an event that does not parse as its type, shown as stored."""
+        fields = raw if isinstance(raw, dict) else {}
+        seq = fields.get("seq")
+        number = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        state = _state(number, broken_at) if number is not None else "unparsed"
+        text = "does not fit its type; as stored: " + _clip(_json(raw))
+        kind = str(fields.get("type", type(raw).__name__))[:80]
+        return cls(number, str(fields.get("at", ""))[:40], kind, text, None, state)
+
+    @property
+    def receipt(self) -> str:
+        """An effect's receipt (idempotency key, provider id, ...) as indented JSON."""
+        effect = getattr(self.event, "effect", None) or getattr(self.event, "known", None)
+        return json.dumps(effect, indent=2, sort_keys=True, default=str) if effect else ""
+
+
+def describe(event: EventBase) -> str:
+    """``keel ledger``'s line for ``event`` (its type's own, else the generic one)."""
+    formatter = _FORMATS.get(event.type)
+    try:
+        text = formatter(event) if formatter else event.describe()
+    except Exception:  # a stored value a formatter does not expect: the generic line
+        text = event.describe()
+    return _clip(text)
+
+
+def _state(seq: int | None, broken_at: int | None) -> str:
+    if broken_at is None or seq is None or seq < broken_at:
+        return "ok"
+    return "broken" if seq == broken_at else "after"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 3] + "..."
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    except (ValueError, RecursionError):
+        return repr(value)[:MAX_LINE_CHARS]
