@@ -8,7 +8,9 @@ time-skipping server; the other models are a local server speaking OpenAI's wire
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,15 +23,18 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.cli import debug
 from keel.cli.ledgers import RunLedger, execution_runs
-from keel.cli.main import build_parser, rpc_failure
+from keel.cli.main import build_parser, rpc_failure, run
 from keel.cli.node_history import HistoryLookup
 from keel.cli.output import CliError, report
+from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
 from keel.contracts.ledger import AgentDecided
 from keel.offline import OfflineFault
 from keel.settings import KeelSettings
 from keel.testing import offline_settings
+from keel.workers.codec import ENCODING, codec_keyring
+from keel.workers.runtime import keel_data_converter
 from tests.apps.debug_contracts import V2_PROMPT_OPENING
-from tests.conftest import keel_worker
+from tests.conftest import codec_settings, keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import decide, review, start_review, wait_for_gate
 
@@ -383,3 +388,56 @@ async def test_debugging_writes_nothing_to_the_execution_or_the_data_directory(
     assert after.to_json() == before.to_json()
     assert [r.events for r in ledger_after] == [r.events for r in ledger_before]
     assert list(tmp_path.iterdir()) == []  # no side-effect record, no key, no file at all
+
+
+async def test_the_keel_command_runs_it_end_to_end_and_exits_by_the_outcome(
+    ts_env: WorkflowEnvironment,
+    recorded: Recorded,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Through ``keel.cli.main.run`` (parser, settings, connection, dispatch), as a user
+    types it: JSON on stdout and exit 0; a usage error exits 2, a missing workflow 1."""
+    target = ts_env.client.service_client.config.target_host
+    for name, value in {"KEEL_MODEL": "offline", "KEEL_CODEC": "off"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KEEL_DATA_DIR", str(tmp_path))
+    # This process's settings were read once, before the variables above: read them afresh.
+    monkeypatch.setattr(sys.modules["keel.cli.main"], "get_settings", KeelSettings)
+
+    async def keel(*argv: str) -> Run:
+        code = await asyncio.to_thread(run, ["debug", "--address", target, *argv])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    ran = await keel(recorded.low, NODE, "-o", "json")
+    assert ran.code == 0, ran.err
+    assert ran.record["same_output"] and ran.record["input_source"] == "history"
+    assert (await keel(recorded.reassessed, NODE)).code == 2
+    assert (await keel("no-such-review", NODE)).code == 1
+
+
+async def test_an_encrypted_history_is_read_with_the_client_s_codec_keys(
+    ts_env: WorkflowEnvironment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = codec_settings()
+    keyring = codec_keyring(settings, target="", embedded=False)
+    config = ts_env.client.config()
+    config["data_converter"] = keel_data_converter(keyring)
+    client = Client(**config)
+    async with keel_worker(client) as tq:
+        handle = await start_review(client, tq, "low", prefix="debug-encrypted")
+        await handle.result()
+    history = await ts_env.client.get_workflow_handle(handle.id).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == AGENT_NODE_ACTIVITY
+    ]
+    [payload] = scheduled[0].input.payloads
+    assert payload.metadata["encoding"] == ENCODING  # the request is encrypted in history
+    ran = await keel_debug(client, capsys, handle.id, NODE, "-o", "json", settings=settings)
+    assert ran.code == 0, ran.err
+    assert ran.record["input_source"] == "history" and ran.record["prompt_matches"]
+    assert ran.record["input"]["vendor"] == "Brightline Analytics LLC"
