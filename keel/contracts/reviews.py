@@ -287,12 +287,23 @@ DECISION_EVENTS = frozenset({"GateDecided", "GateApproved", "GateReassigned", "G
 
 def decision_problems(raw_events: Sequence[Any], trust: ReviewerTrust) -> tuple[int, list[str]]:
     """Check every reviewer action in a ledger (events as stored) against ``trust``: how
-    many signed ones hold, and what is wrong with the others (an unsigned one included)."""
+    many signed ones hold, and what is wrong with the others (an unsigned one included).
+
+    A signature holds only for what was signed: the event must record that decision, on
+    that gate, with that comment and those modifications, in the run the reviewer signed
+    for. Whoever could rewrite the ledger and re-sign its heads (the worker's key) still
+    cannot turn a reviewer's rejection into an approval.
+    """
     checked, problems = 0, []
+    run: tuple[Any, Any] | None = None
     for raw in raw_events:
-        if not isinstance(raw, dict) or raw.get("type") not in DECISION_EVENTS:
+        if not isinstance(raw, dict):
             continue
-        problem = _decision_problem(raw, trust)
+        if raw.get("type") == "WorkflowStarted":
+            run = (raw.get("workflow_id"), raw.get("run_id"))
+        if raw.get("type") not in DECISION_EVENTS:
+            continue
+        problem = _decision_problem(raw, trust) or _recorded_otherwise(raw, run)
         if problem:
             problems.append(f"event {raw.get('seq')} ({raw.get('type')}): {problem}")
         else:
@@ -316,4 +327,49 @@ def _decision_problem(raw: Mapping[str, Any], trust: ReviewerTrust) -> str | Non
         return "the event's reviewer is not the one who signed"
     if key.kind == "reviewer" and signed.get("reviewer") != key.subject:
         return f"key {key_id} signs for {key.subject!r} only"
+    return None
+
+
+_APPROVING = frozenset({Action.APPROVE.value, Action.MODIFY.value})
+
+
+def _recorded_otherwise(raw: Mapping[str, Any], run: tuple[Any, Any] | None) -> str | None:
+    """What the event records differently from the decision its signature covers (None when
+    it records that decision); ``raw`` has a ``signed`` dict (``_decision_problem`` held)."""
+    signed: Mapping[str, Any] = raw["signed"]
+    kind, said = raw.get("type"), signed.get("decision")
+    allowed = {
+        "GateDecided": {Action.REJECT.value}
+        if raw.get("decision") == Action.REJECT.value
+        else _APPROVING,
+        "GateApproved": _APPROVING,
+        "GateReassigned": {Action.REASSIGN.value},
+        "GateDeferred": {Action.DEFER.value},
+    }[str(kind)]
+    if said not in allowed:
+        return f"records {raw.get('decision', kind)!r}, but the reviewer signed {said!r}"
+    if signed.get("gate") != raw.get("gate"):
+        return (
+            f"records gate {raw.get('gate')!r}, but the reviewer signed for {signed.get('gate')!r}"
+        )
+    if run is not None and (signed.get("workflow_id"), signed.get("run_id")) != run:
+        return "the reviewer signed for another execution or run"
+    if signed.get("on_behalf_of") != raw.get("on_behalf_of"):
+        return "records another delegation than the reviewer signed"
+    if (signed.get("comment") or None) != (raw.get("comment") or None):
+        return "records another comment than the reviewer signed"
+    # A decision's modifications are the signer's; a final approval of a version someone
+    # else modified records that version (its own signature covers no modifications).
+    if (kind == "GateApproved" or said == Action.MODIFY.value) and signed.get(
+        "modifications"
+    ) != raw.get("modifications"):
+        return "records other modifications than the reviewer signed"
+    if kind == "GateReassigned":
+        target = signed.get("reassign_to")
+        target = target if isinstance(target, dict) else {}
+        if (target.get("reviewers", []), target.get("roles", [])) != (
+            raw.get("to_reviewers"),
+            raw.get("to_roles"),
+        ):
+            return "records another reassignment than the reviewer signed"
     return None

@@ -1,0 +1,137 @@
+"""A reviewer's signature holds only for what they signed: someone who can rewrite the
+ledger *and* re-sign its heads with the worker's key (a stolen worker key, a lying worker)
+still cannot turn a rejection into an approval, move a decision to another gate, or change
+its comment, modifications, delegation or reassignment unnoticed by ``keel verify
+--reviewer-keys`` (``decision_problems``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from keel.cli.ledgers import chain_runs, export_records
+from keel.cli.main import run
+from keel.contracts.integrity import verify_ledger
+from keel.contracts.reviews import DECISION_EVENTS, decision_problems
+from keel.testing import kit_review_trust, offline_settings
+from keel.workers.keys import load_worker_keys, trusted_keyring
+from tests.conftest import keel_worker
+from tests.helpers import decide, review, start_review, wait_for_gate
+from tests.ledger_forgeries import (
+    Raw,
+    changed,
+    index_of,
+    reseal,
+    with_events,
+    write_export,
+    write_keyring,
+)
+
+HIGH = "general-counsel"
+REASSIGN_TO = {"reviewers": ["gc.morgan", "deputy-gc.alex"], "roles": ["general-counsel"]}
+
+
+@pytest.fixture(scope="module")
+async def recorded(ts_env: WorkflowEnvironment) -> list[dict[str, Any]]:
+    """A high-risk review's export: deferred, reassigned, rejected with a comment (the agent
+    re-assesses), then approved by two general counsels."""
+    async with keel_worker(ts_env.client) as tq:
+        handle = await start_review(ts_env.client, tq, "high", prefix="decision-audit")
+        await wait_for_gate(handle, HIGH)
+        await decide(handle, review(HIGH, "defer", "gc.morgan", comment="next week"))
+        await decide(
+            handle,
+            review(HIGH, "reassign", "gc.morgan", comment="both of us", reassign_to=REASSIGN_TO),
+        )
+        await decide(handle, review(HIGH, "reject", "gc.morgan", comment="clause 4 uncapped"))
+        await wait_for_gate(handle, f"{HIGH}-2")
+        await decide(handle, review(f"{HIGH}-2", "approve", "gc.morgan"))
+        await decide(handle, review(f"{HIGH}-2", "approve", "deputy-gc.alex"))
+        await handle.result()
+        runs = await chain_runs(ts_env.client, handle.id)
+    return [record for run in runs for record in export_records(handle.id, run)]
+
+
+def events_of(records: list[dict[str, Any]]) -> Raw:
+    return [record["event"] for record in records]
+
+
+def resigned(events: Raw, index: int, **fields: Any) -> Raw:
+    """``fields`` changed at ``index``, every hash after it recomputed and every head
+    re-signed with the worker's own key: a chain that verifies."""
+    signer = load_worker_keys(offline_settings()).signing
+    return reseal(changed(events, index, **fields), index, signer=signer)
+
+
+FORGERIES: dict[str, Callable[[Raw], tuple[int, Raw]]] = {
+    "rejection-made-approval": lambda ev: (
+        i := index_of(ev, "GateDecided", decision="reject"),
+        resigned(ev, i, decision="approve", state="approved", comment=None),
+    ),
+    "rejection-moved-to-another-gate": lambda ev: (
+        i := index_of(ev, "GateDecided", decision="reject"),
+        resigned(ev, i, gate=f"{HIGH}-2"),
+    ),
+    "comment-rewritten": lambda ev: (
+        i := index_of(ev, "GateDecided", decision="reject"),
+        resigned(ev, i, comment="looks fine"),
+    ),
+    "modifications-slipped-into-an-approval": lambda ev: (
+        i := index_of(ev, "GateApproved"),
+        resigned(ev, i, modifications={"conditions": ["waive the cap"]}),
+    ),
+    "delegation-invented": lambda ev: (
+        i := index_of(ev, "GateApproved"),
+        resigned(ev, i, on_behalf_of="deputy-gc.alex"),
+    ),
+    "reassigned-elsewhere": lambda ev: (
+        i := index_of(ev, "GateReassigned"),
+        resigned(ev, i, to_reviewers=["mallory"], to_roles=[]),
+    ),
+    "deferral-claims-a-rejection": lambda ev: (
+        i := index_of(ev, "GateDeferred"),
+        resigned(ev, i, type="GateDecided", decision="reject", state="rejected", via="update"),
+    ),
+}
+
+
+def test_every_decision_of_a_real_ledger_checks_out(recorded: list[dict[str, Any]]) -> None:
+    events = events_of(recorded)
+    kinds = [e["type"] for e in events if e["type"] in DECISION_EVENTS]
+    assert sorted(set(kinds)) == sorted(DECISION_EVENTS)
+    assert decision_problems(events, kit_review_trust()) == (len(kinds), [])
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_a_resigned_forgery_verifies_as_a_chain_but_not_as_decisions(
+    recorded: list[dict[str, Any]], name: str
+) -> None:
+    index, forged = FORGERIES[name](events_of(recorded))
+    chain = verify_ledger(forged, keyring=trusted_keyring(offline_settings()), closed=True)
+    assert chain.ok, chain.reason  # the worker's key re-signed it: only the reviewers' hold
+    checked, problems = decision_problems(forged, kit_review_trust())
+    assert len(problems) == 1 and problems[0].startswith(f"event {index + 1} ")
+    assert checked == len([e for e in forged if e["type"] in DECISION_EVENTS]) - 1
+
+
+def test_keel_verify_fails_the_forged_export_and_passes_the_real_one(
+    recorded: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trust = tmp_path / "reviewer-keys.json"
+    trust.write_text(kit_review_trust().model_dump_json())
+    keys = write_keyring(tmp_path / "keys.json", load_worker_keys(offline_settings()).signing)
+    real = write_export(tmp_path / "real.jsonl", recorded)
+    _, forged_events = FORGERIES["rejection-made-approval"](events_of(recorded))
+    forged = write_export(tmp_path / "forged.jsonl", with_events(recorded, forged_events))
+    options = ["--keys", str(keys), "--reviewer-keys", str(trust), "-o", "json"]
+    assert run(["verify", str(real), *options]) == 0
+    capsys.readouterr()
+    assert run(["verify", str(forged), *options]) == 1
+    out = capsys.readouterr().out
+    assert "the reviewer signed 'reject'" in out, out
+    assert json.loads(out.strip().splitlines()[-1])  # a JSON report, not a traceback
