@@ -156,6 +156,17 @@ class KeelSettings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = Field(
         None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
     )
+    otel_service_name: str = Field(
+        "keel", min_length=1, max_length=100, validation_alias="OTEL_SERVICE_NAME"
+    )
+    """The service name of this process's traces (``service.name``) and metrics (the
+    ``service_name`` label)."""
+    metrics_host: str = "127.0.0.1"
+    """Interface of the worker's Prometheus endpoint (``0.0.0.0`` in a container, for a
+    Prometheus outside it)."""
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    """Port of the Prometheus endpoint (``/metrics``) of ``keel worker`` and ``keel dev``:
+    the SDK's metrics and Keel's own (docs/operations.md). 0: no endpoint."""
 
     @property
     def resolved_model(self) -> str:

@@ -15,6 +15,7 @@ from keel.workers.app import App
 from keel.workers.codec import EncryptionCodec, codec_keyring, dev_key_path
 from keel.workers.codec_server import CodecServer, ui_origins
 from keel.workers.devstack import dev_server
+from keel.workers.metrics import metrics_client, metrics_note
 from keel.workers.runtime import ensure_search_attributes, running_worker
 
 if TYPE_CHECKING:
@@ -26,7 +27,9 @@ async def run_worker(
 ) -> int:
     """Serve the task queue until ``stop`` is set; in-flight tasks finish first."""
     await ensure_search_attributes(client)
+    client = await metrics_client(client, settings)
     async with running_worker(client, settings, apps=apps):
+        print(metrics_note(settings), flush=True)
         print(
             f"keel worker: apps {', '.join(a.name for a in apps)}; "
             f"task queue {settings.task_queue!r} on {settings.temporal_address} "
@@ -61,7 +64,9 @@ async def run_dev(
             env = await stack.enter_async_context(dev_server(settings, codec_endpoint=endpoint))
             if apps:
                 await ensure_search_attributes(env.client)
-                await stack.enter_async_context(running_worker(env.client, settings, apps=apps))
+                client = await metrics_client(env.client, settings)
+                await stack.enter_async_context(running_worker(client, settings, apps=apps))
+                print(metrics_note(settings), flush=True)
             for service in services:
                 await stack.enter_async_context(service(settings, env.client))
             worker = f"worker for {', '.join(a.name for a in apps)}" if apps else "no worker"

@@ -37,7 +37,9 @@ def tracing_interceptors(
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
     if _provider is None:
-        provider = TracerProvider(resource=Resource.create({"service.name": "keel"}))
+        # OTEL_SERVICE_NAME (default ``keel``) names the service, as the SDK's metrics do.
+        service = {"service.name": settings.otel_service_name}
+        provider = TracerProvider(resource=Resource.create(service))
         if settings.otel_exporter_otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
 from keel.workflows.context import Checkpoint, WorkflowContext
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
+from keel.workflows.metrics import node_settled
 
 OutputCheck = Callable[[Any], list[str]]
 """A deterministic check of a schema-valid output; returns reasons to reject it."""
@@ -140,6 +141,19 @@ class AgentNodes:
                 those; the message says what to fix, the details hold the ``SystemFailure``
                 and the ledger's last events.
         """
+        outcome = await self._run(node, contract, node_input, feedback=feedback, check=check)
+        node_settled(self._ledger.metrics, node, contract.key, outcome.source, outcome.attempts)
+        return outcome
+
+    async def _run(
+        self,
+        node: str,
+        contract: AgentContract[In, Out],
+        node_input: In,
+        *,
+        feedback: Sequence[str],
+        check: Callable[[Out], list[str]] | None,
+    ) -> AgentOutcome[Out]:
         checkpoint = self._context.checkpoint(node)
         payload = node_input.model_dump(mode="json")
         attempt_feedback = list(feedback)

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         seal_event,
     )
 
+from keel.workflows.metrics import LedgerMetrics
 from keel.workflows.signing import sign
 
 E = TypeVar("E", bound=EventBase)
@@ -41,6 +42,8 @@ class Ledger:
         self.events: list[LedgerEvent] = []
         self.head_hash = genesis
         self.last_seq = 0
+        self.metrics = LedgerMetrics()
+        """Keel's metrics, counted from the events as they are recorded (replay-safe)."""
 
     @property
     def genesis(self) -> str:
@@ -75,6 +78,7 @@ class Ledger:
         self.events.append(cast(LedgerEvent, sealed))
         self.head_hash = sealed.hash
         self.last_seq = sealed.seq
+        self.metrics.observe(sealed, self.events)
         return sealed
 
     async def sign_head(self, reason: str, *, final: bool = False) -> EventBase | None:
