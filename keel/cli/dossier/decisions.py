@@ -1,9 +1,8 @@
 """One agent decision as the dossier shows it: its provenance, what checked it, what happened
 to it downstream, and the ten answers an auditor asks of it.
 
-What happened downstream is derived here from the events around the decision (the checks
-that failed it, the rule that routed on it, the gate that reviewed it, a rollback or a
-default); ``keel.contracts.outcomes`` names the same pairing for exports.
+What became of it (and which gate reviewed it) is ``keel.contracts.outcomes``' pairing, the
+one the training export and the trust report use, so the three never disagree.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from keel.contracts.ledger import (
     Routed,
     ValidationFailed,
 )
+from keel.contracts.outcomes import DecisionOutcome, OutcomeKind
 from keel.contracts.registry import REGISTRY
 
 if TYPE_CHECKING:
@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 
 SHOWN_CHARS = 2_000
 """Characters of a raw answer or prompt shown in full view; the rest is one click away."""
+
+OUTCOMES: dict[OutcomeKind, str] = {
+    "accepted": "accepted",
+    "accepted_by_rule": "accepted by rule",
+    "approved": "approved",
+    "modified": "modified",
+    "rejected": "rejected",
+    "expired": "expired",
+    "pending": "pending",
+    "default_applied": "default applied",
+    "failed_validation": "failed validation",
+}
+"""How the dossier names each outcome kind."""
 
 QUESTIONS = (
     ("contract", "Contract version"),
@@ -96,6 +109,8 @@ class DecisionFacts:
     default: DefaultApplied | None = None
     escalated: Escalated | None = None
     rolled_back: RolledBack | None = None
+    record: DecisionOutcome | None = None
+    """What became of it, as ``keel.contracts.outcomes`` pairs it."""
 
     @property
     def anchor(self) -> str:
@@ -167,6 +182,8 @@ class DecisionFacts:
     @property
     def outcome(self) -> str:
         """What happened to the answer, in a few words."""
+        if self.record is not None:
+            return OUTCOMES[self.record.kind]
         if self.event.output is None:
             return "unparsed"
         if self.validation:
@@ -219,8 +236,10 @@ class DecisionFacts:
 
     def _changed(self) -> tuple[str, str]:
         if self.gate is not None and self.gate.changes:
-            fields = sorted({row.field for row in self.gate.changes})
-            return ", ".join(fields), "modified by the reviewer (diff at the gate)"
+            changes = "; ".join(
+                f"{c.field}: {_clip(c.agent)} -> {_clip(c.reviewer)}" for c in self.gate.changes
+            )
+            return changes, f"modified by the reviewer at gate {self.gate.name} (diff there)"
         if self.rolled_back is not None:
             return "answer discarded", f"rolled back to {self.rolled_back.checkpoint}"
         if self.default is not None:
@@ -271,7 +290,7 @@ def _retries(facts: DecisionFacts) -> tuple[str, str]:
         kinds = ", ".join(sorted({v.kind for v in facts.validation})) or "rejected"
         text = f"attempt {e.attempt}, retried as attempt {facts.retried.next_attempt}"
         return text, f"failed {kinds}: {failed}" + (f"; {why}" if why else "")
-    text = f"attempt {e.attempt}" + (" (first)" if e.attempt == 1 else "")
+    text = f"attempt {e.attempt}" + (" (first)" if e.attempt == 1 else ", a retry")
     if facts.validation:
         failed = "; ".join(r for v in facts.validation for r in v.reasons)
         return f"{text}, not retried", f"failed: {failed}"
@@ -284,3 +303,7 @@ def _pretty(value: Any) -> str:
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -38,6 +38,7 @@ from keel.contracts.ledger import (
     WorkflowStarted,
     parse_ledger,
 )
+from keel.contracts.outcomes import decision_outcomes
 from keel.contracts.reviews import ReviewerTrust
 
 EFFECT_TYPES = frozenset(
@@ -94,6 +95,8 @@ class Dossier:
     plans: list[Row] = field(default_factory=list)
     timeline: list[Row] = field(default_factory=list)
     unparsed: int = 0
+    pairing_problem: str | None = None
+    """Why decisions could not be paired with their gates, if they could not."""
 
     @property
     def workflow_type(self) -> str:
@@ -120,6 +123,7 @@ def build_dossier(
             continue
         dossier.timeline.append(Row.of(event, describe(event), report.broken_at))
         builder.add(event, raw)
+    builder.pair()
     for row in dossier.timeline:
         row.link = builder.links.get(row.seq) if row.seq is not None else None
     return dossier
@@ -180,11 +184,12 @@ class _Builder:
         self.latest: dict[str, DecisionFacts] = {}
         self.inputs: dict[str, dict[str, Any] | None] = {}
         self.accepted: DecisionFacts | None = None
-        self.escalated: DecisionFacts | None = None
-        """A node that handed over to people: the gate opened next reviews its decision."""
         self.open_gates: dict[str, GateFacts] = {}
+        self.events: list[EventBase] = []
+        self.rollbacks: list[RolledBack] = []
 
     def add(self, event: EventBase, raw: Any) -> None:
+        self.events.append(event)
         d = self.dossier
         if isinstance(event, WorkflowStarted) and d.started is None:
             d.started = event
@@ -212,11 +217,7 @@ class _Builder:
             if gate is not None:
                 gate.heads.append(event)
         elif isinstance(event, RolledBack):
-            for facts in self.latest.values():
-                rejected = facts.gate is not None and facts.gate.verdict == "rejected"
-                if rejected and facts.rolled_back is None:
-                    facts.rolled_back = event
-                    self.links[event.seq] = facts.anchor
+            self.rollbacks.append(event)
         elif event.type in EFFECT_TYPES:
             d.effects.append(Row.of(event, describe(event)))
         elif event.type in PLAN_TYPES:
@@ -257,15 +258,7 @@ class _Builder:
             facts.default = event
 
     def _opened(self, event: GateOpened) -> None:
-        reviewed = self.accepted or self.escalated
-        self.escalated = None
-        gate = GateFacts(
-            event,
-            reviewed.event.seq if reviewed is not None else None,
-            reviewed.event.output if reviewed is not None else None,
-        )
-        if reviewed is not None and reviewed.gate is None:
-            reviewed.gate = gate
+        gate = GateFacts(event, None, None)
         self.open_gates[event.gate] = gate
         self.dossier.gates.append(gate)
         self.links[event.seq] = gate.anchor
@@ -289,7 +282,40 @@ class _Builder:
         if gate is not None:
             gate.escalations.append(event)
             self.links[event.seq] = gate.anchor
-        elif (facts := self.latest.get(event.subject)) is not None:
+        elif (facts := self.latest.get(event.subject.removeprefix("node:"))) is not None:
             facts.escalated = event
-            self.escalated = facts
             self.links[event.seq] = facts.anchor
+
+    def pair(self) -> None:
+        """Link each decision to the gates that reviewed it, as ``decision_outcomes`` pairs
+        them (the export and the trust report read the same pairing), and each rollback
+        to the rejected decision it discarded."""
+        try:
+            outcomes = decision_outcomes(self.events)
+        except Exception as exc:  # a forged ledger the pairing cannot follow
+            self.dossier.pairing_problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+            outcomes = []
+        decisions = {facts.event.seq: facts for facts in self.dossier.decisions}
+        gates = {gate.opened.seq: gate for gate in self.dossier.gates}
+        for outcome in outcomes:
+            facts = decisions.get(outcome.seq)
+            if facts is None:
+                continue
+            facts.record = outcome
+            for review in outcome.gates:
+                gate = gates.get(review.opened_seq)
+                if gate is not None and gate.reviews is None:
+                    gate.reviews, gate.agent_output = outcome.seq, facts.event.output
+                    facts.gate = facts.gate or gate
+        for rollback in self.rollbacks:
+            rejected = [
+                facts
+                for facts in self.dossier.decisions
+                if facts.event.seq < rollback.seq
+                and facts.gate is not None
+                and facts.gate.verdict == "rejected"
+                and facts.rolled_back is None
+            ]
+            if rejected:
+                rejected[-1].rolled_back = rollback
+                self.links[rollback.seq] = rejected[-1].anchor

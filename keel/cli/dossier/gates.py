@@ -45,7 +45,12 @@ class Action:
 
     event: SignedAction
     signature: Signature
-    changes: list[Change]
+    gate: GateFacts
+
+    @property
+    def changes(self) -> list[Change]:
+        """The fields this action modified, beside the agent's answer."""
+        return diff(self.gate, getattr(self.event, "modifications", None))
 
     @property
     def kind(self) -> str:
@@ -132,9 +137,8 @@ class GateFacts:
 
 
 def action(event: SignedAction, raw: Any, trust: ReviewerTrust, gate: GateFacts) -> Action:
-    """``event`` (stored as ``raw``) with its signature checked and its changes diffed."""
-    modifications = getattr(event, "modifications", None)
-    return Action(event, signature_of(raw, trust), diff(gate, modifications))
+    """``event`` (stored as ``raw``) at ``gate``, with its signature checked."""
+    return Action(event, signature_of(raw, trust), gate)
 
 
 def signature_of(raw: Any, trust: ReviewerTrust) -> Signature:
