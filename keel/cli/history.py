@@ -152,7 +152,13 @@ def _quiet_runtime() -> Runtime:
 async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
     """Write every selected execution's ledger as JSON lines (one event per line, with its
     ``workflow_id`` and ``run_id``); executions without a Keel ledger are skipped with a
-    note on stderr."""
+    note on stderr. With ``--dataset``: training data instead (``keel.cli.dataset``)."""
+    if getattr(args, "dataset", None):
+        from keel.cli.dataset import export_dataset
+
+        return await export_dataset(client, settings, args)
+    if getattr(args, "metadata", None):
+        raise CliError("--metadata goes with --dataset chat|preference", USAGE)
     load_event_types(args)
     out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
     counts = {"events": 0, "executions": 0, "skipped": 0}

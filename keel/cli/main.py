@@ -17,10 +17,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from keel.cli import commands, history, verify
 from keel.cli.audit import add_audit_parser, cmd_audit
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
+from keel.cli.dataset import add_dataset_options
 from keel.cli.inbox import add_inbox_parser, cmd_inbox
 from keel.cli.keys import cmd_keys
 from keel.cli.output import FAILURE, UNREACHABLE, USAGE, CliError, report
 from keel.cli.render import escape
+from keel.cli.trust import add_trust_parser, cmd_trust
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings, get_settings
 from keel.workers.apps import resolve_apps
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Keel's tool-task children; executions without a ledger are skipped)",
     )
     p.add_argument("--out", help="file to write (default: stdout)")
+    add_dataset_options(p)
+    add_trust_parser(command, _app_option)
     p = command("watch", "follow a workflow's progress stream (reconnects by itself)")
     p.add_argument("workflow_id")
     p.add_argument("--url", help="the progress server (default: KEEL_PROGRESS_URL)")
@@ -216,6 +220,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return await cmd_watch(settings, args)  # reads the progress server, not Temporal
     if args.command == "replay" and history.is_history_file(args.target):
         return await history.cmd_replay(None, settings, args)  # needs no server
+    if args.command == "trust":
+        return await cmd_trust(settings, args)  # opens a client only to read from Temporal
     if args.command == "verify" and verify.is_export_file(args.target):
         return await verify.cmd_verify(None, settings, args)  # needs no server
     client = await open_client(settings, args)
