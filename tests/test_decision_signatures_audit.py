@@ -6,8 +6,13 @@ its comment, modifications, delegation or reassignment unnoticed by ``keel verif
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from keel.cli.ledgers import chain_runs, export_records
 from keel.cli.main import run
 from keel.contracts.integrity import verify_ledger
-from keel.contracts.reviews import DECISION_EVENTS, decision_problems
+from keel.contracts.reviews import DECISION_EVENTS, ReviewerTrust, decision_problems
 from keel.testing import kit_review_trust, offline_settings
 from keel.workers.keys import load_worker_keys, trusted_keyring
 from tests.conftest import keel_worker
@@ -135,3 +140,85 @@ def test_keel_verify_fails_the_forged_export_and_passes_the_real_one(
     out = capsys.readouterr().out
     assert "the reviewer signed 'reject'" in out, out
     assert json.loads(out.strip().splitlines()[-1])  # a JSON report, not a traceback
+
+
+# --- the standalone reviewer verifier (verifier/keel_verify_reviews.py) ----------------------
+
+VERIFIER = Path(__file__).parent.parent / "verifier" / "keel_verify_reviews.py"
+
+
+def standalone(export: Path, trust: Path, *, expect: int) -> str:
+    done = subprocess.run(
+        [sys.executable, "-O", str(VERIFIER), str(export), "--reviewer-keys", str(trust)],
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == expect, f"-> {done.returncode}:\n{done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def trust_file(path: Path, **changes: Any) -> Path:
+    """The test kit's reviewer trust file, its one entry changed by ``changes``."""
+    entries = kit_review_trust().model_dump(mode="json")["keys"]
+    path.write_text(json.dumps({"keys": [{**entry, **changes} for entry in entries]}))
+    return path
+
+
+def test_the_standalone_reviewer_verifier_is_short_and_needs_no_keel() -> None:
+    source = VERIFIER.read_text()
+    assert len(source.splitlines()) < 100
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported == {"argparse", "base64", "json", "sys", "datetime", "rfc8785", "cryptography"}
+    assert "assert " not in source  # python -O would skip every check
+
+
+def test_the_standalone_verifier_holds_real_decisions_and_fails_each_forgery(
+    recorded: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    trust = trust_file(tmp_path / "trust.json")
+    decisions = len([e for e in events_of(recorded) if e["type"] in DECISION_EVENTS])
+    out = standalone(write_export(tmp_path / "real.jsonl", recorded), trust, expect=0)
+    assert f"{decisions} decisions hold" in out
+    for name, forge in FORGERIES.items():
+        index, forged = forge(events_of(recorded))
+        export = write_export(tmp_path / f"{name}.jsonl", with_events(recorded, forged))
+        out = standalone(export, trust, expect=1)
+        assert f"FAILED event #{index + 1} " in out and out.count("FAILED") == 1, (name, out)
+
+
+def test_the_standalone_verifier_refuses_retired_narrow_and_unknown_keys(
+    recorded: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "real.jsonl", recorded)
+    retired = trust_file(tmp_path / "retired.json", not_after="2000-01-01T00:00:00Z")
+    assert "was retired" in standalone(export, retired, expect=1)
+    narrow = trust_file(tmp_path / "narrow.json", kind="reviewer", subject="legal.sam", roles=[])
+    assert "signs for 'legal.sam' and its roles only" in standalone(export, narrow, expect=1)
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"keys": []}')
+    assert "which the trust file does not hold" in standalone(export, empty, expect=1)
+    (tmp_path / "junk.jsonl").write_text("{not json\n")
+    assert "unreadable input" in standalone(tmp_path / "junk.jsonl", empty, expect=2)
+
+
+def test_keel_verify_also_refuses_retired_and_narrow_keys(recorded: list[dict[str, Any]]) -> None:
+    events = events_of(recorded)
+    (entry,) = kit_review_trust().keys
+    retired = ReviewerTrust(
+        keys=[entry.model_copy(update={"not_after": datetime(2000, 1, 1, tzinfo=UTC)})]
+    )
+    _, problems = decision_problems(events, retired)
+    assert problems and all("was retired" in p for p in problems)
+    narrow = ReviewerTrust(
+        keys=[entry.model_copy(update={"kind": "reviewer", "subject": "gc.morgan", "roles": ()})]
+    )
+    _, problems = decision_problems(events, narrow)
+    assert any("signs for 'gc.morgan' only" in p for p in problems)

@@ -327,7 +327,21 @@ def _decision_problem(raw: Mapping[str, Any], trust: ReviewerTrust) -> str | Non
         return "the event's reviewer is not the one who signed"
     if key.kind == "reviewer" and signed.get("reviewer") != key.subject:
         return f"key {key_id} signs for {key.subject!r} only"
+    listed = signed.get("roles")
+    extra = sorted({str(r) for r in listed} - set(key.roles)) if isinstance(listed, list) else []
+    if key.kind == "reviewer" and extra:
+        return f"key {key_id} does not grant the roles {extra}"
+    if key.not_after is not None and _issued_after(signed.get("issued_at"), key.not_after):
+        return f"signed after key {key_id} was retired ({key.not_after.isoformat()})"
     return None
+
+
+def _issued_after(issued_at: Any, instant: datetime) -> bool:
+    """Whether a signed ``issued_at`` (ISO 8601 text) is after ``instant``, or unreadable."""
+    try:
+        return datetime.fromisoformat(str(issued_at).replace("Z", "+00:00")) > instant
+    except ValueError:
+        return True
 
 
 _APPROVING = frozenset({Action.APPROVE.value, Action.MODIFY.value})
