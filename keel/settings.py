@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +96,16 @@ class KeelSettings(BaseSettings):
     database_url: str | None = None
     """Side-effect record: a PostgreSQL URL (``postgresql://...``); unset means the SQLite
     file ``$KEEL_DATA_DIR/effects.sqlite3``."""
+    archive_url: str | None = None
+    """The ledger archive (docs/archive.md): a PostgreSQL URL, ``sqlite:///PATH`` or a
+    path; unset means the SQLite file ``$KEEL_DATA_DIR/archive.sqlite3``."""
+    archive_interval_seconds: int = Field(300, ge=10, le=24 * 3600)
+    """How often the archiver's Temporal Schedule runs a pass (``keel archive schedule``)."""
+    archive_task_queues: list[Annotated[str, Field(pattern=r"^[^'\"\\]{1,200}$")]] = Field(
+        default_factory=list
+    )
+    """Archive only the runs of these task queues (JSON list; default: every run of the
+    namespace). Set it alike on every worker and on the CLI reading ``keel archive status``."""
     smtp_host: str = "127.0.0.1"
     """SMTP server the support scenario sends replies through."""
     smtp_port: int = 2525

@@ -18,6 +18,7 @@ ENGINE = (
     "progress",
     "workers",
     "inbox",
+    "archive",
     "cli",
     "testing",
 )
@@ -32,6 +33,8 @@ ALLOWED = {
     "workers": {"contracts", "activities", "workflows", "offline", "progress", "workers"},
     # The reviewers' inbox: above the workers, beside the CLI (which serves it).
     "inbox": {"contracts", "workers", "inbox"},
+    # The ledger archive's readers' side: the archive store (an activity's) and the lag.
+    "archive": {"contracts", "activities", "archive"},
     "cli": {
         "contracts",
         "activities",
@@ -40,6 +43,7 @@ ALLOWED = {
         "progress",
         "workers",
         "inbox",
+        "archive",
         "cli",
     },
     "testing": {"contracts", "activities", "workflows", "offline", "workers", "testing"},

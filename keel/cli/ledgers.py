@@ -16,6 +16,9 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from keel.activities.archive_store import ENDED_BY_KEEL
+from keel.activities.sqlstore import StoreUnavailableError
+from keel.archive import ArchivedRun, ArchiveStore
 from keel.cli.output import FAILURE, OK, CliError, emit_lines, report
 from keel.cli.render import escape, ledger_text
 from keel.contracts.integrity import verify_ledger
@@ -36,40 +39,61 @@ MAX_RUNS = 10_000
 
 @dataclass
 class RunLedger:
-    """One run's ledger as stored: its JSON objects, unparsed (what verification hashes)."""
+    """One run's ledger as stored: its JSON objects, unparsed (what verification hashes),
+    read from Temporal (with the run's description) or from the archive (``archived``)."""
 
-    description: WorkflowExecutionDescription
+    description: WorkflowExecutionDescription | None
     events: list[Any]
+    archived: ArchivedRun | None = None
+    """The archive's record of the run, when it was read from the archive."""
+
+    @classmethod
+    def from_archive(cls, run: ArchivedRun) -> RunLedger:
+        """A run as the archive holds it (``keel.archive``)."""
+        return cls(None, run.events, run)
 
     @property
     def run_id(self) -> str:
         """The run's id."""
-        return self.description.run_id
+        return self.archived.run_id if self.archived else self._described.run_id
 
     @property
     def workflow_type(self) -> str:
         """The run's workflow type."""
-        return self.description.workflow_type
+        return self.archived.workflow_type if self.archived else self._described.workflow_type
+
+    @property
+    def source(self) -> str:
+        """Where it was read: ``temporal`` or ``archive``."""
+        return "archive" if self.archived else "temporal"
 
     @property
     def open(self) -> bool:
         """Whether the run is still running (its last events may not be signed yet)."""
-        return self.description.status in (None, WorkflowExecutionStatus.RUNNING)
+        if self.archived:
+            return False
+        return self._described.status in (None, WorkflowExecutionStatus.RUNNING)
 
     @property
     def status(self) -> str:
         """The run's status, as Temporal names it (``RUNNING``, ``COMPLETED``, ``FAILED``)."""
-        return self.description.status.name if self.description.status else "RUNNING"
+        if self.archived:
+            return self.archived.status
+        status = self._described.status
+        return status.name if status else "RUNNING"
 
     @property
     def ended_by_keel(self) -> bool:
         """Whether the run ran to its end (completed, or continued as new): Keel signed its
         last head, so its ledger must end with that signature. A run that failed, timed out
         or was terminated ended before it could sign."""
-        return self.description.status in (
-            WorkflowExecutionStatus.COMPLETED,
-            WorkflowExecutionStatus.CONTINUED_AS_NEW,
-        )
+        return self.status in ENDED_BY_KEEL
+
+    @property
+    def _described(self) -> WorkflowExecutionDescription:
+        if self.description is None:
+            raise ValueError("a RunLedger holds a description or an archived run")
+        return self.description
 
 
 def export_records(workflow_id: str, run: RunLedger) -> list[dict[str, Any]]:
@@ -78,7 +102,7 @@ def export_records(workflow_id: str, run: RunLedger) -> list[dict[str, Any]]:
     return [
         {
             "workflow_id": workflow_id,
-            "run_id": run.description.run_id,
+            "run_id": run.run_id,
             "status": run.status,
             "event": event,
         }
@@ -99,21 +123,72 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
 
 
 async def execution_runs(
-    client: Client, settings: KeelSettings, workflow_id: str
+    client: Client, settings: KeelSettings, workflow_id: str, *, from_archive: bool = False
 ) -> list[RunLedger]:
     """Each run's stored ledger of an execution, oldest first: what every reader (``keel
     ledger``, ``verify``, ``audit``, ``export``, ``trust``, ``debug``) starts from.
 
+    From Temporal while it has the execution; from the ledger archive (``keel.archive``)
+    when Temporal says it has no such execution (retention removed it, or it was deleted),
+    or with ``from_archive``. Each ``RunLedger`` says where it was read (``source``;
+    ``source_note`` is the line to print).
+
     Raises:
-        CliError: as ``full_chain``.
+        CliError: as ``full_chain``; neither Temporal nor the archive has the execution;
+            the archive's database is unreachable.
     """
-    del settings  # where the archive is, once readers fall back to it
-    return await chain_runs(client, workflow_id)
+    try:
+        async with ArchiveStore.open(settings) as archive:
+            if from_archive:
+                return await _archived_runs(archive, client, workflow_id)
+            try:
+                return await chain_runs(client, workflow_id, archive=archive)
+            except RPCError as exc:
+                if exc.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+            return await _archived_runs(archive, client, workflow_id)
+    except StoreUnavailableError as exc:
+        raise CliError(f"the ledger archive is unreachable: {escape(str(exc))}") from exc
 
 
-async def chain_runs(client: Client, workflow_id: str) -> list[RunLedger]:
+async def _archived_runs(
+    archive: ArchiveStore, client: Client, workflow_id: str
+) -> list[RunLedger]:
+    """The archive's runs of ``workflow_id``, or a ``CliError`` that says where it looked."""
+    runs = await archive.runs(workflow_id)
+    if not runs:
+        raise CliError(
+            f"workflow {escape(workflow_id)!r} is neither in namespace {client.namespace!r} "
+            f"nor in the ledger archive ({escape(repr(archive.store))})",
+            FAILURE,
+        )
+    return [RunLedger.from_archive(run) for run in runs]
+
+
+def source_note(workflow_id: str, runs: list[RunLedger]) -> str | None:
+    """What a reader prints when some of ``runs`` came from the archive, else None."""
+    archived = [run.archived for run in runs if run.archived is not None]
+    if not archived:
+        return None
+    what = "its ledger" if len(archived) == len(runs) else f"{len(archived)} of its runs"
+    flagged = [run for run in archived if not run.verified]
+    note = (
+        f"read {what} from the ledger archive (archived {archived[-1].archived_at}): "
+        f"Temporal no longer has {escape(workflow_id)!r}"
+        if len(archived) == len(runs)
+        else f"read {what} from the ledger archive: Temporal no longer has them"
+    )
+    if flagged:
+        note += f"; {len(flagged)} run(s) did not verify when archived"
+    return note
+
+
+async def chain_runs(
+    client: Client, workflow_id: str, *, archive: ArchiveStore | None = None
+) -> list[RunLedger]:
     """Each run's stored ledger, oldest first, following the continue-as-new links back from
-    the latest run (``full_chain``, unparsed).
+    the latest run (``full_chain``, unparsed); an earlier run Temporal no longer has is
+    read from ``archive``, when given and it holds it.
 
     Raises:
         CliError: as ``full_chain``.
@@ -129,19 +204,30 @@ async def chain_runs(client: Client, workflow_id: str) -> list[RunLedger]:
         if len(seen) >= MAX_RUNS:
             raise CliError(f"{where}: more than {MAX_RUNS} runs; stopped following the links")
         seen.add(previous)
-        try:
-            earlier, events = await _read_raw(client, workflow_id, previous)
-        except RPCError as exc:
-            if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-                raise
-            raise CliError(f"{where}, which does not exist: a broken or forged link") from exc
+        earlier = await _earlier_run(client, workflow_id, previous, archive, where)
         if earlier.workflow_type != description.workflow_type:
             raise CliError(
                 f"{where}, a run of another workflow type ({escape(earlier.workflow_type)}, "
                 f"not {escape(description.workflow_type)}): a forged link"
             )
-        runs.append(RunLedger(earlier, events))
+        events = earlier.events
+        runs.append(earlier)
     return list(reversed(runs))
+
+
+async def _earlier_run(
+    client: Client, workflow_id: str, run_id: str, archive: ArchiveStore | None, where: str
+) -> RunLedger:
+    """The run a link names: from Temporal, else (retention removed it) from the archive."""
+    try:
+        return RunLedger(*await _read_raw(client, workflow_id, run_id))
+    except RPCError as exc:
+        if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            raise
+        archived = await archive.run(workflow_id, run_id) if archive is not None else None
+        if archived is None:
+            raise CliError(f"{where}, which does not exist: a broken or forged link") from exc
+        return RunLedger.from_archive(archived)
 
 
 def _previous_run(events: list[Any]) -> str | None:
@@ -238,6 +324,8 @@ async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
     trusted keys); exit 1 if it does not verify."""
     load_event_types(args)
     runs = await execution_runs(client, settings, args.workflow_id)
+    if (note := source_note(args.workflow_id, runs)) is not None:
+        print(f"keel: note: {note}", file=sys.stderr)
     raw = [event for run in runs for event in run.events]
     events = _parsed(args.workflow_id, raw)
     keyring = trusted_keyring(settings)

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli import commands, history, verify
+from keel.cli.archive import add_archive_parser, cmd_archive
 from keel.cli.audit import add_audit_parser, cmd_audit
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
 from keel.cli.dataset import add_dataset_options
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reviewer.add_argument("--trust", metavar="FILE", help="add its entry to this trust file")
     add_inbox_parser(command)
+    add_archive_parser(command)
     add_audit_parser(command)
     p = command("gates", "list gates waiting for a reviewer")
     json_alias(p)
@@ -214,6 +216,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return cmd_keys(settings, args)  # needs no server
     if args.command == "inbox":
         return await cmd_inbox(settings, args, until_signal())
+    if args.command == "archive":
+        return await cmd_archive(settings, args)
     if args.command == "watch":
         from keel.cli.watch import cmd_watch
 

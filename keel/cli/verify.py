@@ -13,12 +13,13 @@ decision's signature is checked too: a forged, unsigned or untrusted one fails t
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
-from keel.cli.ledgers import execution_runs, load_event_types
+from keel.cli.ledgers import execution_runs, load_event_types, source_note
 from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
 from keel.cli.render import escape, verification_lines
 from keel.contracts.integrity import LedgerReport, verify_ledger
@@ -59,6 +60,8 @@ async def cmd_verify(client: Client | None, settings: KeelSettings, args: Any) -
         raise CliError("verifying by workflow id needs a reachable Temporal server", USAGE)
     else:
         runs = await execution_runs(client, settings, args.target)
+        if (note := source_note(args.target, runs)) is not None:
+            print(f"keel: note: {note}", file=sys.stderr)
         raw = [event for run in runs for event in run.events]
         reports = {args.target: verify_ledger(raw, keyring=keyring, closed=not runs[-1].open)}
         statuses = {args.target: runs[-1].status}

@@ -31,6 +31,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from keel.activities import AgentNodeActivities
+from keel.activities.archive import ArchiveActivities
 from keel.activities.guardrail_classifier import (
     GuardrailClassifierActivities,
     classifier_activities,
@@ -50,6 +51,7 @@ from keel.workers.link_key import load_link_key
 from keel.workers.model_calls import ModelCalls, separate_model_queue
 from keel.workers.scrubbing import ScrubbingInterceptor, configured_secrets
 from keel.workers.telemetry import tracing_interceptors
+from keel.workflows.archiver import ArchiverWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +174,7 @@ def build_worker(
     """
     queue = task_queue or settings.task_queue
     nodes = nodes or agent_node_activities(settings, provider)
+    worker_keys = keys or load_worker_keys(settings)
     # The prompt-injection classifier (I/O like a model call): ``classifiers``, default the
     # ones ``settings`` configure.
     model_activities: list[Callable[..., Any]] = [
@@ -184,10 +187,11 @@ def build_worker(
     main = Worker(
         refusing_undecodable(client),
         task_queue=queue,
-        workflows=workflows_of(apps, extra=workflows),
+        workflows=workflows_of(apps, extra=[ArchiverWorkflow, *workflows]),
         activities=[
-            *engine_activities(keys or load_worker_keys(settings)),
+            *engine_activities(worker_keys),
             *GateNotifications(settings, link_key=lambda: load_link_key(settings)).activities(),
+            *ArchiveActivities(settings, keyring=lambda: worker_keys.keyring).activities(),
             *activities,
             *model_activities,
         ],

@@ -1,0 +1,220 @@
+"""``keel archive schedule|run|status``: the ledger archive's schedule, a pass now, its lag.
+
+The archiver itself runs on the workers (``keel.workflows.archiver``); these commands start
+it through Temporal and read the archive (``KEEL_ARCHIVE_URL``). See docs/archive.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+
+from keel.activities.sqlstore import StoreUnavailableError
+from keel.archive import ArchiveLag, ArchiveStore, archive_lag
+from keel.cli.connection import common_options, connected_settings, open_client
+from keel.cli.output import OK, CliError, wants_json
+from keel.cli.render import escape
+from keel.contracts.archive import (
+    ARCHIVE_SCHEDULE_ID,
+    ARCHIVER_WORKFLOW,
+    ARCHIVER_WORKFLOW_ID,
+    ArchivePassInput,
+    ArchivePassResult,
+)
+from keel.settings import KeelSettings
+
+CATCHUP_WINDOW = timedelta(days=1)
+"""A scheduled pass missed while the Temporal server was down runs when it is back, if it
+was missed less than this long ago (one catches everything up: passes start from the
+archive's watermark, not from the schedule's time)."""
+
+
+def add_archive_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Register ``keel archive schedule|run|status`` through ``command`` (main's subcommand
+    factory)."""
+    p = command("archive", "the ledger archive: schedule the archiver, run a pass, show the lag")
+    actions = p.add_subparsers(dest="archive_action", required=True, metavar="ACTION")
+    common = [common_options(top_level=False)]
+    schedule = actions.add_parser(
+        "schedule",
+        parents=common,
+        help="create or update the Temporal Schedule that runs the archiver",
+    )
+    schedule.add_argument(
+        "--every",
+        type=int,
+        metavar="SECONDS",
+        help="how often (default: KEEL_ARCHIVE_INTERVAL_SECONDS, 300)",
+    )
+    schedule.add_argument("--task-queue", help="where it runs (default: KEEL_TASK_QUEUE)")
+    schedule.add_argument("--trigger", action="store_true", help="and start a pass now")
+    run = actions.add_parser(
+        "run", parents=common, help="one archiver pass now, on a worker; wait for it"
+    )
+    run.add_argument("--task-queue", help="where it runs (default: KEEL_TASK_QUEUE)")
+    run.add_argument("--batch-size", type=int, default=ArchivePassInput().batch_size)
+    actions.add_parser(
+        "status",
+        parents=common,
+        help="the archive's lag behind Temporal, its counts, runs that failed verification",
+    )
+
+
+async def cmd_archive(settings: KeelSettings, args: Any) -> int:
+    """Run ``keel archive ACTION``."""
+    client = await open_client(settings, args)
+    settings = connected_settings(settings, client)
+    action = {"schedule": cmd_schedule, "run": cmd_run, "status": cmd_status}
+    try:
+        return await action[args.archive_action](client, settings, args)
+    except StoreUnavailableError as exc:
+        raise CliError(f"the ledger archive is unreachable: {escape(str(exc))}") from exc
+
+
+def archiver_schedule(settings: KeelSettings, *, every: int, task_queue: str) -> Schedule:
+    """The archiver's schedule: a pass every ``every`` seconds, never two at once (a pass
+    still running when the next is due makes it skip), missed passes caught up within
+    ``CATCHUP_WINDOW``."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            ARCHIVER_WORKFLOW,
+            ArchivePassInput(),
+            id=f"{ARCHIVE_SCHEDULE_ID}-pass",
+            task_queue=task_queue,
+            execution_timeout=timedelta(hours=6),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
+    )
+
+
+async def cmd_schedule(client: Client, settings: KeelSettings, args: Any) -> int:
+    """Create the archiver's schedule, or update it to these settings."""
+    every = args.every or settings.archive_interval_seconds
+    if not 10 <= every <= 24 * 3600:
+        raise CliError("--every must be between 10 and 86400 seconds")
+    queue = args.task_queue or settings.task_queue
+    schedule = archiver_schedule(settings, every=every, task_queue=queue)
+    try:
+        handle = await client.create_schedule(ARCHIVE_SCHEDULE_ID, schedule)
+        verb = "created"
+    except ScheduleAlreadyRunningError:
+        handle = client.get_schedule_handle(ARCHIVE_SCHEDULE_ID)
+
+        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await handle.update(update)
+        verb = "updated"
+    if args.trigger:
+        await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
+    record = {
+        "schedule": ARCHIVE_SCHEDULE_ID,
+        "action": verb,
+        "every_seconds": every,
+        "task_queue": queue,
+        "triggered": bool(args.trigger),
+    }
+    text = (
+        f"schedule {ARCHIVE_SCHEDULE_ID} {verb}: an archiver pass every {every} s on task "
+        f"queue {queue!r} (overlap: skip; missed passes caught up within a day)"
+        + ("; a pass started now" if args.trigger else "")
+    )
+    print(json.dumps(record) if wants_json(args) else text)
+    return OK
+
+
+async def cmd_run(client: Client, settings: KeelSettings, args: Any) -> int:
+    """Start one archiver pass (or join the one running) and print what it did."""
+    request = ArchivePassInput(batch_size=max(1, min(args.batch_size, 5_000)))
+    handle = await client.start_workflow(
+        ARCHIVER_WORKFLOW,
+        request,
+        id=ARCHIVER_WORKFLOW_ID,
+        task_queue=args.task_queue or settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        result_type=ArchivePassResult,
+        execution_timeout=timedelta(hours=6),
+    )
+    result = await handle.result()
+    if wants_json(args):
+        print(result.model_dump_json())
+        return OK
+    print(
+        f"archived {result.archived} runs ({result.already} held already, "
+        f"{result.failed_verification} flagged: did not verify, {result.conflicts} "
+        f"conflicting ledgers refused, {result.pending} pending, {result.no_ledger} not Keel "
+        f"workflows) of {result.listed} closed runs listed; watermark {result.watermark}"
+    )
+    return OK
+
+
+async def cmd_status(client: Client, settings: KeelSettings, args: Any) -> int:
+    """Print the archive's lag and counts (``-o json``: one object)."""
+    async with ArchiveStore.open(settings) as archive:
+        lag = await archive_lag(client, archive, task_queues=settings.archive_task_queues)
+        where = repr(archive.store)
+    if wants_json(args):
+        print(json.dumps({"archive": where, **lag.as_json()}))
+    else:
+        print("\n".join(status_lines(where, lag)))
+    return OK
+
+
+def status_lines(where: str, lag: ArchiveLag) -> list[str]:
+    """``keel archive status`` as text."""
+    counts = lag.counts
+    at_least = "at least " if lag.unarchived_is_lower_bound else ""
+    lines = [
+        f"archive: {escape(where)}",
+        f"holds {counts.executions} executions, {counts.runs} runs, {counts.events} events "
+        f"(last archived {counts.last_archived_at or 'never'})",
+        f"watermark: {counts.watermark or 'none (no pass has run)'}"
+        + (f", {_age(lag.watermark_age_seconds)} ago" if lag.watermark_age_seconds else ""),
+        f"lag: {at_least}{lag.unarchived} closed runs not archived yet"
+        + (
+            f"; the oldest closed {_age(lag.oldest_unarchived_age_seconds)} ago "
+            f"({lag.oldest_unarchived_close_time})"
+            if lag.oldest_unarchived_age_seconds is not None
+            else ""
+        ),
+        f"failed verification on insert: {counts.failed_verification}; conflicting ledgers "
+        f"refused: {counts.conflicts}; pending (unreadable so far): {counts.pending}; "
+        f"not Keel workflows: {counts.no_ledger}",
+    ]
+    lines += [
+        f"  FLAGGED {escape(w)} run {escape(r)}: {escape(why)}" for w, r, why in counts.flagged
+    ]
+    lines += [
+        f"  CONFLICT {escape(w)} run {escape(r)}: {escape(why)}" for w, r, why in counts.conflicted
+    ]
+    return lines
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,244 @@
+"""The ledger archive's store, on SQLite and PostgreSQL, with real ledgers: runs are
+appended verified (continue-as-new links checked against the archived run before), offered
+again they change nothing, a different ledger for an archived run is refused and recorded,
+a forged ledger is kept flagged, and the database itself refuses every change to what was
+archived."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from keel.activities.archive_store import (
+    CONFLICTS,
+    EVENTS,
+    RUNS,
+    ArchiveStore,
+    Inserted,
+    OfferedRun,
+)
+from keel.activities.sqlstore import PostgresStore, SqliteStore
+from keel.contracts.integrity import verify_ledger
+from keel.contracts.signing import Keyring
+from keel.testing import offline_settings
+from keel.workers.keys import read_keyring
+from tests.ledger_forgeries import FORGERIES, RealLedgers, changed, record_ledgers
+
+PG_URL = "postgresql://127.0.0.1:5432/test"
+CLOSED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+async def real(
+    ts_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> RealLedgers:
+    return await record_ledgers(ts_env.client, tmp_path_factory.mktemp("archive"))
+
+
+@pytest.fixture
+def keyring(real: RealLedgers) -> Keyring:
+    return read_keyring(real.keyring)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def archive(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ArchiveStore]:
+    if request.param == "sqlite":
+        async with ArchiveStore(SqliteStore(tmp_path / "archive.sqlite3")) as store:
+            yield store
+        return
+    schema = f"keel_archive_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        async with ArchiveStore(PostgresStore(url)) as store:
+            yield store
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def offered(records: list[dict[str, Any]], **changes: Any) -> list[OfferedRun]:
+    """Each run of an export, as the archiver would offer it, oldest first."""
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_run.setdefault(record["run_id"], []).append(record)
+    return [
+        OfferedRun(
+            workflow_id=run[0]["workflow_id"],
+            run_id=run_id,
+            workflow_type=changes.get("workflow_type", "ContractReview"),
+            task_queue="keel",
+            status=run[0]["status"],
+            close_time=CLOSED + timedelta(seconds=index),
+            events=[record["event"] for record in run],
+        )
+        for index, (run_id, run) in enumerate(by_run.items())
+    ]
+
+
+async def test_a_completed_run_is_archived_verified_and_read_back_as_stored(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    (run,) = offered(real.review)
+    assert await archive.archive(run, keyring) == (Inserted.ARCHIVED, "")
+    (stored,) = await archive.runs(real.review_id)
+    assert stored.events == run.events and stored.verified and stored.verify_reason is None
+    assert (stored.run_id, stored.status, stored.ended_by_keel) == (run.run_id, "COMPLETED", True)
+    assert stored.head_hash == run.events[-1]["hash"]
+    assert verify_ledger(stored.events, keyring=keyring, closed=True).ok
+    counts = await archive.counts()
+    assert (counts.executions, counts.runs, counts.events) == (1, 1, len(run.events))
+    assert await archive.executions() == [real.review_id]
+    assert await archive.executions(workflow_type="Other") == []
+
+
+async def test_offered_again_a_run_changes_nothing(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    (run,) = offered(real.review)
+    await archive.archive(run, keyring)
+    before = await archive.counts()
+    assert await archive.archive(run, keyring) == (Inserted.ALREADY, "")
+    assert await archive.counts() == before
+
+
+async def test_a_continued_execution_is_archived_run_by_run_with_its_links_checked(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    runs = offered(real.incident, workflow_type="IncidentInvestigation")
+    assert [run.status for run in runs] == ["CONTINUED_AS_NEW", "CONTINUED_AS_NEW", "COMPLETED"]
+    for run in runs:
+        assert await archive.archive(run, keyring) == (Inserted.ARCHIVED, "")
+    chain = await archive.runs(real.incident_id)
+    assert [r.run_id for r in chain] == [r.run_id for r in runs]
+    assert [r.previous_run_id for r in chain] == [None, runs[0].run_id, runs[1].run_id]
+    assert all(r.verified for r in chain)
+    whole = [event for r in chain for event in r.events]
+    assert verify_ledger(whole, keyring=keyring, closed=True).ok
+
+
+async def test_a_continued_run_whose_previous_run_is_missing_is_archived_flagged(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    last = offered(real.incident, workflow_type="IncidentInvestigation")[-1]
+    outcome, why = await archive.archive(last, keyring)
+    assert outcome is Inserted.ARCHIVED
+    assert "which the archive does not hold: the continue-as-new link cannot be checked" in why
+    (stored,) = await archive.runs(real.incident_id)
+    assert not stored.verified and stored.events == last.events
+    assert (await archive.counts()).failed_verification == 1
+
+
+async def test_a_different_ledger_for_an_archived_run_is_refused_and_recorded(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    (run,) = offered(real.review)
+    await archive.archive(run, keyring)
+    forged = OfferedRun(**{**run.__dict__, "events": FORGERIES["resealed-chain"](run.events)})
+    outcome, why = await archive.archive(forged, keyring)
+    assert outcome is Inserted.CONFLICT
+    assert f"run {run.run_id} of {real.review_id} was offered with a ledger" in why
+    (stored,) = await archive.runs(real.review_id)
+    assert stored.events == run.events and stored.verified  # the first one is kept
+    counts = await archive.counts()
+    assert counts.conflicts == 1 and counts.conflicted[0][:2] == (real.review_id, run.run_id)
+    assert (await archive.archive(forged, keyring))[0] is Inserted.CONFLICT
+    assert (await archive.counts()).conflicts == 1  # the same conflict is recorded once
+
+
+@pytest.mark.parametrize("name", ["changed-field", "resealed-chain", "truncated", "untrusted-key"])
+async def test_a_forged_ledger_is_archived_flagged_never_dropped(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring, name: str
+) -> None:
+    (run,) = offered(real.review)
+    forged = OfferedRun(**{**run.__dict__, "events": FORGERIES[name](run.events)})
+    expected = verify_ledger(forged.events, keyring=keyring, closed=True)
+    assert not expected.ok
+    assert await archive.archive(forged, keyring) == (Inserted.ARCHIVED, expected.reason)
+    (stored,) = await archive.runs(real.review_id)
+    assert stored.events == forged.events
+    assert (stored.verified, stored.broken_at) == (False, expected.broken_at)
+    assert (await archive.counts()).flagged == [(real.review_id, run.run_id, expected.reason)]
+
+
+async def test_another_run_s_ledger_offered_under_this_run_is_flagged(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    (run,) = offered(real.review)
+    elsewhere = OfferedRun(**{**run.__dict__, "run_id": str(uuid.uuid4())})
+    outcome, why = await archive.archive(elsewhere, keyring)
+    assert outcome is Inserted.ARCHIVED
+    assert f"names workflow {real.review_id!r} run {run.run_id!r}, not this run" in why
+
+
+async def test_the_database_refuses_to_change_or_remove_what_was_archived(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    (run,) = offered(real.review)
+    await archive.archive(run, keyring)
+    await archive.archive(
+        OfferedRun(**{**run.__dict__, "events": FORGERIES["dropped-event"](run.events)}), keyring
+    )
+    forged_event = changed(run.events, 3, reviewer="mallory")[3]
+    statements = [
+        f"UPDATE {EVENTS} SET event_json = '{{}}' WHERE seq = 4",
+        f"UPDATE {RUNS} SET verified = 1, status = 'COMPLETED'",
+        f"UPDATE {CONFLICTS} SET reason = 'nothing'",
+        f"DELETE FROM {EVENTS} WHERE seq = 4",
+        f"DELETE FROM {RUNS}",
+        f"DELETE FROM {CONFLICTS}",
+    ]
+    if isinstance(archive.store, PostgresStore):
+        statements += [f"TRUNCATE {EVENTS}", f"TRUNCATE {RUNS}"]
+    for statement in statements:
+        with pytest.raises((sqlite3.IntegrityError, psycopg.Error), match="append-only"):
+            await archive.store.transaction(lambda tx, sql=statement: tx.execute(sql))
+    (stored,) = await archive.runs(real.review_id)
+    assert stored.events == run.events and stored.events[3] != forged_event
+    assert (await archive.counts()).conflicts == 1
+
+
+async def test_hostile_ids_are_stored_and_read_as_data(
+    archive: ArchiveStore, real: RealLedgers, keyring: Keyring
+) -> None:
+    (run,) = offered(real.review)
+    for hostile in ["../../etc/passwd", "a/b", "x'); DROP TABLE keel_archive_runs; --", "é\u202e"]:
+        odd = OfferedRun(**{**run.__dict__, "workflow_id": hostile})
+        outcome, why = await archive.archive(odd, keyring)
+        assert outcome is Inserted.ARCHIVED and "not this run" in why
+        assert [r.workflow_id for r in await archive.runs(hostile)] == [hostile]
+    assert await archive.runs(real.review_id) == []
+
+
+async def test_readers_of_an_archive_that_does_not_exist_create_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "archive.sqlite3"
+    async with ArchiveStore.open(offline_settings(archive_url=str(path))) as archive:
+        assert await archive.runs("anything") == []
+        assert await archive.executions() == []
+        assert (await archive.counts()).runs == 0
+    assert not path.parent.exists()
+
+
+def test_an_archive_url_of_another_kind_is_refused() -> None:
+    from keel.errors import KeelUserError
+
+    with pytest.raises(KeelUserError, match="KEEL_ARCHIVE_URL must be a PostgreSQL URL"):
+        ArchiveStore.open(offline_settings(archive_url="mysql://db/keel"))
+
+
+async def test_the_watermark_only_moves_forward(archive: ArchiveStore) -> None:
+    assert await archive.watermark() is None
+    await archive.advance_watermark(CLOSED)
+    await archive.advance_watermark(CLOSED - timedelta(hours=1))
+    assert await archive.watermark() == CLOSED
+    await archive.advance_watermark(CLOSED + timedelta(seconds=1))
+    assert await archive.watermark() == CLOSED + timedelta(seconds=1)
