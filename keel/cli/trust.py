@@ -8,7 +8,8 @@ those, recommendations with their evidence count and the rule that made them:
 - **a gate could become a rule**: at and above a bucket's lower bound, at least
   ``RULE_RATE`` of the reviewed answers were approved unchanged, with at least
   ``--min-evidence`` reviews (the lowest such bound is named);
-- **keep the gate**: the top bucket has the evidence, and reviewers changed too many;
+- **keep the gate**: reviewers changed or rejected too many of the answers at the top
+  (no minimum of evidence: keeping the gate changes nothing);
 - **raise the confidence threshold**: in a bucket, at least ``RAISE_RATE`` of the reviewed
   answers were modified or rejected, with the evidence: the threshold should move to the
   bucket's upper bound (when that is above the contract's threshold);
@@ -82,6 +83,11 @@ def add_trust_parser(
         default=MIN_EVIDENCE,
         metavar="N",
         help=f"reviews needed before recommending anything (default: {MIN_EVIDENCE})",
+    )
+    p.add_argument(
+        "--query",
+        help="visibility query selecting Temporal's executions (then the archive adds none "
+        "unless --source archive)",
     )
     add_source_options(p)
 
@@ -196,15 +202,12 @@ def _gate_to_rule(row: TrustRow, min_evidence: int) -> list[Advice]:
         if approved / reviewed < RULE_RATE:
             if found is not None:
                 break
+            # Keeping the gate changes nothing, so it needs no minimum of evidence.
             changed = reviewed - approved
-            what = f"at confidence {lowest}, reviewers changed {changed}/{reviewed}"
-            if reviewed < min_evidence:
-                text = (
-                    f"{what} ({_pct(changed, reviewed)}): not enough evidence yet "
-                    f"(n={reviewed}, needs {min_evidence})"
-                )
-                return [Advice("not-enough-evidence", text, reviewed, label, low)]
-            text = f"{what} ({_pct(changed, reviewed)}): keep the gate (n={reviewed})"
+            text = (
+                f"at confidence {lowest}, reviewers changed {changed}/{reviewed} "
+                f"({_pct(changed, reviewed)}): keep the gate (n={reviewed})"
+            )
             return [Advice("keep-gate", text, reviewed, label, low)]
         if reviewed >= min_evidence:
             found = Advice(
@@ -329,7 +332,7 @@ async def cmd_trust(settings: KeelSettings, args: Any) -> int:
     outcomes: list[DecisionOutcome] = []
     executions = 0
     selection = selected_ledgers(
-        client, settings, source=args.source, workflow_type=args.workflow_type
+        client, settings, source=args.source, query=args.query, workflow_type=args.workflow_type
     )
     async for execution in verified_decisions(selection, settings, skipped):
         executions += 1
