@@ -3,6 +3,7 @@ prompts, PII redacted, every skipped decision counted with its reason."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -31,9 +32,12 @@ from keel.offline import OfflineFault, OfflineProvider
 from keel.scenarios.contract_review import ContractReviewWorkflow
 from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
 from keel.settings import KeelSettings
-from tests.conftest import keel_worker, offline_settings
+from keel.workers.apps import resolve_apps
+from keel.workers.runtime import build_worker, connect
+from tests.conftest import codec_settings, keel_worker, offline_settings
 from tests.helpers import decide, review, start_review, wait_for_gate
 from tests.samples import load_sample
+from tests.test_cli import Cli
 from tests.test_support_workflow import Recording, start, support_worker
 
 EMAIL = "jane.doe@northwind.example"
@@ -286,3 +290,101 @@ async def test_a_ledger_that_does_not_verify_gives_no_examples(
     summary = await write_dataset(forged(), config, "chat", out)
     assert out.getvalue() == "" and summary.executions == 0
     assert summary.skipped == {"execution whose ledger does not verify": 1}
+
+
+@pytest.fixture
+async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli]:
+    """``keel`` in subprocesses against the dev server, with a worker of every app."""
+    task_queue = f"dataset-{uuid.uuid4()}"
+    address = dev_env.client.service_client.config.target_host
+    async with build_worker(
+        await connect(codec_settings(), address=address),
+        offline_settings(),
+        apps=resolve_apps(),
+        task_queue=task_queue,
+        provider=OfflineProvider(),
+    ):
+        yield Cli(address, task_queue, tmp_path)
+
+
+async def reviewed_on_dev_server(cli: Cli, prefix: str, verdicts: Sequence[str]) -> list[str]:
+    """Medium-risk reviews (with PII in a clause), each approved, or rejected with a comment
+    holding PII and its reassessment approved; their workflow ids once finished."""
+    client = await connect(codec_settings(), address=cli.env["TEMPORAL_ADDRESS"])
+    ids = []
+    for n, verdict in enumerate(verdicts):
+        handle = await client.start_workflow(
+            ContractReviewWorkflow.run,
+            pii_contract(),
+            id=f"{prefix}-{n}",
+            task_queue=cli.env["KEEL_TASK_QUEUE"],
+        )
+        await wait_for_gate(handle, "standard-review")
+        if verdict == "approve":
+            await decide(handle, review("standard-review", "approve", "legal.priya"))
+        else:
+            await decide(
+                handle, review("standard-review", "reject", "legal.priya", comment=COMMENT)
+            )
+            await wait_for_gate(handle, "standard-review-2")
+            await decide(handle, review("standard-review-2", "approve", "legal.sam"))
+        await handle.result()
+        ids.append(handle.id)
+    return ids
+
+
+async def listed(cli: Cli, query: str, count: int) -> None:
+    """Wait until visibility lists ``count`` executions for ``query`` (it lags a little)."""
+    client = await connect(codec_settings(), address=cli.env["TEMPORAL_ADDRESS"])
+    async with asyncio.timeout(30):
+        while len([e async for e in client.list_workflows(query)]) < count:
+            await asyncio.sleep(0.2)
+
+
+async def test_keel_export_dataset_writes_valid_lines_and_a_json_summary(cli: Cli) -> None:
+    prefix = f"dataset-cli-{uuid.uuid4().hex[:8]}"
+    await reviewed_on_dev_server(cli, prefix, ["approve", "reject"])
+    query = f"WorkflowId STARTS_WITH '{prefix}'"
+    await listed(cli, query, 2)
+    out, meta = cli.tmp / "chat.jsonl", cli.tmp / "chat.meta.jsonl"
+    text = await cli(
+        "export",
+        "--dataset",
+        "chat",
+        "--query",
+        query,
+        "--out",
+        str(out),
+        "--metadata",
+        str(meta),
+        "--source",
+        "temporal",
+        "-o",
+        "json",
+    )
+    summary = json.loads(text.strip().splitlines()[-1])
+    assert (summary["executions"], summary["decisions"], summary["examples"]) == (2, 3, 2)
+    assert summary["skipped"] == {
+        "rejected: no answer to train towards (see the preference format)": 1
+    }
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    for line in lines:
+        assert_chat_line(line)
+    assert not any(value in out.read_text() + meta.read_text() for value in RAW_PII)
+    assert len(meta.read_text().splitlines()) == len(lines) == 2
+    pairs = cli.tmp / "pairs.jsonl"
+    text = await cli(
+        "export",
+        "--dataset",
+        "preference",
+        "--query",
+        query,
+        "--out",
+        str(pairs),
+        "--source",
+        "temporal",
+    )
+    assert "wrote 0 preference examples" in text  # the offline model reassesses the same
+    assert "the preferred answer is the same text" in text
+    refused = await cli("export", "--metadata", str(meta), "--query", query, expect=2)
+    assert "--metadata goes with --dataset" in refused

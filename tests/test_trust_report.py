@@ -5,8 +5,10 @@ threshold and of the evidence it needs."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,9 @@ from keel.testing import FunctionModel
 from tests.conftest import keel_worker
 from tests.helpers import decide, review, wait_for_gate
 from tests.samples import load_sample
+from tests.test_cli import Cli
+from tests.test_dataset_export import cli as cli  # the fixture
+from tests.test_dataset_export import listed, reviewed_on_dev_server
 
 REASSESSED = 0.85
 """The model's confidence when it reassesses after a rejection."""
@@ -208,3 +213,36 @@ def test_a_contract_filter_keeps_only_its_rows(outcomes: dict[str, list[Decision
     assert build_rows(everything, contract="support-reply") == []
     [merged] = build_rows(everything, by="contract")
     assert merged.node is None and merged.reviewed == 14
+
+
+async def test_keel_trust_reads_temporal_and_prints_json_and_text(cli: Cli) -> None:
+    prefix = f"trust-cli-{uuid.uuid4().hex[:8]}"
+    await reviewed_on_dev_server(cli, prefix, ["approve", "reject"])
+    query = f"WorkflowId STARTS_WITH '{prefix}'"
+    await listed(cli, query, 2)
+    args = ("trust", "--source", "temporal", "--query", query, "--min-evidence", "2")
+    report = json.loads(await cli(*args, "-o", "json"))
+    assert (report["executions"], report["decisions"], report["min_evidence"]) == (2, 3, 2)
+    [row] = report["rows"]
+    assert (row["contract"], row["node"], row["threshold"], row["reviewed"]) == (
+        "risk-classifier@1",
+        "classify-risk",
+        0.7,
+        3,
+    )
+    counted: Counter[str] = Counter()
+    for counts in row["buckets"].values():
+        counted.update({k: n for k, n in counts.items() if n})
+    assert counted == {"approved": 2, "rejected": 1}
+    assert [r["kind"] for r in row["recommendations"]] and all(
+        r["evidence"] >= 0 and r["text"] for r in row["recommendations"]
+    )
+    text = await cli(*args)
+    assert "risk-classifier@1 / classify-risk (threshold 0.70)" in text
+    assert "approved modified rejected" in text
+
+
+async def test_keel_trust_from_the_archive_alone_needs_no_temporal(cli: Cli) -> None:
+    cli.env["TEMPORAL_ADDRESS"] = "127.0.0.1:9"  # nothing listens: the archive is enough
+    text = await cli("trust", "--source", "archive")
+    assert "trust report: 0 executions" in text and "no agent decisions" in text
