@@ -7,39 +7,54 @@ never dropped.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from keel.progress.events import APPEND_ACTIVITY, AppendProgress
-from keel.progress.stream import ProgressGapError, ProgressStream
 from keel.settings import KeelSettings
+
+if TYPE_CHECKING:
+    from keel.progress.stream import ProgressStream
 
 
 class ProgressActivities:
-    """The append activity over one ``ProgressStream``."""
+    """The append activity over one ``ProgressStream``, opened on the first append (so a
+    worker that appends no progress never loads the Redis client)."""
 
-    def __init__(self, stream: ProgressStream) -> None:
-        self.stream = stream
+    def __init__(self, stream: ProgressStream | Callable[[], ProgressStream]) -> None:
+        self._stream = stream if not callable(stream) else None
+        self._open = stream if callable(stream) else None
 
     @classmethod
     def open(cls, settings: KeelSettings) -> ProgressActivities:
         """Over the Redis of ``KEEL_REDIS_URL``, with the configured prefix and retention."""
-        return cls(
-            ProgressStream.open(
+
+        def stream() -> ProgressStream:
+            from keel.progress.stream import ProgressStream
+
+            return ProgressStream.open(
                 settings.redis_url,
                 prefix=settings.progress_stream_prefix,
                 retention_seconds=settings.progress_retention_seconds,
             )
-        )
+
+        return cls(stream)
+
+    @property
+    def stream(self) -> ProgressStream:
+        """The stream store (opened now if it was not yet)."""
+        if self._stream is None:
+            assert self._open is not None
+            self._stream = self._open()
+        return self._stream
 
     async def aclose(self) -> None:
-        """Close the Redis connections."""
-        await self.stream.aclose()
+        """Close the Redis connections, if any were opened."""
+        if self._stream is not None:
+            await self._stream.aclose()
 
     def activities(self) -> list[Any]:
         """The activities to register on a worker."""
@@ -48,6 +63,12 @@ class ProgressActivities:
     @activity.defn(name=APPEND_ACTIVITY)
     async def append(self, request: AppendProgress) -> int:
         """Append the events not yet in the stream; returns the stream's last seq."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        from keel.progress.stream import ProgressGapError
+
         try:
             _, last = await self.stream.append(request.workflow_id, request.events)
         except (RedisConnectionError, RedisTimeoutError, OSError) as err:

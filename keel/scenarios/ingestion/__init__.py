@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from keel.progress.activities import ProgressActivities
+from keel.progress.probe import redis_problem
 from keel.scenarios.ingestion.contracts import (
     MAX_JOB_BYTES,
     SUPPLIER_ENRICHMENT,
@@ -32,7 +33,7 @@ async def open_activities(context: AppContext) -> AsyncIterator[Sequence[Callabl
     is never dropped), which would otherwise look like a hang.
     """
     progress = ProgressActivities.open(context.settings)
-    problem = await progress.stream.problem()
+    problem = await redis_problem(context.settings.redis_url)
     if problem is not None:
         print(
             f"ingestion: the progress stream's Redis at {context.settings.redis_url} does not "
