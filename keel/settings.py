@@ -131,6 +131,22 @@ class KeelSettings(BaseSettings):
     guardrail_classifier_model: str | None = None
     guardrail_classifier_api_key: SecretStr | None = None
     guardrail_classifier_timeout_seconds: float = Field(20.0, gt=0)
+    shutdown_grace_seconds: float = Field(30.0, ge=0, le=24 * 3600)
+    """How long a worker told to stop (SIGTERM, Ctrl-C) lets its in-flight activities
+    finish before it cancels them (a cancelled one is retried by another worker). It stops
+    taking new work at once. Keep it under the orchestrator's own kill timeout
+    (Kubernetes' ``terminationGracePeriodSeconds``, 30 s by default). See docs/deploys.md."""
+    deployment_name: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^.]+$")
+    """Temporal Worker Versioning: the Worker Deployment this worker belongs to (with
+    ``build_id``; no ``.``, which Temporal uses to join the two). Unset: the worker is
+    unversioned (the embedded default). See docs/deploys.md."""
+    build_id: str | None = Field(None, min_length=1, max_length=255)
+    """The build of this worker's code within ``deployment_name`` (a release tag, a commit)."""
+    versioning_behavior: Literal["pinned", "auto-upgrade"] = "pinned"
+    """With Worker Versioning: what a Keel workflow that declares no behavior of its own
+    does. ``pinned``: a run stays on the build it started on (old builds keep running until
+    their runs drain); ``auto-upgrade``: a run moves to the current build at its next
+    workflow task, so every change must replay old histories (``workflow.patched``)."""
     max_concurrent_activities: int = Field(50, ge=1)
     """Tool activities one worker runs at once: a burst of workflows queues instead."""
     max_concurrent_workflow_tasks: int = Field(50, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
@@ -46,6 +47,7 @@ from keel.settings import KeelSettings
 from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
 from keel.workers.codec import REFUSED_ENCODING, CodecKeyring, EncryptionCodec, codec_keyring
+from keel.workers.deploys import deployment_config, shutdown_grace
 from keel.workers.keys import load_worker_keys
 from keel.workers.link_key import load_link_key
 from keel.workers.model_calls import ModelCalls, separate_model_queue
@@ -146,6 +148,9 @@ class KeelWorker:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Both stop polling at once and drain side by side, so a stop takes one grace
+        # period (KEEL_SHUTDOWN_GRACE_SECONDS), not one per worker.
+        await asyncio.gather(self.main.shutdown(), self.models.shutdown())
         await self._stack.aclose()
 
 
@@ -183,6 +188,10 @@ def build_worker(
     ]
     scrubbing = ScrubbingInterceptor(configured_secrets(settings))
     separate = separate_model_queue(settings)
+    # The model queue's worker joins the same build, so a pinned run's model calls run the
+    # code of its own build too; both drain for the same grace on stop (keel.workers.deploys).
+    deployment = deployment_config(settings)
+    grace = shutdown_grace(settings)
     calls = ModelCalls(separate_queue=separate, max_concurrent=settings.max_concurrent_model_calls)
     main = Worker(
         refusing_undecodable(client),
@@ -199,6 +208,8 @@ def build_worker(
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         workflow_runner=workflow_runner(),
         interceptors=[scrubbing, calls],
+        deployment_config=deployment,
+        graceful_shutdown_timeout=grace,
     )
     models = Worker(
         client,
@@ -210,6 +221,8 @@ def build_worker(
         # Without a rate limit nothing new arrives here: one poller drains what a
         # rate-limited deploy left (model_calls' module docstring).
         max_concurrent_activity_task_polls=None if separate else 1,
+        deployment_config=deployment,
+        graceful_shutdown_timeout=grace,
     )
     return KeelWorker(main, models, calls)
 

@@ -14,6 +14,7 @@ from keel.settings import KeelSettings
 from keel.workers.app import App
 from keel.workers.codec import EncryptionCodec, codec_keyring, dev_key_path
 from keel.workers.codec_server import CodecServer, ui_origins
+from keel.workers.deploys import deployment_note
 from keel.workers.devstack import dev_server
 from keel.workers.metrics import metrics_client, metrics_note
 from keel.workers.runtime import ensure_search_attributes, running_worker
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 async def run_worker(
     client: Client, settings: KeelSettings, apps: list[App], stop: asyncio.Event
 ) -> int:
-    """Serve the task queue until ``stop`` is set; in-flight tasks finish first."""
+    """Serve the task queue until ``stop`` is set. Then it stops polling at once, lets
+    in-flight activities finish for up to ``KEEL_SHUTDOWN_GRACE_SECONDS`` and cancels the
+    rest, which Temporal retries on another worker (``keel.workers.deploys``)."""
     await ensure_search_attributes(client)
     client = await metrics_client(client, settings)
     async with running_worker(client, settings, apps=apps):
@@ -33,10 +36,17 @@ async def run_worker(
         print(
             f"keel worker: apps {', '.join(a.name for a in apps)}; "
             f"task queue {settings.task_queue!r} on {settings.temporal_address} "
-            f"(namespace {client.namespace}, model {settings.resolved_model})",
+            f"(namespace {client.namespace}, model {settings.resolved_model}); "
+            f"{deployment_note(settings)}",
             flush=True,
         )
         await stop.wait()
+        print(
+            f"keel worker: stopping; in-flight activities get up to "
+            f"{settings.shutdown_grace_seconds:g} s to finish",
+            flush=True,
+        )
+    print("keel worker: stopped", flush=True)
     return 0
 
 
