@@ -26,7 +26,9 @@ from keel.cli.ledgers import execution_runs, load_event_types
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report
 from keel.cli.render import escape
 from keel.cli.verify import check_decisions, reviewer_trust
-from keel.contracts.integrity import verify_ledger
+from keel.contracts.integrity import LedgerReport, verify_ledger
+from keel.contracts.reviews import ReviewerTrust
+from keel.contracts.signing import Keyring
 from keel.settings import KeelSettings
 from keel.workers.keys import trusted_keyring
 
@@ -72,11 +74,9 @@ async def cmd_audit(client: Client, settings: KeelSettings, args: Any) -> int:
     html_path, pdf_path = output_paths(args)
     runs = await execution_runs(client, settings, args.workflow_id)
     raw = [event for run in runs for event in run.events]
-    keyring = trusted_keyring(settings, args.keys)
-    verified = verify_ledger(raw, keyring=keyring or None, closed=runs[-1].ended_by_keel)
     trust = reviewer_trust(settings, args.reviewer_keys)
-    if trust.keys:
-        verified = check_decisions(verified, raw, trust)
+    keyring = trusted_keyring(settings, args.keys)
+    verified = audit_report(raw, keyring, trust, closed=runs[-1].ended_by_keel)
     dossier = build_dossier(
         args.workflow_id, [Run(r.run_id, r.status) for r in runs], raw, verified, trust
     )
@@ -101,9 +101,19 @@ async def cmd_audit(client: Client, settings: KeelSettings, args: Any) -> int:
     return OK
 
 
+def audit_report(
+    raw: list[Any], keyring: Keyring, trust: ReviewerTrust, *, closed: bool
+) -> LedgerReport:
+    """The ledger verified as ``keel ledger`` verifies it (hash chain, types, links, signed
+    heads against ``keyring``), and each reviewer decision's signature against ``trust`` as
+    ``keel verify --reviewer-keys`` checks it (when ``trust`` holds any key)."""
+    report = verify_ledger(raw, keyring=keyring or None, closed=closed)
+    return check_decisions(report, raw, trust) if trust.keys else report
+
+
 def output_paths(args: Any) -> tuple[Path, Path | None]:
     """Where the HTML file and the PDF go. The default name is made from the workflow id
-    with every character but letters, digits, ``.``, ``_`` and ``-`` replaced, so an id
+    with every character but letters, digits, ``_`` and ``-`` replaced, so an id
     with ``/`` or ``..`` cannot write outside the current directory.
 
     Raises:
@@ -119,12 +129,13 @@ def output_paths(args: Any) -> tuple[Path, Path | None]:
     return html_path, pdf_path
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def safe_name(workflow_id: str) -> str:
-    """``workflow_id`` as a file name part: no separators, no leading dot, bounded."""
-    return _UNSAFE.sub("_", workflow_id).lstrip(".")[:120] or "execution"
+    """``workflow_id`` as a file name part: letters, digits, ``_`` and ``-`` only (no
+    separator, no dot), bounded."""
+    return _UNSAFE.sub("_", workflow_id).strip("_")[:120] or "execution"
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -229,10 +229,10 @@ class DecisionFacts:
         return "no person", "no gate reviewed this decision"
 
     def _when(self) -> tuple[str, str]:
-        decided = f"decided {self.event.at.isoformat()}"
+        answered = f"the agent answered at {self.event.at.isoformat()}"
         if self.gate is not None and self.gate.closed_at is not None:
-            return self.gate.closed_at.isoformat(), f"{self.gate.verdict}; {decided}"
-        return self.event.at.isoformat(), decided
+            return self.gate.closed_at.isoformat(), f"{self.gate.verdict} at the gate; {answered}"
+        return self.event.at.isoformat(), answered
 
     def _changed(self) -> tuple[str, str]:
         if self.gate is not None and self.gate.changes:

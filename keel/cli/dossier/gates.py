@@ -150,7 +150,7 @@ def signature_of(raw: Any, trust: ReviewerTrust) -> Signature:
         return Signature("unchecked", f"{signed}; not checked: no reviewer trust file here")
     checked, problems = decision_problems([raw], trust)
     if checked:
-        return Signature("verified", f"signature by {key} verified")
+        return Signature("verified", "a trusted key for this reviewer signed this decision")
     problem = problems[0].split(": ", 1)[-1] if problems else "not a reviewer action"
     return Signature("failed", problem)
 

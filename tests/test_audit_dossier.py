@@ -1,0 +1,165 @@
+"""The dossier of a ledger as stored, without a browser: each forgery of a real ledger gets
+a dossier that says where it broke; an event that fits no type, a huge raw answer and
+hostile text in every field that reaches the page are shown, inert; default file names
+cannot leave the directory; a missing Chromium is named."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from keel.cli.audit import audit_report, safe_name
+from keel.cli.dossier import PdfUnavailable, build_dossier, render_html, write_pdf
+from keel.cli.dossier.decisions import SHOWN_CHARS
+from keel.cli.dossier.facts import Dossier, Run
+from keel.contracts.integrity import verify_ledger
+from keel.contracts.reviews import ReviewerTrust, trusted_key_entry
+from keel.contracts.signing import SigningKey
+from keel.testing import kit_review_trust
+from keel.workers.keys import read_keyring
+from tests.ledger_forgeries import FORGERIES, RealLedgers, changed, index_of, record_ledgers
+
+Raw = list[dict[str, Any]]
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'&\u202e"
+
+
+@pytest.fixture(scope="module")
+async def real(
+    ts_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> RealLedgers:
+    return await record_ledgers(ts_env.client, tmp_path_factory.mktemp("dossier"))
+
+
+def dossier_of(real: RealLedgers, events: Raw, trust: ReviewerTrust | None = None) -> Dossier:
+    trust = kit_review_trust() if trust is None else trust
+    report = audit_report(events, read_keyring(real.keyring), trust, closed=True)
+    return build_dossier(real.review_id, [Run("run", "COMPLETED")], events, report, trust)
+
+
+def row_class(page: str, seq: int) -> str:
+    found = re.search(rf'<tr class="(\w+)" data-seq="{seq}">', page)
+    assert found, f"no timeline row #{seq}"
+    return found[1]
+
+
+def test_a_real_ledger_is_verified_with_its_decision_and_gate(real: RealLedgers) -> None:
+    events = real.events(real.review)
+    dossier = dossier_of(real, events)
+    assert dossier.verification.state == "verified", dossier.verification.headline
+    [decision] = dossier.decisions
+    [gate] = dossier.gates
+    assert decision.gate is gate and gate.reviews == decision.event.seq
+    decided = events[index_of(events, "GateDecided")]
+    assert [a.event.reviewer for a in gate.actions] == [decided["reviewer"]]
+    assert gate.actions[0].signature.state == "verified"
+    answers = {a.key: a.text for a in decision.answers()}
+    assert answers["approver"] == decided["reviewer"]
+    assert answers["when"] == decision.gate.closed_at.isoformat()  # type: ignore[union-attr]
+    assert len(answers) == 10
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_each_forgery_gets_a_dossier_that_says_where_it_broke(real: RealLedgers, name: str) -> None:
+    forged = FORGERIES[name](real.events(real.review))
+    expected = verify_ledger(forged, keyring=read_keyring(real.keyring), closed=True)
+    assert not expected.ok and expected.broken_at is not None
+    dossier = dossier_of(real, forged)
+    assert dossier.verification.state == "broken"
+    assert dossier.verification.broken_at == expected.broken_at
+    page = render_html(dossier)
+    assert 'data-state="broken"' in page
+    assert f"LEDGER BROKEN at event #{expected.broken_at}" in page
+    if any(e["seq"] == expected.broken_at for e in forged):
+        assert row_class(page, expected.broken_at) == "broken"
+
+
+def test_a_decision_signed_by_a_key_the_trust_file_lacks_breaks_the_ledger(
+    real: RealLedgers,
+) -> None:
+    other = ReviewerTrust(keys=[trusted_key_entry(SigningKey.generate(), "service", name="x")])
+    events = real.events(real.review)
+    dossier = dossier_of(real, events, other)
+    decided = events[index_of(events, "GateDecided")]
+    assert (dossier.verification.state, dossier.verification.broken_at) == (
+        "broken",
+        decided["seq"],
+    )
+    signature = dossier.gates[0].actions[0].signature
+    assert signature.state == "failed" and "does not hold" in signature.text
+
+
+def test_without_a_reviewer_trust_file_the_dossier_says_what_went_unchecked(
+    real: RealLedgers,
+) -> None:
+    dossier = dossier_of(real, real.events(real.review), ReviewerTrust(keys=[]))
+    assert dossier.verification.state == "incomplete"
+    assert "reviewer signatures not checked" in dossier.verification.headline
+    assert dossier.gates[0].actions[0].signature.state == "unchecked"
+    assert 'data-state="incomplete"' in render_html(dossier)
+
+
+def test_an_event_that_fits_no_type_is_shown_as_stored(real: RealLedgers) -> None:
+    events = real.events(real.review)
+    i = index_of(events, "AgentDecided")
+    forged = changed(events, i, attempt=HOSTILE)
+    dossier = dossier_of(real, forged)
+    assert dossier.unparsed == 1 and not dossier.decisions
+    page = render_html(dossier)
+    assert "does not fit its type" in page and "(1 do not fit their type)" in page
+    assert "<script" not in page and "&lt;script&gt;" in page
+
+
+def test_a_huge_raw_answer_is_shown_in_part_with_its_length(real: RealLedgers) -> None:
+    events = real.events(real.review)
+    huge = "x" * (SHOWN_CHARS + 5_000)
+    forged = changed(events, index_of(events, "AgentDecided"), raw_response=huge)
+    dossier = dossier_of(real, forged)
+    page = render_html(dossier)
+    assert f"Showing the first {SHOWN_CHARS} of {len(huge)} characters" in page
+    assert f"{len(huge)} characters, sha256" in page
+    assert page.count(huge) == 1  # whole once, behind its summary
+
+
+@pytest.mark.parametrize(
+    "kind,fields",
+    [
+        ("GateDecided", ("reviewer", "comment", "gate", "on_behalf_of")),
+        ("AgentDecided", ("node", "contract", "model", "provider", "raw_response")),
+        ("Routed", ("rule", "route")),
+        ("GateOpened", ("title", "gate")),
+        ("WorkflowStarted", ("workflow", "workflow_id")),
+    ],
+)
+def test_hostile_text_in_any_field_is_escaped(
+    real: RealLedgers, kind: str, fields: tuple[str, ...]
+) -> None:
+    events = real.events(real.review)
+    forged = changed(events, index_of(events, kind), **dict.fromkeys(fields, HOSTILE))
+    forged[-1]["summary"] = {"reason": HOSTILE}
+    page = render_html(dossier_of(real, forged))
+    assert "<script" not in page.lower() and "<img" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "\u202e" not in page
+
+
+def test_a_workflow_id_makes_a_file_name_that_stays_here() -> None:
+    assert safe_name("../../etc/passwd") == "etc_passwd"
+    assert safe_name("a/b\\c d") == "a_b_c_d"
+    assert safe_name("...") == "execution"
+    assert len(safe_name("x" * 1000)) == 120
+
+
+async def test_without_chromium_the_pdf_says_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "d.html"
+    page.write_text("<!doctype html><p>dossier</p>")
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PdfUnavailable, match="the PDF needs Chromium"):
+        await write_pdf(page, tmp_path / "d.pdf", title="t")
+    assert not (tmp_path / "d.pdf").exists()
