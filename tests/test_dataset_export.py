@@ -8,6 +8,7 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,18 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from keel.activities.archive_store import OfferedRun
 from keel.activities.providers.base import ModelReply, ModelRequest
+from keel.archive import ArchiveStore
 from keel.cli.dataset import (
     DatasetSummary,
     ExecutionDecisions,
     Selected,
-    StoredRun,
     examples_of,
+    selected_ledgers,
     write_dataset,
 )
-from keel.cli.ledgers import execution_runs
+from keel.cli.ledgers import RunLedger, execution_runs
 from keel.contracts.guardrails import pii_marker, redact_pii
 from keel.contracts.outcomes import decision_outcomes
 from keel.contracts.registry import ContractRegistry
@@ -61,8 +64,7 @@ async def selection(
     """The executions named, read as every reader reads them (``execution_runs``): the
     time-skipping server has no visibility listing."""
     for workflow_id in workflow_ids:
-        runs: list[StoredRun] = list(await execution_runs(client, settings, workflow_id))
-        yield Selected(workflow_id, "temporal", runs)
+        yield Selected(workflow_id, "temporal", await execution_runs(client, settings, workflow_id))
 
 
 async def export(
@@ -388,3 +390,47 @@ async def test_keel_export_dataset_writes_valid_lines_and_a_json_summary(cli: Cl
     assert "the preferred answer is the same text" in text
     refused = await cli("export", "--metadata", str(meta), "--query", query, expect=2)
     assert "--metadata goes with --dataset" in refused
+
+
+async def archive_runs(
+    settings: KeelSettings, workflow_id: str, runs: Sequence[RunLedger], **forge: Any
+) -> None:
+    """Offer ``runs`` to the settings' archive as the archiver does (``forge``: an event
+    field to change in every ``AgentDecided`` first)."""
+    async with ArchiveStore.open(settings) as archive:
+        for index, run in enumerate(runs):
+            events = json.loads(json.dumps(run.events))
+            for event in events:
+                if event.get("type") == "AgentDecided":
+                    event.update(forge)
+            offered = OfferedRun(
+                workflow_id=workflow_id,
+                run_id=run.run_id,
+                workflow_type=run.workflow_type,
+                task_queue="keel",
+                status=run.status,
+                close_time=datetime(2026, 12, 1, 12, 0, index, tzinfo=UTC),
+                events=events,
+            )
+            await archive.archive(offered, None)
+
+
+async def test_archived_executions_are_exported_and_a_forged_archived_ledger_is_skipped(
+    ts_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    config = settings(tmp_path)
+    async with keel_worker(ts_env.client) as tq:
+        honest = await start_review(ts_env.client, tq, "low")
+        forged = await start_review(ts_env.client, tq, "low")
+        await honest.result()
+        await forged.result()
+    await archive_runs(config, honest.id, await execution_runs(ts_env.client, config, honest.id))
+    forged_runs = await execution_runs(ts_env.client, config, forged.id)
+    await archive_runs(config, forged.id, forged_runs, model="forged-model")
+    out = io.StringIO()
+    selection = selected_ledgers(None, config, source="archive")
+    summary = await write_dataset(selection, config, "chat", out)
+    [example] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert_chat_line(example)
+    assert summary.executions == 1
+    assert summary.skipped == {"execution whose ledger does not verify": 1}

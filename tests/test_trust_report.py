@@ -5,12 +5,14 @@ threshold and of the evidence it needs."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +20,17 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from keel.activities.providers.base import ModelRequest
-from keel.cli.trust import TrustRow, bucket_of, build_rows, recommend, row_text
+from keel.cli.ledgers import execution_runs
+from keel.cli.trust import TrustRow, bucket_of, build_rows, cmd_trust, recommend, row_text
 from keel.contracts.outcomes import DecisionOutcome, decision_outcomes
 from keel.scenarios.contract_review import ContractReviewWorkflow
 from keel.testing import FunctionModel
-from tests.conftest import keel_worker
+from tests.conftest import keel_worker, offline_settings
 from tests.helpers import decide, review, wait_for_gate
 from tests.samples import load_sample
 from tests.test_cli import Cli
+from tests.test_dataset_export import archive_runs, listed, reviewed_on_dev_server
 from tests.test_dataset_export import cli as cli  # the fixture
-from tests.test_dataset_export import listed, reviewed_on_dev_server
 
 REASSESSED = 0.85
 """The model's confidence when it reassesses after a rejection."""
@@ -246,3 +249,41 @@ async def test_keel_trust_from_the_archive_alone_needs_no_temporal(cli: Cli) -> 
     cli.env["TEMPORAL_ADDRESS"] = "127.0.0.1:9"  # nothing listens: the archive is enough
     text = await cli("trust", "--source", "archive")
     assert "trust report: 0 executions" in text and "no agent decisions" in text
+
+
+async def test_keel_trust_reads_the_archive(
+    ts_env: WorkflowEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_settings(data_dir=tmp_path)
+    async with keel_worker(ts_env.client, provider=FunctionModel(answer)) as tq:
+        ids = []
+        for _ in range(2):
+            sample = {**load_sample("contract-medium-risk"), "vendor": "Vendor c95"}
+            handle = await ts_env.client.start_workflow(
+                ContractReviewWorkflow.run, sample, id=f"trust-{uuid.uuid4()}", task_queue=tq
+            )
+            await wait_for_gate(handle, "standard-review")
+            await decide(handle, review("standard-review", "approve", "legal.priya"))
+            await handle.result()
+            ids.append(handle.id)
+    for workflow_id in ids:
+        await archive_runs(
+            config, workflow_id, await execution_runs(ts_env.client, config, workflow_id)
+        )
+    args = argparse.Namespace(
+        source="archive",
+        query=None,
+        workflow_type=None,
+        contract="risk-classifier",
+        by="node",
+        min_evidence=2,
+        output="json",
+        app=None,
+    )
+    assert await cmd_trust(config, args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["executions"] == 2
+    [row] = report["rows"]
+    assert row["buckets"][">=0.9"]["approved"] == 2
+    [advice] = row["recommendations"]
+    assert (advice["kind"], advice["evidence"], advice["threshold"]) == ("gate-to-rule", 2, 0.9)

@@ -22,12 +22,14 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal
 
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from keel.cli.ledgers import execution_runs, load_event_types
+from keel.activities.sqlstore import StoreUnavailableError
+from keel.archive import ArchiveStore
+from keel.cli.ledgers import RunLedger, execution_runs, load_event_types
 from keel.cli.output import OK, USAGE, CliError, wants_json
 from keel.cli.render import escape
 from keel.contracts.agent import AgentContract, canonical_json
@@ -81,37 +83,13 @@ def add_source_options(parser: argparse.ArgumentParser, *, note: str = "") -> No
     )
 
 
-class StoredRun(Protocol):
-    """One run's stored ledger, from Temporal (``RunLedger``) or the archive."""
-
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-
-    @property
-    def workflow_type(self) -> str:
-        """The run's workflow type."""
-
-    @property
-    def status(self) -> str:
-        """``COMPLETED``, ``FAILED``, ``CONTINUED_AS_NEW``..."""
-
-    @property
-    def ended_by_keel(self) -> bool:
-        """Whether Keel signed its last head (its ledger must end signed)."""
-
-    @property
-    def events(self) -> list[Any]:
-        """The ledger's events as stored (JSON objects)."""
-
-
 @dataclass
 class Selected:
     """One selected execution: its runs, or why it could not be read."""
 
     workflow_id: str
     origin: Literal["temporal", "archive"]
-    runs: list[StoredRun] = field(default_factory=list)
+    runs: list[RunLedger] = field(default_factory=list)
     problem: str | None = None
 
 
@@ -145,7 +123,7 @@ async def selected_ledgers(
                 continue
             seen.add(execution.id)
             try:
-                runs: list[StoredRun] = list(await execution_runs(client, settings, execution.id))
+                runs = await execution_runs(client, settings, execution.id)
             except (CliError, RPCError) as exc:
                 yield Selected(execution.id, "temporal", problem=exc.message)
                 continue
@@ -160,17 +138,15 @@ async def _archived(
 ) -> AsyncIterator[Selected]:
     """The archive's executions not in ``seen``."""
     try:
-        from keel.activities.archive_store import ArchiveStore
-    except ImportError:  # an install without the archive
-        return
-    async with ArchiveStore.open(settings) as store:
-        for workflow_id in await store.executions(workflow_type=workflow_type):
-            if workflow_id in seen:
-                continue
-            seen.add(workflow_id)
-            runs: list[StoredRun] = list(await store.runs(workflow_id))
-            if runs:
+        async with ArchiveStore.open(settings) as archive:
+            for workflow_id in await archive.executions(workflow_type=workflow_type):
+                if workflow_id in seen:
+                    continue
+                seen.add(workflow_id)
+                runs = [RunLedger.from_archive(run) for run in await archive.runs(workflow_id)]
                 yield Selected(workflow_id, "archive", runs)
+    except StoreUnavailableError as exc:
+        raise CliError(f"the ledger archive is unreachable: {escape(str(exc))}") from exc
 
 
 @dataclass
