@@ -318,6 +318,8 @@ async def test_unknown_workflow_node_or_attempt_is_a_clear_error(
     assert attempt.code == 1 and "recorded no attempt 3 (its attempts: 1;" in attempt.err
     workflow = await keel_debug(ts_env.client, capsys, "no-such-review", NODE)
     assert workflow.code == 1 and "workflow 'no-such-review'" in workflow.err
+    model = await keel_debug(ts_env.client, capsys, recorded.low, NODE, "--model", "gpt-4")
+    assert model.code == 2 and "KEEL_MODEL='gpt-4' is not understood" in model.err
     with pytest.raises(SystemExit) as usage:
         build_parser().parse_args(["debug", recorded.low, NODE, "--attempt", "0"])
     assert usage.value.code == 2
