@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from temporalio.client import Client
 
 from keel.cli.dossier import PdfUnavailable, build_dossier, render_html, write_pdf
 from keel.cli.dossier.facts import Dossier, Run
-from keel.cli.ledgers import execution_runs, load_event_types
+from keel.cli.ledgers import execution_runs, load_event_types, source_note
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report
 from keel.cli.render import escape
 from keel.cli.verify import check_decisions, reviewer_trust
@@ -77,8 +78,16 @@ async def cmd_audit(client: Client, settings: KeelSettings, args: Any) -> int:
     trust = reviewer_trust(settings, args.reviewer_keys)
     keyring = trusted_keyring(settings, args.keys)
     verified = audit_report(raw, keyring, trust, closed=runs[-1].ended_by_keel)
+    note = source_note(args.workflow_id, runs)
+    if note is not None:
+        print(f"keel: note: {note}", file=sys.stderr)
     dossier = build_dossier(
-        args.workflow_id, [Run(r.run_id, r.status) for r in runs], raw, verified, trust
+        args.workflow_id,
+        [Run(r.run_id, r.status, r.source) for r in runs],
+        raw,
+        verified,
+        trust,
+        source_note=note,
     )
     _write_atomically(html_path, render_html(dossier))
     pdf_problem = None

@@ -60,6 +60,8 @@ class Run:
 
     run_id: str
     status: str
+    source: str = "temporal"
+    """Where the run's ledger was read: ``temporal`` or ``archive``."""
 
 
 @dataclass
@@ -95,6 +97,8 @@ class Dossier:
     plans: list[Row] = field(default_factory=list)
     timeline: list[Row] = field(default_factory=list)
     unparsed: int = 0
+    source_note: str | None = None
+    """Where the ledger came from, when not (only) from Temporal (the ledger archive)."""
     pairing_problem: str | None = None
     """Why decisions could not be paired with their gates, if they could not."""
 
@@ -110,10 +114,13 @@ def build_dossier(
     raw_events: Sequence[Any],
     report: LedgerReport,
     trust: ReviewerTrust,
+    *,
+    source_note: str | None = None,
 ) -> Dossier:
     """The dossier of ``raw_events`` (every run's events as stored, oldest first), verified
     as ``report`` says; reviewer signatures are checked against ``trust``."""
     dossier = Dossier(workflow_id, list(runs), verification_of(report, runs))
+    dossier.source_note = source_note
     builder = _Builder(dossier, trust)
     for raw in raw_events:
         event = _parsed(raw)
