@@ -320,3 +320,29 @@ async def test_a_ledger_the_keys_do_not_vouch_for_gets_a_loud_dossier_and_exit_1
         len(runs.review.events) - first_head["seq"]
     )
     await page.context.close()
+
+
+async def test_without_chromium_the_html_is_written_and_the_pdf_named_missing(
+    runs: Runs,
+) -> None:
+    (runs.tmp / "empty").mkdir(exist_ok=True)
+    no_browser = {
+        **runs.env,
+        "PATH": str(runs.tmp / "empty"),
+        "PLAYWRIGHT_BROWSERS_PATH": str(runs.tmp / "no-browsers"),
+    }
+    html = runs.tmp / "no-chromium.html"
+    out = await run_keel(
+        "audit", runs.support.workflow_id, "--out", str(html), "-o", "json",
+        env=no_browser, expect=0,
+    )  # fmt: skip
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["html"] == str(html) and summary["pdf"] is None and summary["verified"]
+    assert "the PDF needs Chromium" in summary["pdf_error"]
+    assert runs.support.workflow_id in html.read_text()
+    assert not html.with_suffix(".pdf").exists()
+    asked = await run_keel(
+        "audit", runs.support.workflow_id, "--out", str(html), "--pdf", str(runs.tmp / "x.pdf"),
+        env=no_browser, expect=1,
+    )  # fmt: skip
+    assert "PDF not written: the PDF needs Chromium" in asked
