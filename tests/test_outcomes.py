@@ -4,14 +4,22 @@ run on the time-skipping server, paired with what happened downstream."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from keel.cli.commands import full_chain
 from keel.contracts.ledger import AgentDecided, GateOpened, parse_ledger
 from keel.contracts.outcomes import DecisionOutcome, decision_outcomes
 from keel.offline import OfflineFault
+from keel.progress.activities import ProgressActivities
+from keel.progress.stream import ProgressStream
+from keel.scenarios.ingestion import APP as INGESTION
+from keel.scenarios.ingestion import SupplierIngestionWorkflow
+from keel.scenarios.ingestion.fixtures import job
 from keel.testing import events_of, ledger_of
+from keel.testing import keel_worker as kit_worker
 from tests.conftest import keel_worker
 from tests.helpers import decide, review, start_review, wait_for_gate
 from tests.probe_workflows import AgentNodeProbe
@@ -19,6 +27,8 @@ from tests.standins import ScriptedPlanner, StandInTools, plan, rollback
 from tests.test_agent_node_default import CONTRACT as DEFAULTING_CONTRACT
 from tests.test_agent_node_default import probe_input
 from tests.test_incident_workflow import start_incident
+from tests.test_ingestion import fast_pages
+from tests.test_ingestion import stream as stream  # the fixture
 from tests.test_support_workflow import AlwaysOverpromising, Recording, start, support_worker
 
 
@@ -239,3 +249,26 @@ def test_an_empty_or_decision_free_ledger_has_no_outcomes() -> None:
     )
     [outcome] = decision_outcomes([orphan])  # no checkpoint before it: still its own run
     assert (outcome.kind, outcome.node_run, outcome.input) == ("accepted", 1, None)
+
+
+async def test_ingestion_decisions_in_parallel_batches_and_runs_are_each_their_nodes(
+    ts_env: WorkflowEnvironment, stream: ProgressStream, tmp_path: Path
+) -> None:
+    tools = [*fast_pages(tmp_path / "pages"), *ProgressActivities(stream).activities()]
+    async with kit_worker(ts_env.client, apps=[INGESTION], activities=tools) as tq:
+        handle = await ts_env.client.start_workflow(
+            SupplierIngestionWorkflow.run,
+            job("outcomes", "Suppliers", 40, batch_size=10, records_per_run=20),
+            id=f"ingest-{uuid.uuid4().hex[:8]}",
+            task_queue=tq,
+        )
+        result = await handle.result()
+        chain = await full_chain(ts_env.client, handle.id)
+    outcomes = decision_outcomes(chain)  # two runs, batches of ten nodes interleaved
+    final = {o.node: o for o in outcomes}  # each record's last decision
+    assert len(final) == 40 - result.denied
+    counted = Counter(o.kind for o in final.values())
+    assert counted["accepted"] == result.enriched and counted["default_applied"] == result.defaulted
+    assert set(counted) <= {"accepted", "default_applied"}
+    assert all(o.gates == [] and o.input is not None for o in outcomes)
+    assert all(o.input["record"]["record_id"] == o.node for o in outcomes)  # type: ignore[index]
