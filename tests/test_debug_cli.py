@@ -443,3 +443,23 @@ async def test_an_encrypted_history_is_read_with_the_client_s_codec_keys(
     assert ran.code == 0, ran.err
     assert ran.record["input_source"] == "history" and ran.record["prompt_matches"]
     assert ran.record["input"]["vendor"] == "Brightline Analytics LLC"
+
+
+@pytest.mark.allow_model_requests
+async def test_a_failed_model_call_exits_1_with_the_provider_s_reason_and_no_key(
+    ts_env: WorkflowEnvironment,
+    recorded: Recorded,
+    capsys: pytest.CaptureFixture[str],
+    fake_openai: FakeModelServer,
+) -> None:
+    fake_openai.script(Reply.error(401, "Incorrect API key provided: sk-fake"))
+    settings = openai_settings(fake_openai)
+    argv = (recorded.low, NODE, "--model", "openai:gpt-debug")
+    run = await keel_debug(ts_env.client, capsys, *argv, "-o", "json", settings=settings)
+    assert run.code == 1
+    failure = run.record["call_failure"]
+    assert failure["error_type"] == "ProviderPermanentError"
+    assert "HTTP 401" in failure["message"] and "check OPENAI_API_KEY" in failure["message"]
+    assert "sk-fake" not in run.out + run.err  # scrubbed, as the activity scrubs it
+    assert "the model call failed (ProviderPermanentError)" in run.err
+    assert "answer" not in run.record and "verdict" not in run.record
