@@ -25,7 +25,7 @@ from keel.activities.archive_store import (
     Inserted,
     OfferedRun,
 )
-from keel.activities.sqlstore import PostgresStore, SqliteStore
+from keel.activities.sqlstore import PostgresStore, SqliteStore, Tx
 from keel.contracts.integrity import verify_ledger
 from keel.contracts.signing import Keyring
 from keel.testing import offline_settings
@@ -200,8 +200,12 @@ async def test_the_database_refuses_to_change_or_remove_what_was_archived(
     if isinstance(archive.store, PostgresStore):
         statements += [f"TRUNCATE {EVENTS}", f"TRUNCATE {RUNS}"]
     for statement in statements:
+
+        async def change(tx: Tx, sql: str = statement) -> None:
+            await tx.execute(sql)
+
         with pytest.raises((sqlite3.IntegrityError, psycopg.Error), match="append-only"):
-            await archive.store.transaction(lambda tx, sql=statement: tx.execute(sql))
+            await archive.store.transaction(change)
     (stored,) = await archive.runs(real.review_id)
     assert stored.events == run.events and stored.events[3] != forged_event
     assert (await archive.counts()).conflicts == 1
