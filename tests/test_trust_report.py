@@ -243,6 +243,8 @@ async def test_keel_trust_reads_temporal_and_prints_json_and_text(cli: Cli) -> N
     text = await cli(*args)
     assert "risk-classifier@1 / classify-risk (threshold 0.70)" in text
     assert "approved modified rejected" in text
+    bad = await cli("trust", "--source", "temporal", "--query", "WorkflowId ==", expect=2)
+    assert bad.startswith("keel: Temporal:") and "Traceback" not in bad
 
 
 async def test_keel_trust_from_the_archive_alone_needs_no_temporal(cli: Cli) -> None:

@@ -393,9 +393,10 @@ async def export_dataset(client: Client | None, settings: KeelSettings, args: An
     selection = selected_ledgers(
         client, settings, source=args.source, query=args.query, workflow_type=args.workflow_type
     )
-    out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    meta: IO[str] | None = open(args.metadata, "w") if args.metadata else None  # noqa: SIM115
+    out: IO[str] = _open(args.out) if args.out else sys.stdout
+    meta: IO[str] | None = None
     try:
+        meta = _open(args.metadata) if args.metadata else None
         summary = await write_dataset(selection, settings, args.dataset, out, meta)
     finally:
         if args.out:
@@ -405,3 +406,11 @@ async def export_dataset(client: Client | None, settings: KeelSettings, args: An
     text = json.dumps(summary.record()) if wants_json(args) else summary.text(args.dataset)
     print(text, file=sys.stderr)
     return OK
+
+
+def _open(path: str) -> IO[str]:
+    """``path`` opened to write, or a ``CliError`` that says why not (exit 2)."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {escape(path)}: {exc.strerror or exc}", USAGE) from exc

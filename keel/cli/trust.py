@@ -29,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from temporalio.service import RPCError, RPCStatusCode
+
 from keel.cli.connection import connected_settings, open_client
 from keel.cli.dataset import add_source_options, selected_ledgers, verified_decisions
 from keel.cli.ledgers import load_event_types
-from keel.cli.output import OK, USAGE, CliError, wants_json
+from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
 from keel.cli.render import escape
 from keel.contracts.outcomes import OUTCOME_KINDS, REVIEWED_KINDS, DecisionOutcome, OutcomeKind
 from keel.contracts.registry import REGISTRY
@@ -334,9 +336,13 @@ async def cmd_trust(settings: KeelSettings, args: Any) -> int:
     selection = selected_ledgers(
         client, settings, source=args.source, query=args.query, workflow_type=args.workflow_type
     )
-    async for execution in verified_decisions(selection, settings, skipped):
-        executions += 1
-        outcomes += execution.outcomes
+    try:
+        async for execution in verified_decisions(selection, settings, skipped):
+            executions += 1
+            outcomes += execution.outcomes
+    except RPCError as exc:  # a visibility query Temporal refused, a server that went away
+        code = USAGE if exc.status is RPCStatusCode.INVALID_ARGUMENT else FAILURE
+        raise CliError(f"Temporal: {escape(exc.message)}", code) from exc
     rows = build_rows(outcomes, contract=args.contract, by=args.by)
     advice = [recommend(row, args.min_evidence) for row in rows]
     if wants_json(args):
