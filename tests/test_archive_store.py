@@ -6,9 +6,12 @@ archived."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +27,15 @@ from keel.activities.archive_store import (
     ArchiveStore,
     Inserted,
     OfferedRun,
+    ledger_sha256,
 )
 from keel.activities.sqlstore import PostgresStore, SqliteStore, Tx
 from keel.contracts.integrity import verify_ledger
 from keel.contracts.signing import Keyring
 from keel.testing import offline_settings
 from keel.workers.keys import read_keyring
-from tests.ledger_forgeries import FORGERIES, RealLedgers, changed, record_ledgers
+from tests.helpers import run_keel
+from tests.ledger_forgeries import FORGERIES, RealLedgers, changed, index_of, record_ledgers
 
 PG_URL = "postgresql://127.0.0.1:5432/test"
 CLOSED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -246,3 +251,52 @@ async def test_the_watermark_only_moves_forward(archive: ArchiveStore) -> None:
     assert await archive.watermark() == CLOSED
     await archive.advance_watermark(CLOSED + timedelta(seconds=1))
     assert await archive.watermark() == CLOSED + timedelta(seconds=1)
+
+
+@pytest.mark.integration
+async def test_keel_archive_verify_finds_rows_changed_behind_the_triggers_back(
+    real: RealLedgers, keyring: Keyring, tmp_path: Path
+) -> None:
+    """Someone who owns the database can drop the triggers; the digests and signatures
+    still give the change away, with no Temporal server (``keel archive verify``)."""
+    path = tmp_path / "archive.sqlite3"
+    async with ArchiveStore(SqliteStore(path)) as archive:
+        for run in [*offered(real.review), *offered(real.incident, workflow_type="Incident")]:
+            await archive.archive(run, keyring)
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "KEEL_ARCHIVE_URL": str(path),
+        "KEEL_DATA_DIR": str(tmp_path / "data"),
+    }
+    keys = ("--keys", str(real.keyring))
+    clean = await run_keel("archive", "verify", *keys, env=env, expect=0)
+    assert f"{real.review_id}: verified (1 runs, {len(real.review)} events)" in clean
+    assert f"{real.incident_id}: verified (3 runs, {len(real.incident)} events)" in clean
+
+    decided = index_of(real.events(real.review), "GateDecided")
+    forged = changed(real.events(real.review), decided, reviewer="mallory")[decided]
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"DROP TRIGGER {EVENTS}_no_update")
+        db.execute(
+            f"UPDATE {EVENTS} SET event_json = ? WHERE workflow_id = ? AND seq = ?",
+            (json.dumps(forged), real.review_id, decided + 1),
+        )
+        db.commit()
+    out = await run_keel("archive", "verify", *keys, "-o", "json", env=env, expect=1)
+    reports = {r["workflow_id"]: r for r in map(json.loads, out.splitlines())}
+    assert reports[real.incident_id]["ok"]
+    assert not reports[real.review_id]["ok"]
+    assert (
+        "no longer match the digest taken when it was archived"
+        in (reports[real.review_id]["reason"])
+    )
+
+    async with ArchiveStore(SqliteStore(path)) as archive:
+        (stored,) = await archive.runs(real.review_id)
+    with closing(sqlite3.connect(path)) as db:  # the digest rewritten too: the hash chain
+        db.execute(f"DROP TRIGGER {RUNS}_no_update")
+        db.execute(f"UPDATE {RUNS} SET ledger_sha256 = ?", (ledger_sha256(stored.events),))
+        db.commit()
+    out = await run_keel("archive", "verify", real.review_id, *keys, env=env, expect=1)
+    assert f"{real.review_id}: FAILED: event {decided + 1}: hash does not match" in out

@@ -1,4 +1,5 @@
-"""``keel archive schedule|run|status``: the ledger archive's schedule, a pass now, its lag.
+"""``keel archive schedule|run|status|verify``: the ledger archive's schedule, a pass now,
+its lag, and a check of everything it holds.
 
 The archiver itself runs on the workers (``keel.workflows.archiver``); these commands start
 it through Temporal and read the archive (``KEEL_ARCHIVE_URL``). See docs/archive.md.
@@ -26,10 +27,11 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 
+from keel.activities.archive_store import ledger_sha256
 from keel.activities.sqlstore import StoreUnavailableError
-from keel.archive import ArchiveLag, ArchiveStore, archive_lag
+from keel.archive import ArchivedRun, ArchiveLag, ArchiveStore, archive_lag
 from keel.cli.connection import common_options, connected_settings, open_client
-from keel.cli.output import OK, CliError, wants_json
+from keel.cli.output import FAILURE, OK, CliError, wants_json
 from keel.cli.render import escape
 from keel.contracts.archive import (
     ARCHIVE_SCHEDULE_ID,
@@ -38,7 +40,10 @@ from keel.contracts.archive import (
     ArchivePassInput,
     ArchivePassResult,
 )
+from keel.contracts.integrity import verify_ledger
+from keel.contracts.signing import Keyring
 from keel.settings import KeelSettings
+from keel.workers.keys import trusted_keyring
 
 CATCHUP_WINDOW = timedelta(days=1)
 """A scheduled pass missed while the Temporal server was down runs when it is back, if it
@@ -75,14 +80,29 @@ def add_archive_parser(command: Callable[[str, str], argparse.ArgumentParser]) -
         parents=common,
         help="the archive's lag behind Temporal, its counts, runs that failed verification",
     )
+    verify = actions.add_parser(
+        "verify",
+        parents=common,
+        help="verify what the archive holds, without Temporal: each run's events against the "
+        "digest taken when it was archived, each execution's chain against the trusted keys",
+    )
+    verify.add_argument("workflow_ids", nargs="*", metavar="ID", help="default: every one")
+    verify.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="trusted public keys (a keyring file; default: KEEL_TRUSTED_KEYS_FILE and this "
+        "machine's worker key)",
+    )
 
 
 async def cmd_archive(settings: KeelSettings, args: Any) -> int:
     """Run ``keel archive ACTION``."""
-    client = await open_client(settings, args)
-    settings = connected_settings(settings, client)
-    action = {"schedule": cmd_schedule, "run": cmd_run, "status": cmd_status}
     try:
+        if args.archive_action == "verify":
+            return await cmd_verify_archive(settings, args)  # needs no server
+        client = await open_client(settings, args)
+        settings = connected_settings(settings, client)
+        action = {"schedule": cmd_schedule, "run": cmd_run, "status": cmd_status}
         return await action[args.archive_action](client, settings, args)
     except StoreUnavailableError as exc:
         raise CliError(f"the ledger archive is unreachable: {escape(str(exc))}") from exc
@@ -218,3 +238,59 @@ def _age(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+async def cmd_verify_archive(settings: KeelSettings, args: Any) -> int:
+    """Verify the archive's executions (or those named); exit 1 if any does not verify."""
+    keyring = trusted_keyring(settings, args.keys)
+    if not keyring:
+        raise CliError(
+            "no trusted keys: pass --keys FILE (a keyring file, docs/auditors.md) or set "
+            "KEEL_TRUSTED_KEYS_FILE",
+            FAILURE,
+        )
+    failed = 0
+    async with ArchiveStore.open(settings) as archive:
+        for workflow_id in args.workflow_ids or await archive.executions():
+            runs = await archive.runs(workflow_id)
+            record = archived_verification(workflow_id, runs, keyring)
+            failed += not record["ok"]
+            if wants_json(args):
+                print(json.dumps(record))
+            else:
+                verdict = "verified" if record["ok"] else f"FAILED: {record['reason']}"
+                print(
+                    f"{escape(workflow_id)}: {escape(verdict)} ({record['runs']} runs, "
+                    f"{record['events']} events)"
+                )
+    return FAILURE if failed else OK
+
+
+def archived_verification(
+    workflow_id: str, runs: list[ArchivedRun], keyring: Keyring
+) -> dict[str, Any]:
+    """One execution of the archive checked: each run's events against the digest stored
+    when it was archived (a row changed behind the triggers' back shows here even without
+    keys), then the whole chain with ``verify_ledger`` as ``keel ledger`` does."""
+    record: dict[str, Any] = {"workflow_id": workflow_id, "runs": len(runs), "events": 0}
+    if not runs:
+        return record | {"ok": False, "reason": "the archive holds no run of it"}
+    raw = [event for run in runs for event in run.events]
+    record["events"] = len(raw)
+    if runs[0].previous_run_id is not None:
+        reason = f"it continues run {runs[0].previous_run_id}, which the archive does not hold"
+        return record | {"ok": False, "reason": reason}
+    for run in runs:
+        if ledger_sha256(run.events) != run.ledger_sha256:
+            return record | {
+                "ok": False,
+                "reason": f"run {run.run_id}: its events no longer match the digest taken "
+                "when it was archived: the archive was changed",
+            }
+    report = verify_ledger(raw, keyring=keyring, closed=runs[-1].ended_by_keel)
+    return record | {
+        "ok": report.ok,
+        "reason": None if report.ok else f"event {report.broken_at}: {report.reason}",
+        "head_hash": report.head_hash,
+        "unsigned": report.unsigned,
+    }
