@@ -37,6 +37,7 @@ from tests.apps.debug_contracts import V2_PROMPT_OPENING
 from tests.conftest import codec_settings, keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import decide, review, start_review, wait_for_gate
+from tests.test_archive import Deployment, delete_from_temporal
 
 NODE = "classify-risk"
 OTHER_ANSWER = {
@@ -463,3 +464,23 @@ async def test_a_failed_model_call_exits_1_with_the_provider_s_reason_and_no_key
     assert "sk-fake" not in run.out + run.err  # scrubbed, as the activity scrubs it
     assert "the model call failed (ProviderPermanentError)" in run.err
     assert "answer" not in run.record and "verdict" not in run.record
+
+
+async def test_after_temporal_deleted_the_run_the_archived_ledger_s_input_is_used(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """As retention would: archived, then deleted from Temporal. ``keel debug`` (the real
+    command, in a subprocess) reads the ledger from the archive and its recorded input."""
+    deployment = Deployment(dev_env, tmp_path / "data", str(tmp_path / "archive.sqlite3"))
+    async with deployment.worker(deployment.queues[0]):
+        handle = await start_review(deployment.client, deployment.queues[0], "low")
+        await handle.result()
+        [run] = await execution_runs(deployment.client, deployment.settings, handle.id)
+        assert (await deployment.archive_pass()).archived == 1
+    await delete_from_temporal(deployment.client, handle.id, [run.run_id])
+    out = await deployment.keel("debug", handle.id, NODE, "-o", "json")
+    record = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert record["input_source"] == "ledger"
+    assert f"Temporal no longer has run {run.run_id}" in record["input_note"]
+    assert record["prompt_matches"] and record["same_output"]
+    assert record["verdict"]["accepted"] and record["recorded_verdict"]["accepted"]
