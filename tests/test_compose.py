@@ -1,23 +1,35 @@
-"""Static checks of docker-compose.yml, Dockerfile, .dockerignore and .env.example.
+"""Static checks of docker-compose.yml, deploy/, Dockerfile, .dockerignore and .env.example.
 
 No Docker engine is needed: the files are parsed and checked against the project itself (the
-console script in pyproject.toml, the CLI's parser, the environment names KeelSettings reads).
+console script in pyproject.toml, the CLI's parser, the environment names KeelSettings reads,
+the server limits keel dev runs with) and against each other (the ports Prometheus scrapes and
+the UI's codec endpoint are the ones the services serve, the dashboard's datasource is the
+provisioned one). One test runs the compose's codec-server command for real.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
 import re
 import shlex
+import signal
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 from pydantic import AliasChoices
+from temporalio.api.common.v1 import Payload
 
 from keel.settings import KeelSettings
+from keel.workers.codec import CodecKeyring, EncryptionCodec, new_key_entry
+from tests.conftest import BIN, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -26,7 +38,36 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = ROOT / "pyproject.toml"
 
-SERVICES = ("postgresql", "temporal", "temporal-ui", "keel-worker")
+DEPLOY = ROOT / "deploy"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+GRAFANA = DEPLOY / "grafana"
+
+SERVICES = (
+    "postgresql",
+    "temporal-schema",
+    "temporal",
+    "temporal-namespace",
+    "temporal-ui",
+    "keel-worker",
+    "keel-codec-server",
+    "keel-inbox",
+    "keel-archiver",
+    "prometheus",
+    "grafana",
+    "mailpit",
+)
+ONE_SHOT = {"temporal-schema", "temporal-namespace", "keel-archiver"}
+"""Jobs that run once and exit: no healthcheck, a bounded restart on failure."""
+PUBLISHED = {
+    "temporal": 7233,
+    "temporal-ui": 8080,
+    "keel-codec-server": 8081,
+    "keel-inbox": 8234,
+    "prometheus": 9090,
+    "grafana": 3000,
+    "mailpit": 8025,
+}
+"""What the host reaches, by service and host port (README and docs/operations.md say so)."""
 KEEL_ENV_PREFIXES = ("KEEL_", "TEMPORAL_", "OPENAI_", "ANTHROPIC_", "OTEL_")
 
 # `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`, `${NAME?message}`.
@@ -38,7 +79,7 @@ ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 COMMENTED_ASSIGNMENT = re.compile(r"^#\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
 # Read by docker compose for ${...} substitution only, never by Keel.
-COMPOSE_ONLY = {"TEMPORAL_DB_PASSWORD"}
+COMPOSE_ONLY = {"TEMPORAL_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "PUBLISH_ADDRESS"}
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -82,6 +123,52 @@ def _depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if isinstance(deps, list):
         return {str(d): {} for d in deps}
     return {str(k): (v or {}) for k, v in deps.items()}
+
+
+def _resolve(text: str) -> str:
+    """``text`` as compose reads it when the environment sets nothing: ``${X:-d}`` is ``d``,
+    a required ``${X:?m}`` is ``<X>``, ``$$`` is ``$``."""
+
+    def one(m: re.Match[str]) -> str:
+        op, rest = m["op"], m["rest"] or ""
+        if op in {":-", "-"}:
+            return rest
+        return f"<{m['name']}>" if op in {":?", "?"} else ""
+
+    inline = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<rest>[^}]*))?\}")
+    return inline.sub(one, text).replace("$$", "$")
+
+
+def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """``(host address, host port, container port)`` of every published port, defaults
+    resolved; a port published without an address is ``0.0.0.0``."""
+    out = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            ip, host, target = port.get("host_ip", "0.0.0.0"), port["published"], port["target"]
+        else:
+            parts = _resolve(str(port)).split(":")
+            if len(parts) == 1:
+                parts = ["0.0.0.0", parts[0], parts[0]]
+            elif len(parts) == 2:
+                parts = ["0.0.0.0", *parts]
+            ip, host, target = parts
+        out.append((str(ip), int(str(host)), int(str(target).split("/")[0])))
+    return out
+
+
+def _keel_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run Keel (built from the Dockerfile)."""
+    return {n: s for n, s in compose["services"].items() if "build" in s}
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source (a named volume, or a path relative to the repository)."""
+    out = {}
+    for volume in service.get("volumes") or []:
+        source, _, rest = str(volume).partition(":")
+        out[rest.split(":")[0]] = source
+    return out
 
 
 def _settings_env_names() -> set[str]:
@@ -164,16 +251,34 @@ def test_compose_parses_and_declares_the_services(compose: dict[str, Any]) -> No
         assert name in services, f"service {name!r} missing"
 
 
-@pytest.mark.parametrize("name", ["postgresql", "temporal", "temporal-ui"])
-def test_images_are_pinned(compose: dict[str, Any], name: str) -> None:
-    image = _service(compose, name).get("image")
-    assert isinstance(image, str) and image, f"{name} has no image"
-    if "@sha256:" in image:
-        return
-    last = image.rsplit("/", 1)[-1]
-    assert ":" in last, f"{name}: image {image!r} has no tag"
-    tag = last.split(":", 1)[1]
-    assert tag and tag != "latest", f"{name}: image {image!r} is not pinned"
+def test_every_service_has_a_healthcheck_or_says_why_not(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        check = (service.get("healthcheck") or {}).get("test")
+        reason = (service.get("labels") or {}).get("org.keel.healthcheck", "")
+        if name in ONE_SHOT:
+            assert not check and reason.startswith("none: a one-shot job"), name
+            assert re.fullmatch(r"on-failure:\d+", str(service.get("restart"))), (
+                f"{name}: a one-shot job retries a bounded number of times"
+            )
+            continue
+        assert isinstance(check, list) and check[0] in {"CMD", "CMD-SHELL"} and check[1:], (
+            f"{name} needs a healthcheck (or is a one-shot job saying so)"
+        )
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_one_shot_jobs_gate_what_needs_them(compose: dict[str, Any]) -> None:
+    temporal = _depends_on(_service(compose, "temporal"))
+    assert temporal["temporal-schema"].get("condition") == "service_completed_successfully"
+    for name in ("keel-worker", "keel-inbox"):
+        deps = _depends_on(_service(compose, name))
+        assert deps["temporal"].get("condition") == "service_healthy", name
+        assert deps["temporal-namespace"].get("condition") == "service_completed_successfully"
+    # What a service waits for to be healthy has a healthcheck.
+    for name, service in compose["services"].items():
+        for dep, how in _depends_on(service).items():
+            if how.get("condition") == "service_healthy":
+                assert _service(compose, dep).get("healthcheck"), f"{name} waits on {dep}"
 
 
 def test_every_image_in_the_file_is_pinned(compose: dict[str, Any]) -> None:
@@ -186,12 +291,51 @@ def test_every_image_in_the_file_is_pinned(compose: dict[str, Any]) -> None:
         assert "@sha256:" in str(image) or (":" in last and not last.endswith(":latest")), (
             f"{name}: image {image!r} is not pinned"
         )
+        tag = last.split(":", 1)[1]
+        assert re.search(r"\d", tag), f"{name}: {image!r} names no version"
 
 
-def test_temporal_server_version(compose: dict[str, Any]) -> None:
+def test_temporal_is_the_server_image_with_an_admin_tools_schema_job(
+    compose: dict[str, Any],
+) -> None:
     image = _service(compose, "temporal")["image"]
-    assert image.startswith("temporalio/auto-setup:")
-    assert re.match(r"^1\.[23]\d(\.\d+)*$", image.split(":", 1)[1]), image
+    repo, _, tag = image.partition(":")
+    assert repo == "temporalio/server", "auto-setup is deprecated: the server image"
+    assert re.match(r"^1\.(2[89]|3\d)(\.\d+)*$", tag), "Worker Deployments need >= 1.28"
+    assert "temporalio/auto-setup" not in COMPOSE.read_text()
+    for job in ("temporal-schema", "temporal-namespace"):
+        # The schema tooling of the server's own version.
+        assert _service(compose, job)["image"] == f"temporalio/admin-tools:{tag}", job
+
+
+def test_the_jobs_scripts_exist_and_set_up_every_database(compose: dict[str, Any]) -> None:
+    for job, script in (
+        ("temporal-schema", "setup-postgres.sh"),
+        ("temporal-namespace", "create-namespace.sh"),
+    ):
+        service = _service(compose, job)
+        mounts = _mounts(service)
+        command = _command(service)
+        mounted = next(p for p, src in mounts.items() if command[0].startswith(p + "/"))
+        path = ROOT / mounts[mounted] / command[0].removeprefix(mounted + "/")
+        assert path.name == script and path.is_file(), path
+        assert path.stat().st_mode & 0o111, f"{path} is not executable"
+        assert path.read_text().startswith("#!/bin/sh\n") and "set -eu" in path.read_text()
+    setup = (DEPLOY / "temporal" / "setup-postgres.sh").read_text()
+    for db, kind in (("temporal", "temporal"), ("temporal_visibility", "visibility")):
+        assert "setup-schema -v 0.0" in setup and "$schema/$dir/versioned" in setup
+        assert db in setup and kind in setup
+    # Keel's own database: the one the Keel services' URLs name.
+    env = _environment(_service(compose, "temporal-schema"))
+    assert '--db "${KEEL_DB:-keel}" create' in setup
+    for name, service in _keel_services(compose).items():
+        for var in ("KEEL_DATABASE_URL", "KEEL_ARCHIVE_URL"):
+            url = _environment(service).get(var)
+            if url is None:
+                continue
+            parsed = urlsplit(_resolve(url))
+            assert parsed.scheme == "postgresql" and parsed.hostname == "postgresql", (name, var)
+            assert parsed.path.lstrip("/") == env["KEEL_DB"], f"{name}: {var} names another db"
 
 
 def test_postgresql_has_healthcheck_and_named_volume(compose: dict[str, Any]) -> None:
@@ -204,13 +348,11 @@ def test_postgresql_has_healthcheck_and_named_volume(compose: dict[str, Any]) ->
     assert any(src in named and dst.startswith("/var/lib/postgresql") for src, dst in mounts), (
         "postgresql's data must live in a named volume declared under top-level volumes"
     )
+    assert not pg.get("ports"), "the database is not published to the host"
 
 
 def test_temporal_uses_postgresql(compose: dict[str, Any]) -> None:
     temporal = _service(compose, "temporal")
-    deps = _depends_on(temporal)
-    assert "postgresql" in deps
-    assert deps["postgresql"].get("condition") == "service_healthy"
     env = _environment(temporal)
     assert env.get("DB") == "postgres12"
     assert env.get("DB_PORT")
@@ -219,16 +361,59 @@ def test_temporal_uses_postgresql(compose: dict[str, Any]) -> None:
     seeds = (env.get("POSTGRES_SEEDS") or "").split(",")
     assert "postgresql" in seeds, "POSTGRES_SEEDS must name the postgresql service"
     assert all(s in compose["services"] for s in seeds)
-    ports = [str(p) for p in temporal.get("ports") or []]
-    assert any(p.endswith(":7233") or p == "7233" for p in ports), "publish 7233"
+    schema = _environment(_service(compose, "temporal-schema"))
+    assert schema["POSTGRES_SEEDS"] == env["POSTGRES_SEEDS"]
+    assert schema["SQL_PASSWORD"] == env["POSTGRES_PWD"]
+    assert "postgresql" in _depends_on(_service(compose, "temporal-schema"))
 
 
-def test_ui_points_at_the_temporal_service(compose: dict[str, Any]) -> None:
+def test_temporal_runs_with_the_server_limits_keel_dev_runs_with(compose: dict[str, Any]) -> None:
+    from keel.workers.devstack import SERVER_LIMITS
+
+    temporal = _service(compose, "temporal")
+    path = _environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"] or ""
+    directory, _, file = path.rpartition("/")
+    source = _mounts(temporal)[f"/etc/temporal/{directory}"]
+    config = yaml.safe_load((ROOT / source / file).read_text())
+    assert {key: values[0]["value"] for key, values in config.items()} == SERVER_LIMITS
+
+
+def test_published_ports_are_bound_to_localhost_by_default(compose: dict[str, Any]) -> None:
+    published: dict[str, set[int]] = {}
+    for name, service in compose["services"].items():
+        for ip, host, _ in _ports(service):
+            assert ip == "127.0.0.1", f"{name} publishes {host} on {ip}, not 127.0.0.1"
+            published.setdefault(name, set()).add(host)
+    assert {n: p for n, p in published.items()} == {n: {p} for n, p in PUBLISHED.items()}
+    for name in ("postgresql", "keel-worker"):
+        assert name not in published, f"{name} is reached inside the compose network only"
+
+
+def test_ui_decodes_through_the_codec_server(compose: dict[str, Any]) -> None:
     ui = _service(compose, "temporal-ui")
-    assert ui["image"].startswith("temporalio/ui:")
-    assert _environment(ui).get("TEMPORAL_ADDRESS") == "temporal:7233"
-    assert "temporal" in _depends_on(ui)
-    assert "8080:8080" in [str(p) for p in ui.get("ports") or []]
+    assert re.fullmatch(r"temporalio/ui:2\.\d+\.\d+", ui["image"])
+    env = _environment(ui)
+    assert env.get("TEMPORAL_ADDRESS") == "temporal:7233"
+    assert _depends_on(ui)["temporal"].get("condition") == "service_healthy"
+    # The browser tab calls the codec server on the host: its published port, with the token
+    # the codec server checks as the first path segment.
+    endpoint = urlsplit(_resolve(env["TEMPORAL_CODEC_ENDPOINT"] or ""))
+    codec = _service(compose, "keel-codec-server")
+    ((_, host_port, container_port),) = _ports(codec)
+    assert (endpoint.hostname, endpoint.port) == ("localhost", host_port)
+    assert endpoint.path == "/<KEEL_CODEC_SERVER_TOKEN>"
+    assert _resolve(_environment(codec)["KEEL_CODEC_SERVER_TOKEN"] or "") == (
+        "<KEEL_CODEC_SERVER_TOKEN>"
+    )
+    command = _command(codec)
+    assert command[command.index("--port") + 1] == str(container_port)
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    # CORS admits the UI's origin, the one the host's browser uses.
+    from keel.workers.codec_server import ui_origins
+
+    ui_url = _environment(codec)["KEEL_UI_URL"] or ""
+    ((_, ui_port, _),) = _ports(ui)
+    assert f"http://localhost:{ui_port}" in ui_origins(ui_url)
 
 
 def test_worker_connects_to_the_temporal_service(compose: dict[str, Any]) -> None:
@@ -243,41 +428,154 @@ def test_worker_connects_to_the_temporal_service(compose: dict[str, Any]) -> Non
     assert worker.get("restart") == "unless-stopped"
 
 
+def test_worker_drains_before_compose_kills_it(compose: dict[str, Any]) -> None:
+    worker = _service(compose, "keel-worker")
+    grace = re.fullmatch(r"(\d+)s", str(worker.get("stop_grace_period")))
+    assert grace, "keel-worker needs a stop_grace_period (Docker's default is 10 s)"
+    assert int(grace[1]) > KeelSettings.model_fields["shutdown_grace_seconds"].default
+    env = _environment(worker)
+    for var in ("KEEL_SHUTDOWN_GRACE_SECONDS", "KEEL_DEPLOYMENT_NAME", "KEEL_BUILD_ID"):
+        assert var in env and env[var] is None, f"{var} is passed through when set"
+
+
 def test_worker_command_uses_the_console_script(compose: dict[str, Any]) -> None:
     command = _command(_service(compose, "keel-worker"))
-    assert command[0] in _console_scripts(), (
-        f"{command[0]!r} is not a [project.scripts] entry of pyproject.toml"
-    )
     assert command == _dockerfile_cmd(), "compose command and Dockerfile CMD disagree"
+    for name, service in _keel_services(compose).items():
+        assert _command(service)[0] in _console_scripts(), (
+            f"{name}: {_command(service)[0]!r} is not a [project.scripts] entry"
+        )
 
 
-def test_worker_command_is_a_cli_subcommand(compose: dict[str, Any]) -> None:
-    """Needs keel.cli.main.build_parser() -> argparse.ArgumentParser."""
+def test_keel_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
     from keel.cli.main import build_parser
 
-    command = _command(_service(compose, "keel-worker"))
-    parser = build_parser()
-    try:
-        parser.parse_args(command[1:])
-    except SystemExit as exc:  # argparse exits on an unknown subcommand or a bad argument
-        pytest.fail(f"`{' '.join(command)}` is rejected by the CLI's parser (exit {exc.code})")
+    expected = {
+        "keel-worker": "worker",
+        "keel-codec-server": "codec-server",
+        "keel-inbox": "inbox",
+        "keel-archiver": "archive",
+    }
+    assert set(_keel_services(compose)) == set(expected)
+    for name, service in _keel_services(compose).items():
+        command = _command(service)
+        try:
+            args = build_parser().parse_args(command[1:])
+        except SystemExit as exc:  # argparse exits on an unknown subcommand or argument
+            pytest.fail(f"{name}: `{' '.join(command)}` is rejected by the CLI (exit {exc.code})")
+        assert args.command == expected[name], name
+    archiver = _command(_service(compose, "keel-archiver"))
+    assert archiver[1:] == ["archive", "schedule"]
 
 
-def test_worker_env_is_read_by_settings(compose: dict[str, Any]) -> None:
+def test_keel_services_env_is_read_by_settings(compose: dict[str, Any]) -> None:
     known = _settings_env_names()
-    env = _environment(_service(compose, "keel-worker"))
-    unknown = [n for n in env if n.upper().startswith(KEEL_ENV_PREFIXES) and n.upper() not in known]
-    assert not unknown, f"keel-worker sets variables KeelSettings does not read: {unknown}"
+    for name, service in _keel_services(compose).items():
+        env = _environment(service)
+        unknown = [
+            n for n in env if n.upper().startswith(KEEL_ENV_PREFIXES) and n.upper() not in known
+        ]
+        assert not unknown, f"{name} sets variables KeelSettings does not read: {unknown}"
+        for needed in ("TEMPORAL_ADDRESS", "KEEL_CODEC_KEYS", "KEEL_DATA_DIR"):
+            assert env.get(needed), f"{name} needs {needed}"
 
 
-def test_worker_build_uses_the_dockerfile(compose: dict[str, Any]) -> None:
-    build = _service(compose, "keel-worker")["build"]
-    if isinstance(build, str):
-        context, dockerfile = build, "Dockerfile"
-    else:
-        context, dockerfile = build.get("context", "."), build.get("dockerfile", "Dockerfile")
-    assert (ROOT / context).resolve() == ROOT
-    assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
+def test_keel_services_share_their_keys_through_one_volume(compose: dict[str, Any]) -> None:
+    """The inbox registers its decision-signing key where the workers read reviewer trust,
+    and both sign and check inbox links with one key: under the shared KEEL_DATA_DIR."""
+    named = compose.get("volumes") or {}
+    for name in ("keel-worker", "keel-inbox"):
+        service = _service(compose, name)
+        data_dir = _environment(service)["KEEL_DATA_DIR"] or ""
+        assert _mounts(service).get(data_dir) == "keel-data" and "keel-data" in named, name
+
+
+def test_keel_builds_use_the_dockerfile(compose: dict[str, Any]) -> None:
+    for name, service in _keel_services(compose).items():
+        build = service["build"]
+        if isinstance(build, str):
+            context, dockerfile = build, "Dockerfile"
+        else:
+            context, dockerfile = build.get("context", "."), build.get("dockerfile", "Dockerfile")
+        assert (ROOT / context).resolve() == ROOT, name
+        assert (ROOT / context / dockerfile).resolve() == DOCKERFILE, name
+
+
+def test_every_bind_mount_exists(compose: dict[str, Any]) -> None:
+    named = set(compose.get("volumes") or {})
+    for name, service in compose["services"].items():
+        for target, source in _mounts(service).items():
+            if source in named:
+                continue
+            assert source.startswith("./"), f"{name}: {source} is neither a volume nor ./path"
+            assert (ROOT / source).exists(), f"{name} mounts {source} at {target}: missing"
+
+
+# ----------------------------------------------------------------- Prometheus and Grafana
+
+
+def _scrape_targets() -> dict[str, list[tuple[str, int]]]:
+    """Every Prometheus job's targets as ``(host, port)``, static or DNS-discovered."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    jobs: dict[str, list[tuple[str, int]]] = {}
+    for job in config["scrape_configs"]:
+        targets = jobs.setdefault(job["job_name"], [])
+        for static in job.get("static_configs") or []:
+            for target in static["targets"]:
+                host, _, port = target.rpartition(":")
+                targets.append((host, int(port)))
+        for dns in job.get("dns_sd_configs") or []:
+            assert dns.get("type") == "A"
+            targets += [(n, int(dns["port"])) for n in dns["names"]]
+    return jobs
+
+
+def test_prometheus_scrapes_every_worker_and_the_server(compose: dict[str, Any]) -> None:
+    worker = _environment(_service(compose, "keel-worker"))
+    assert worker["KEEL_METRICS_HOST"] == "0.0.0.0", "reachable from the prometheus container"
+    metrics_port = int(worker["KEEL_METRICS_PORT"] or 0)
+    server = _environment(_service(compose, "temporal"))["PROMETHEUS_ENDPOINT"] or ""
+    serves = {"keel-worker": metrics_port, "temporal": int(server.rpartition(":")[2])}
+    jobs = _scrape_targets()
+    scraped = {target for targets in jobs.values() for target in targets}
+    assert scraped == set(serves.items())
+    assert str(metrics_port) in [str(p) for p in _service(compose, "keel-worker")["expose"]]
+    prometheus = _service(compose, "prometheus")
+    assert (
+        _mounts(prometheus)["/etc/prometheus/prometheus.yml"]
+        == "./deploy/prometheus/prometheus.yml"
+    )
+    assert "--config.file=/etc/prometheus/prometheus.yml" in _command(prometheus)
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(
+    compose: dict[str, Any],
+) -> None:
+    grafana = _service(compose, "grafana")
+    mounts = _mounts(grafana)
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    datasources = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
+    (source,) = datasources["datasources"]
+    url = urlsplit(source["url"])
+    prometheus = _service(compose, "prometheus")
+    assert url.hostname == "prometheus" and source["type"] == "prometheus"
+    assert url.port in {target for _, _, target in _ports(prometheus)}
+    providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/keel.yml").read_text())
+    (provider,) = providers["providers"]
+    path = provider["options"]["path"]
+    assert mounts[path] == "./deploy/grafana/dashboards"
+    home = _environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] or ""
+    assert (
+        home.startswith(path + "/") and (GRAFANA / "dashboards" / home.rpartition("/")[2]).is_file()
+    )
+    dashboard = json.loads((GRAFANA / "dashboards/keel.json").read_text())
+    uids = {
+        t["datasource"]["uid"]
+        for p in dashboard["panels"]
+        for t in [p, *p.get("targets", [])]
+        if "datasource" in t
+    }
+    assert uids == {source["uid"]}
 
 
 def test_no_literal_secrets_in_compose(compose: dict[str, Any]) -> None:
@@ -404,3 +702,56 @@ def test_env_example_loads_into_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.temporal_address == "localhost:7233"
     assert settings.task_queue == "keel"
     assert settings.offline_faults == []
+
+
+# ----------------------------------------------------------------- the codec-server command
+
+
+async def test_the_compose_codec_server_command_decodes_for_the_ui(tmp_path: Path) -> None:
+    """``keel codec-server`` as keel-codec-server runs it: the UI's endpoint (token as the
+    first path segment) decodes what a Keel client encrypted; a wrong token gets 401."""
+    keys, token, port = new_key_entry("compose-1"), "compose-token-for-tests", free_port()
+    env = {
+        **os.environ,
+        "KEEL_CODEC_KEYS": keys,
+        "KEEL_CODEC_SERVER_TOKEN": token,
+        "KEEL_UI_URL": "http://localhost:8080",
+        "KEEL_DATA_DIR": str(tmp_path),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "keel"), "codec-server", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            while b"keel codec-server:" not in (line := await proc.stdout.readline()):
+                assert line, "keel codec-server exited before it was ready"
+        assert token.encode() not in line, "a configured token is not printed"
+        codec = EncryptionCodec(CodecKeyring.parse(keys))
+        (sealed,) = await codec.encode(
+            [Payload(metadata={"encoding": b"json/plain"}, data=b'"hi"')]
+        )
+        body = {
+            "payloads": [
+                {
+                    "metadata": {
+                        k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()
+                    },
+                    "data": base64.b64encode(sealed.data).decode(),
+                }
+            ]
+        }
+        origin = {"Origin": "http://localhost:8080"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            ok = await http.post(f"/{token}/decode", json=body, headers=origin)
+            wrong = await http.post("/not-the-token/decode", json=body, headers=origin)
+        assert ok.status_code == 200, ok.text
+        (opened,) = ok.json()["payloads"]
+        assert base64.b64decode(opened["data"]) == b'"hi"'
+        assert ok.headers["access-control-allow-origin"] == "http://localhost:8080"
+        assert wrong.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), timeout=30)
+    assert proc.returncode == 0

@@ -32,7 +32,7 @@ from keel.scenarios.support_email.tools import SupportDesk
 from keel.settings import KeelSettings
 from keel.testing import events_of, ledger_of
 from keel.workers.apps import resolve_apps
-from keel.workers.metrics import metrics_client
+from keel.workers.metrics import SDK_METRICS, metrics_client
 from keel.workers.runtime import build_worker
 from keel.workers.smtp_sink import SmtpSink
 from keel.workflows.metrics import METRICS
@@ -168,6 +168,9 @@ async def test_metrics_after_a_review_and_support_emails_are_what_their_ledgers_
     ]
     assert sdk and {s.labels.get("service_name") for s in sdk} == {SERVICE}
     assert value(samples, "temporal_workflow_completed", tq) == 3
+    # What the dashboard shows of the SDK's is there too.
+    names = {s.name.removesuffix("_bucket") for s in samples}
+    assert set(SDK_METRICS) <= names
 
 
 async def test_a_worker_that_replays_a_run_counts_nothing_twice(

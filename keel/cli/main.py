@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from keel.cli import commands, history, verify
 from keel.cli.archive import add_archive_parser, cmd_archive
 from keel.cli.audit import add_audit_parser, cmd_audit
+from keel.cli.codec_server import add_codec_server_parser, cmd_codec_server
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
 from keel.cli.dataset import add_dataset_options
 from keel.cli.inbox import add_inbox_parser, cmd_inbox
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reviewer.add_argument("--trust", metavar="FILE", help="add its entry to this trust file")
     add_inbox_parser(command)
+    add_codec_server_parser(command)
     add_archive_parser(command)
     add_audit_parser(command)
     p = command("gates", "list gates waiting for a reviewer")
@@ -216,6 +218,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return cmd_keys(settings, args)  # needs no server
     if args.command == "inbox":
         return await cmd_inbox(settings, args, until_signal())
+    if args.command == "codec-server":
+        return await cmd_codec_server(settings, args, until_signal())  # needs no server
     if args.command == "archive":
         return await cmd_archive(settings, args)
     if args.command == "watch":

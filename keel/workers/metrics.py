@@ -26,6 +26,17 @@ from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workflows.metrics import METRICS
 
+SDK_METRICS = (
+    "temporal_workflow_completed",
+    "temporal_worker_task_slots_used",
+    "temporal_worker_task_slots_available",
+    "temporal_workflow_task_schedule_to_start_latency",
+    "temporal_activity_execution_latency",
+)
+"""The SDK's metrics the provisioned dashboard shows beside Keel's (counters without a
+``_total`` suffix, latencies in milliseconds: the SDK's defaults, which Temporal's own SDK
+dashboards expect); the metrics test finds each on a worker's ``/metrics``."""
+
 _runtimes: dict[tuple[str, str], Runtime] = {}
 
 
