@@ -47,6 +47,12 @@ class Row:
         return cls(number, str(fields.get("at", ""))[:40], kind, text, None, state)
 
     @property
+    def output(self) -> str:
+        """A task's or compensation's output, as indented JSON (empty when it has none)."""
+        output = getattr(self.event, "output", None)
+        return json.dumps(output, indent=2, sort_keys=True, default=str) if output else ""
+
+    @property
     def receipt(self) -> str:
         """An effect's receipt (idempotency key, provider id, ...) as indented JSON."""
         effect = getattr(self.event, "effect", None) or getattr(self.event, "known", None)
