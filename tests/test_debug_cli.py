@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,9 +27,12 @@ from keel.cli.ledgers import RunLedger, execution_runs
 from keel.cli.main import build_parser, rpc_failure, run
 from keel.cli.node_history import HistoryLookup
 from keel.cli.output import CliError, report
+from keel.contracts import REGISTRY, AgentContract
 from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
+from keel.contracts.guardrails import GuardrailConfig
 from keel.contracts.ledger import AgentDecided
 from keel.offline import OfflineFault
+from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER, RiskClassifierInput
 from keel.settings import KeelSettings
 from keel.testing import offline_settings
 from keel.workers.codec import ENCODING, codec_keyring
@@ -37,6 +41,8 @@ from tests.apps.debug_contracts import V2_PROMPT_OPENING
 from tests.conftest import codec_settings, keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import decide, review, start_review, wait_for_gate
+from tests.probe_workflows import AgentNodeProbe
+from tests.samples import load_sample
 from tests.test_archive import Deployment, delete_from_temporal
 
 NODE = "classify-risk"
@@ -46,6 +52,18 @@ OTHER_ANSWER = {
     "rationale": "The liability cap is too low for this data.",
     "confidence": 0.42,
 }
+
+
+RAW_PII = REGISTRY.register(
+    AgentContract(
+        **{
+            **{name: getattr(RISK_CLASSIFIER, name) for name in type(RISK_CLASSIFIER).model_fields},
+            "version": 96,
+            "guardrails": GuardrailConfig(scrub_pii=False),
+        }
+    )
+)
+"""The risk classifier with its PII scrubber off: the model sees the raw values."""
 
 
 @dataclass(frozen=True)
@@ -484,3 +502,38 @@ async def test_after_temporal_deleted_the_run_the_archived_ledger_s_input_is_use
     assert f"Temporal no longer has run {run.run_id}" in record["input_note"]
     assert record["prompt_matches"] and record["same_output"]
     assert record["verdict"]["accepted"] and record["recorded_verdict"]["accepted"]
+
+
+async def test_the_history_s_input_is_what_the_model_saw_and_the_ledger_s_is_redacted(
+    ts_env: WorkflowEnvironment,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = load_sample("contract-medium-risk")
+    node_input = {k: raw[k] for k in RiskClassifierInput.model_fields}
+    email = "jane.doe@example.com"
+    node_input["clauses"][-1]["text"] += f"\nBilling contact {email}."
+    async with keel_worker(ts_env.client, extra_workflows=[AgentNodeProbe]) as tq:
+        handle = await ts_env.client.start_workflow(
+            AgentNodeProbe.run,
+            {"contract": RAW_PII.key, "input": node_input},
+            id=f"debug-pii-{uuid.uuid4()}",
+            task_queue=tq,
+        )
+        await handle.result()
+    exact = await keel_debug(ts_env.client, capsys, handle.id, "probe", "-o", "json")
+    assert exact.code == 0, exact.err
+    assert exact.record["input_source"] == "history"
+    assert email in exact.record["prompt"] and exact.record["prompt_matches"]
+
+    async def history_gone(*_: Any) -> HistoryLookup:
+        return HistoryLookup(None, "Temporal no longer has run r-1")
+
+    monkeypatch.setattr(debug, "scheduled_request", history_gone)
+    redacted = await keel_debug(ts_env.client, capsys, handle.id, "probe", "-o", "json")
+    assert redacted.code == 0, redacted.err
+    record = redacted.record
+    assert record["input_source"] == "ledger"
+    assert email not in record["prompt"] and "[email redacted #1]" in record["prompt"]
+    assert not record["prompt_matches"]
+    assert record["prompt_note"].startswith("the ledger's copy of the input is PII-redacted")
