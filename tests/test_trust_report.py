@@ -81,18 +81,35 @@ RUNS = {
 }
 
 
+STRICT_RUNS = {
+    # Under the threshold first (0.60 < 0.70), the same answer at 0.85 on the retry.
+    "turned-back": [Run(60, "approve")] * 3,
+    "turned-back-rejected": [Run(60, "reject")],
+}
+
+
 @pytest.fixture(scope="module")
-async def outcomes(ts_env: WorkflowEnvironment) -> dict[str, list[DecisionOutcome]]:
-    """Each group's decision outcomes, from real runs."""
-    groups: dict[str, list[DecisionOutcome]] = {}
+async def executions(ts_env: WorkflowEnvironment) -> dict[str, list[list[DecisionOutcome]]]:
+    """Each group's executions' decision outcomes, from real runs."""
+    groups: dict[str, list[list[DecisionOutcome]]] = {}
     async with keel_worker(ts_env.client, provider=FunctionModel(answer)) as tq:
-        for name, runs in RUNS.items():
-            groups[name] = [o for run in runs for o in await review_once(ts_env.client, tq, run)]
+        for name, runs in {**RUNS, **STRICT_RUNS}.items():
+            groups[name] = [await review_once(ts_env.client, tq, run) for run in runs]
     return groups
 
 
+@pytest.fixture(scope="module")
+def outcomes(
+    executions: dict[str, list[list[DecisionOutcome]]],
+) -> dict[str, list[DecisionOutcome]]:
+    """The first groups' outcomes, each group's in one list."""
+    return {name: [o for run in executions[name] for o in run] for name in RUNS}
+
+
 def row_of(outcomes: Sequence[DecisionOutcome]) -> TrustRow:
-    [row] = build_rows(list(outcomes))
+    """The one row of decisions of one node (none of them turned back by the threshold, so
+    they may come from several executions in one list)."""
+    [row] = build_rows([list(outcomes)])
     return row
 
 
@@ -210,7 +227,7 @@ def test_a_node_nobody_reviewed_has_not_enough_evidence(
 
 
 def test_a_contract_filter_keeps_only_its_rows(outcomes: dict[str, list[DecisionOutcome]]) -> None:
-    everything = [o for group in outcomes.values() for o in group]
+    everything = [[o for group in outcomes.values() for o in group]]
     assert build_rows(everything, contract="risk-classifier") != []
     assert build_rows(everything, contract="risk-classifier@1") != []
     assert build_rows(everything, contract="support-reply") == []
@@ -289,3 +306,28 @@ async def test_keel_trust_reads_the_archive(
     assert row["buckets"][">=0.9"]["approved"] == 2
     [advice] = row["recommendations"]
     assert (advice["kind"], advice["evidence"], advice["threshold"]) == ("gate-to-rule", 2, 0.9)
+
+
+def test_answers_the_threshold_turned_back_and_people_approved_lower_it(
+    executions: dict[str, list[list[DecisionOutcome]]],
+) -> None:
+    turned_back = executions["turned-back"]
+    failed = [o for run in turned_back for o in run if o.kind == "failed_validation"]
+    assert [(o.validation, o.confidence) for o in failed] == [("confidence", 0.6)] * 3
+    [row] = build_rows(turned_back)
+    assert (row.rechecked, row.confirmed) == (3, [0.6, 0.6, 0.6])
+    [advice] = [a for a in recommend(row, min_evidence=3) if a.kind == "lower-threshold"]
+    assert (advice.evidence, advice.bucket, advice.threshold) == (3, "0.5-0.7", 0.5)
+    assert advice.text.startswith(
+        "3/3 answers the confidence threshold turned back came back the same"
+    )
+    [short] = [a for a in recommend(row, min_evidence=4) if "lower the threshold" in a.text]
+    assert short.kind == "not-enough-evidence" and "(n=3, needs 4)" in short.text
+
+
+def test_a_turned_back_answer_people_then_rejected_keeps_the_threshold(
+    executions: dict[str, list[list[DecisionOutcome]]],
+) -> None:
+    [row] = build_rows(executions["turned-back"] + executions["turned-back-rejected"])
+    assert (row.rechecked, len(row.confirmed)) == (4, 3)  # 75%: under the rate
+    assert not [a for a in recommend(row, min_evidence=4) if a.kind == "lower-threshold"]

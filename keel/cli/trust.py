@@ -13,6 +13,9 @@ those, recommendations with their evidence count and the rule that made them:
 - **raise the confidence threshold**: in a bucket, at least ``RAISE_RATE`` of the reviewed
   answers were modified or rejected, with the evidence: the threshold should move to the
   bucket's upper bound (when that is above the contract's threshold);
+- **lower the confidence threshold**: of the answers the threshold turned back whose
+  accepted retry a person reviewed, at least ``LOWER_RATE`` came back the same answer (but
+  for the confidence) and were approved unchanged;
 - **not enough evidence** wherever a rule would apply but fewer reviews than
   ``--min-evidence`` back it.
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,8 +61,13 @@ RULE_RATE = 0.98
 """Share of reviewed answers approved unchanged for a gate to become a rule."""
 RAISE_RATE = 0.3
 """Share of reviewed answers modified or rejected in a bucket that moves the threshold."""
+LOWER_RATE = 0.9
+"""Share of answers the threshold turned back that came back the same and were approved
+unchanged, for the threshold to be too strict."""
 
-Recommendation = Literal["gate-to-rule", "keep-gate", "raise-threshold", "not-enough-evidence"]
+Recommendation = Literal[
+    "gate-to-rule", "keep-gate", "raise-threshold", "lower-threshold", "not-enough-evidence"
+]
 
 
 def add_trust_parser(
@@ -136,10 +144,20 @@ class TrustRow:
     counts: dict[str, Counter[OutcomeKind]] = field(default_factory=dict)
     threshold: float | None = None
     """The contract's confidence threshold, when its app is loaded."""
+    rechecked: int = 0
+    """Answers the confidence threshold turned back whose accepted retry a person reviewed."""
+    confirmed: list[float] = field(default_factory=list)
+    """The confidences of those whose retry was the same answer, approved unchanged."""
 
     def add(self, outcome: DecisionOutcome) -> None:
         """Count one decision."""
         self.counts.setdefault(bucket_of(outcome.confidence), Counter())[outcome.kind] += 1
+
+    def recheck(self, outcome: DecisionOutcome, confirmed: bool) -> None:
+        """Count an answer the threshold turned back, and whether a person confirmed it."""
+        self.rechecked += 1
+        if confirmed and outcome.confidence is not None:
+            self.confirmed.append(outcome.confidence)
 
     def at(self, label: str) -> Counter[OutcomeKind]:
         """The counts of one bucket."""
@@ -158,6 +176,8 @@ class TrustRow:
             "node": self.node,
             "threshold": self.threshold,
             "reviewed": self.reviewed,
+            "threshold_rechecked": self.rechecked,
+            "threshold_confirmed": len(self.confirmed),
             "buckets": {
                 label: {kind: self.at(label)[kind] for kind in OUTCOME_KINDS}
                 for label in labels
@@ -178,6 +198,7 @@ def _pct(part: int, whole: int) -> str:
 def recommend(row: TrustRow, min_evidence: int = MIN_EVIDENCE) -> list[Advice]:
     """What the evidence of ``row`` supports (see the module's docstring for the rules)."""
     advice = _gate_to_rule(row, min_evidence) + _raise_threshold(row, min_evidence)
+    advice += _lower_threshold(row, min_evidence)
     if not advice and row.reviewed < min_evidence:
         advice.append(
             Advice(
@@ -257,6 +278,44 @@ def _raise_threshold(row: TrustRow, min_evidence: int) -> list[Advice]:
     return [short] if short else []
 
 
+def _lower_threshold(row: TrustRow, min_evidence: int) -> list[Advice]:
+    """Whether the threshold turned back answers that people then approved as they were."""
+    n, same = row.rechecked, len(row.confirmed)
+    if n == 0 or same / n < LOWER_RATE:
+        return []
+    what = (
+        f"{same}/{n} answers the confidence threshold turned back came back the same but for "
+        "their confidence and were approved unchanged"
+    )
+    if n < min_evidence:
+        text = f"{what}: not enough evidence to lower the threshold (n={n}, needs {min_evidence})"
+        return [Advice("not-enough-evidence", text, n)]
+    lowest = min(low for label, low, _ in BUCKETS if label == bucket_of(min(row.confirmed)))
+    text = (
+        f"{what}: the threshold is stricter than the reviewers; lower it towards {lowest} (n={n})"
+    )
+    return [Advice("lower-threshold", text, n, bucket_of(min(row.confirmed)), lowest)]
+
+
+def confidence_rechecks(outcomes: list[DecisionOutcome]) -> list[tuple[DecisionOutcome, bool]]:
+    """The answers of one execution that the confidence threshold turned back and whose
+    accepted retry a person reviewed, each with whether the retry was the same answer (but
+    for its confidence) and was approved unchanged."""
+    by_seq = {outcome.seq: outcome for outcome in outcomes}
+    found = []
+    for outcome in outcomes:
+        later = by_seq.get(outcome.superseded_by or -1)
+        if outcome.validation != "confidence" or later is None or not later.reviewed:
+            continue
+        same = _sans_confidence(outcome.output) == _sans_confidence(later.output)
+        found.append((outcome, same and later.kind == "approved"))
+    return found
+
+
+def _sans_confidence(output: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {k: v for k, v in output.items() if k != "confidence"} if output else None
+
+
 def _contract_matches(wanted: str | None, contract: str) -> bool:
     if not wanted:
         return True
@@ -271,18 +330,23 @@ def _threshold(contract: str) -> float | None:
 
 
 def build_rows(
-    outcomes: list[DecisionOutcome], *, contract: str | None = None, by: str = "node"
+    executions: Iterable[list[DecisionOutcome]], *, contract: str | None = None, by: str = "node"
 ) -> list[TrustRow]:
-    """The report's rows, in contract then node order."""
+    """The report's rows from each execution's outcomes, in contract then node order."""
     rows: dict[tuple[str, str | None], TrustRow] = {}
-    for outcome in outcomes:
-        if not _contract_matches(contract, outcome.contract):
-            continue
+
+    def row_of(outcome: DecisionOutcome) -> TrustRow:
         key = (outcome.contract, outcome.node if by == "node" else None)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = TrustRow(key[0], key[1], threshold=_threshold(key[0]))
-        row.add(outcome)
+        if key not in rows:
+            rows[key] = TrustRow(key[0], key[1], threshold=_threshold(key[0]))
+        return rows[key]
+
+    for outcomes in executions:
+        chosen = [o for o in outcomes if _contract_matches(contract, o.contract)]
+        for outcome in chosen:
+            row_of(outcome).add(outcome)
+        for outcome, confirmed in confidence_rechecks(chosen):
+            row_of(outcome).recheck(outcome, confirmed)
     return [rows[key] for key in sorted(rows, key=lambda k: (k[0], k[1] or ""))]
 
 
@@ -331,7 +395,7 @@ async def cmd_trust(settings: KeelSettings, args: Any) -> int:
         client = await open_client(settings, args)
         settings = connected_settings(settings, client)
     skipped: Counter[str] = Counter()
-    outcomes: list[DecisionOutcome] = []
+    outcomes: list[list[DecisionOutcome]] = []
     executions = 0
     selection = selected_ledgers(
         client, settings, source=args.source, query=args.query, workflow_type=args.workflow_type
@@ -339,7 +403,7 @@ async def cmd_trust(settings: KeelSettings, args: Any) -> int:
     try:
         async for execution in verified_decisions(selection, settings, skipped):
             executions += 1
-            outcomes += execution.outcomes
+            outcomes.append(execution.outcomes)
     except RPCError as exc:  # a visibility query Temporal refused, a server that went away
         code = USAGE if exc.status is RPCStatusCode.INVALID_ARGUMENT else FAILURE
         raise CliError(f"Temporal: {escape(exc.message)}", code) from exc
