@@ -32,8 +32,14 @@ from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
 from keel.contracts.guardrails import GuardrailConfig
 from keel.contracts.ledger import AgentDecided
 from keel.offline import OfflineFault
+from keel.progress.activities import ProgressActivities
+from keel.progress.stream import ProgressStream
 from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER, RiskClassifierInput
+from keel.scenarios.ingestion import APP as INGESTION
+from keel.scenarios.ingestion import SupplierIngestionWorkflow
+from keel.scenarios.ingestion.fixtures import job
 from keel.settings import KeelSettings
+from keel.testing import keel_worker as kit_worker
 from keel.testing import offline_settings
 from keel.workers.codec import ENCODING, codec_keyring
 from keel.workers.runtime import keel_data_converter
@@ -44,6 +50,8 @@ from tests.helpers import decide, review, start_review, wait_for_gate
 from tests.probe_workflows import AgentNodeProbe
 from tests.samples import load_sample
 from tests.test_archive import Deployment, delete_from_temporal
+from tests.test_ingestion import fast_pages
+from tests.test_ingestion import stream as stream  # the fixture
 
 NODE = "classify-risk"
 OTHER_ANSWER = {
@@ -537,3 +545,32 @@ async def test_the_history_s_input_is_what_the_model_saw_and_the_ledger_s_is_red
     assert email not in record["prompt"] and "[email redacted #1]" in record["prompt"]
     assert not record["prompt_matches"]
     assert record["prompt_note"].startswith("the ledger's copy of the input is PII-redacted")
+
+
+async def test_a_node_of_a_later_run_is_read_from_that_run_s_history(
+    ts_env: WorkflowEnvironment,
+    stream: ProgressStream,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An ingestion: two runs (continue-as-new), nodes ten at a time: a record's node of the
+    second run is found in its run's history among the others' completed calls."""
+    tools = [*fast_pages(tmp_path / "pages"), *ProgressActivities(stream).activities()]
+    async with kit_worker(ts_env.client, apps=[INGESTION], activities=tools) as tq:
+        handle = await ts_env.client.start_workflow(
+            SupplierIngestionWorkflow.run,
+            job("debug", "Suppliers", 40, batch_size=10, records_per_run=20),
+            id=f"ingest-{uuid.uuid4().hex[:8]}",
+            task_queue=tq,
+        )
+        await handle.result()
+        # A continued run's ledger is read by query: its worker stays up.
+        first, second = await execution_runs(ts_env.client, offline_settings(), handle.id)
+        last = [e for e in second.events if e["type"] == "AgentDecided"][-5]
+        ran = await keel_debug(ts_env.client, capsys, handle.id, last["node"], "-o", "json")
+    assert ran.code == 0, ran.err
+    record = ran.record
+    assert record["run_id"] == second.run_id != first.run_id
+    assert record["input_source"] == "history" and record["prompt_matches"]
+    assert record["input"]["record"]["record_id"] == last["node"]
+    assert record["answer"]["output"] == last["output"] and record["same_output"]
