@@ -326,6 +326,7 @@ async def test_a_node_that_ran_twice_must_be_picked_and_the_choices_are_listed(
     assert second.code == 0, second.err
     record = second.record
     assert record["node_run"] == 2 and record["node_runs"] == 2
+    assert record["input_source"] == "history"  # the second completed call of the node
     assert "Reviewer gc.morgan rejected the assessment" in record["prompt"]
     assert record["prompt_matches"] and record["same_output"]
     missing = await keel_debug(ts_env.client, capsys, recorded.reassessed, NODE, "--run-index", "3")
