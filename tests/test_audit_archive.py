@@ -30,6 +30,11 @@ async def test_an_execution_temporal_deleted_is_audited_from_the_archive(
         passed = await deployment.archive_pass()
         assert passed.archived == 1 and passed.failed_verification == 0
     run_id = events[0]["run_id"]
+    archived = tmp_path / "archived.html"
+    await deployment.keel("audit", handle.id, "--from-archive", "--out", str(archived), "--no-pdf")
+    assert (
+        f"{run_id} (COMPLETED, from the archive)" in archived.read_text()
+    )  # though Temporal has it
     await delete_from_temporal(deployment.client, handle.id, [run_id])
 
     html = tmp_path / "dossier.html"

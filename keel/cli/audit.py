@@ -43,10 +43,16 @@ def add_audit_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> 
         metavar="FILE.html",
         help="the HTML file to write (default: audit-<workflow id>.html here)",
     )
-    p.add_argument(
+    pdf = p.add_mutually_exclusive_group()
+    pdf.add_argument(
         "--pdf", metavar="FILE.pdf", help="the PDF to write (default: the HTML file's, .pdf)"
     )
-    p.add_argument("--no-pdf", action="store_true", help="write the HTML file only")
+    pdf.add_argument("--no-pdf", action="store_true", help="write the HTML file only")
+    p.add_argument(
+        "--from-archive",
+        action="store_true",
+        help="read the ledger from the ledger archive even while Temporal has the execution",
+    )
     p.add_argument(
         "--keys",
         metavar="FILE",
@@ -73,7 +79,7 @@ async def cmd_audit(client: Client, settings: KeelSettings, args: Any) -> int:
     a PDF asked for by ``--pdf`` could not be made)."""
     load_event_types(args)
     html_path, pdf_path = output_paths(args)
-    runs = await execution_runs(client, settings, args.workflow_id)
+    runs = await execution_runs(client, settings, args.workflow_id, from_archive=args.from_archive)
     raw = [event for run in runs for event in run.events]
     trust = reviewer_trust(settings, args.reviewer_keys)
     keyring = trusted_keyring(settings, args.keys)
