@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -90,6 +91,9 @@ OUTCOME_KINDS: tuple[OutcomeKind, ...] = (
     "default_applied",
     "failed_validation",
 )
+MAX_LOOKBACK = 1_000
+"""How many decisions back a gate's reviewed decision is looked for (a gate reviews a recent
+one; the bound keeps a ledger of a million events linear)."""
 REVIEWED_KINDS: frozenset[OutcomeKind] = frozenset({"approved", "modified", "rejected"})
 """Kinds a person decided."""
 
@@ -181,6 +185,7 @@ class _Decision:
 class _Gate:
     opened: GateOpened
     link: Literal["escalation", "plan-task", "shown"]
+    decision: _Decision
     task: str | None = None
     approvals: list[GateApproved] = field(default_factory=list)
     decided: GateDecided | None = None
@@ -192,6 +197,16 @@ class _NodeRun:
     key: tuple[str, int]
     decisions: list[_Decision] = field(default_factory=list)
     replaces: _Decision | None = None
+
+    @cached_property
+    def input(self) -> dict[str, Any] | None:
+        """The run's recorded input (its first decision's)."""
+        return next((d.event.input for d in self.decisions if d.event.input is not None), None)
+
+    @cached_property
+    def accepted(self) -> _Decision | None:
+        """The decision the run accepted, if any (computed once the walk is over)."""
+        return next((d for d in self.decisions if d.accepted), None)
 
 
 @dataclass
@@ -206,6 +221,8 @@ class _Pairing:
     """The node whose ``Escalated`` was the event before (rule 1)."""
     rolled_back: set[int] = field(default_factory=set)
     """``seq`` of rejected decisions whose rejection rolled the context back."""
+    rejected: list[_Decision] = field(default_factory=list)
+    """Decisions a gate rejected since the last ``RolledBack``."""
 
     def run_of(self, node: str) -> _NodeRun:
         run = self.current.get(node)
@@ -275,12 +292,13 @@ def _step(state: _Pairing, event: EventBase, escalating: str | None) -> None:
             gate.approvals.append(event)
         elif isinstance(event, GateDecided):
             gate.decided = event
+            if event.decision == "reject":
+                state.rejected.append(gate.decision)
         else:
             gate.expired = event
     elif isinstance(event, RolledBack):
-        for decision in state.decisions:
-            if any(_state(g) == "rejected" for g in decision.gates):
-                state.rolled_back.add(decision.event.seq)
+        state.rolled_back.update(decision.event.seq for decision in state.rejected)
+        state.rejected.clear()
 
 
 def _after_answer(state: _Pairing, event: Routed | PlanProposed | PlanRejected) -> None:
@@ -304,24 +322,25 @@ def _link_gate(state: _Pairing, opened: GateOpened, escalating: str | None) -> N
     if escalating is not None and context.get("node") == escalating:
         last = state.last_of(escalating)
         if last is not None and not last.accepted:
-            gate = _Gate(opened, "escalation")
+            gate = _Gate(opened, "escalation", last)
             last.escalation = gate
             state.gates[opened.gate] = gate
         return
+    recent = state.decisions[-MAX_LOOKBACK:]
     if "task" in context and "round" in context:
-        for decision in reversed(state.decisions):
+        for decision in reversed(recent):
             plan = decision.plan
             if plan is not None and plan.round == context["round"]:
                 refs = {task.get("ref") for task in plan.tasks}
                 if context["task"] in refs:
-                    gate = _Gate(opened, "plan-task", task=str(context["task"]))
+                    gate = _Gate(opened, "plan-task", decision, task=str(context["task"]))
                     decision.gates.append(gate)
                     state.gates[opened.gate] = gate
                     return
         return
-    for decision in reversed(state.decisions):
+    for decision in reversed(recent):
         if decision.accepted and not decision.gates and _shows(context, decision.event.output):
-            gate = _Gate(opened, "shown")
+            gate = _Gate(opened, "shown", decision)
             decision.gates.append(gate)
             state.gates[opened.gate] = gate
             return
@@ -378,7 +397,7 @@ def _review(gate: _Gate) -> GateReview:
 def _outcome(state: _Pairing, decision: _Decision) -> DecisionOutcome:
     event = decision.event
     run = state.runs[decision.run_key]
-    recorded = next((d.event.input for d in run.decisions if d.event.input is not None), None)
+    recorded = run.input
     outcome = DecisionOutcome(
         seq=event.seq,
         at=event.at,
@@ -472,14 +491,12 @@ def _person_version(output: dict[str, Any], reviews: list[GateReview]) -> dict[s
 
 
 def _superseded_by(state: _Pairing, decision: _Decision) -> int | None:
-    run = state.runs[decision.run_key]
-    if not decision.accepted and decision.failed is not None:
-        accepted = [d for d in run.decisions if d.accepted]
-        if accepted and accepted[0].event.seq > decision.event.seq:
-            return accepted[0].event.seq
+    accepted = state.runs[decision.run_key].accepted
+    failed = not decision.accepted and decision.failed is not None
+    if failed and accepted is not None and accepted.event.seq > decision.event.seq:
+        return accepted.event.seq
     node, number = decision.run_key
     later = state.runs.get((node, number + 1))
-    if later is None or later.replaces is not decision:
+    if later is None or later.replaces is not decision or later.accepted is None:
         return None
-    accepted = [d for d in later.decisions if d.accepted]
-    return accepted[0].event.seq if accepted else None
+    return later.accepted.event.seq
