@@ -1,8 +1,8 @@
 """Keel's metrics on a real dev server, scraped from the worker's ``/metrics``: after a
 contract review (a retried answer, a gate decided) and support emails (a refund approved, a
-prompt injection denied) they hold exactly what the runs' ledgers say, once each, also when a
-worker that never saw the run replays it; ``keel worker`` serves them, named by
-``OTEL_SERVICE_NAME``."""
+prompt injection denied), escalations and expiries, a fallback and a default, they hold
+exactly what the runs' ledgers say, once each, also when a worker that never saw the run
+replays it; ``keel worker`` serves them, named by ``OTEL_SERVICE_NAME``."""
 
 from __future__ import annotations
 
@@ -18,15 +18,24 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.activities.tools.email import EmailSender
+from keel.contracts import REGISTRY, AgentContract, UseDefault
 from keel.contracts.ledger import (
     AgentDecided,
     ChainHeadSigned,
     EventBase,
     GateDecided,
     ValidationFailed,
+    parse_ledger,
 )
+from keel.errors import ProviderRetryableError
 from keel.offline import OfflineFault, OfflineProvider
+from keel.scenarios.contract_review.contracts import (
+    RISK_CLASSIFIER,
+    RiskAssessment,
+    RiskClassifierInput,
+)
 from keel.scenarios.support_email import SupportEmailWorkflow
 from keel.scenarios.support_email.tools import SupportDesk
 from keel.settings import KeelSettings
@@ -45,6 +54,7 @@ from tests.metrics_scrape import (
     keel_values,
     until,
 )
+from tests.probe_workflows import AgentNodeProbe
 from tests.samples import load_sample
 
 SERVICE = "keel-metrics-under-test"
@@ -282,3 +292,69 @@ async def test_escalations_and_expiries_are_counted_on_the_time_skipping_server(
     # The expired gate has no decision, so no latency; the decided one waited in workflow time.
     assert value(samples, "keel_gate_latency_seconds_count", tq, gate="standard-review") == 0
     assert value(samples, "keel_gate_latency_seconds_count", tq, gate="risk-classification") == 1
+
+
+def probe_contract(version: int, **changes: Any) -> AgentContract[Any, Any]:
+    return REGISTRY.register(
+        AgentContract(
+            name="risk-classifier",
+            version=version,
+            description="a risk classifier for the metrics tests",
+            input_model=RiskClassifierInput,
+            output_model=RiskAssessment,
+            system_prompt=RISK_CLASSIFIER.system_prompt,
+            prompt_template=RISK_CLASSIFIER.prompt_template,
+            on_exhausted=UseDefault(output=PROBE_DEFAULT, reason="no usable answer"),
+            **changes,
+        )
+    )
+
+
+PROBE_DEFAULT = {
+    "risk_level": "high",
+    "clause_refs": [],
+    "rationale": "assume high",
+    "confidence": 1.0,
+}
+FALLS_BACK = probe_contract(88, provider_attempts=2, fallback_models=("offline",))
+DEFAULTS = probe_contract(89, max_attempts=2)
+
+
+class Overloaded:
+    """A provider that is always overloaded (HTTP 529)."""
+
+    name, model = "overloaded", "busy-1"
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        raise ProviderRetryableError("overloaded", provider=self.name, status=529)
+
+
+async def test_fallbacks_and_defaults_are_counted(ts_env: WorkflowEnvironment) -> None:
+    settings = metrics_settings()
+    client = await metrics_client(ts_env.client, settings)
+    raw = load_sample("contract-medium-risk")
+    node_input = {k: raw[k] for k in RiskClassifierInput.model_fields}
+    faults = [OfflineFault(kind="malformed_json", agent_attempts=[1, 2], contract=DEFAULTS.key)]
+    ledgers = []
+    for contract, provider in ((FALLS_BACK, Overloaded()), (DEFAULTS, OfflineProvider(faults))):
+        async with keel_worker(client, provider=provider, extra_workflows=[AgentNodeProbe]) as tq:
+            result = await client.execute_workflow(
+                AgentNodeProbe.run,
+                {"contract": contract.key, "input": node_input},
+                id=f"metrics-probe-{uuid.uuid4()}",
+                task_queue=tq,
+            )
+        ledgers.append((tq, parse_ledger(result["ledger"])))
+    (fell_back, _), (defaulted, _) = ledgers
+    samples = await until(
+        settings.metrics_port, lambda s: value(s, "keel_agent_defaults_total", defaulted) == 1
+    )
+    for tq, ledger in ledgers:
+        assert event_derived(keel_values(samples, tq)) == expected_values([list(ledger)])
+    node = {"node": "probe"}
+    assert value(samples, "keel_agent_fallbacks_total", fell_back, **node) == 1
+    assert value(samples, "keel_agent_node_runs_total", fell_back, outcome="first_pass") == 1
+    assert value(samples, "keel_agent_defaults_total", defaulted, contract=DEFAULTS.key) == 1
+    assert value(samples, "keel_agent_node_runs_total", defaulted, outcome="default") == 1
+    assert value(samples, "keel_agent_decisions_total", defaulted, verdict="parse") == 2
+    assert value(samples, "keel_agent_retries_total", defaulted, kind="parse") == 1
