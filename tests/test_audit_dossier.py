@@ -92,6 +92,14 @@ def test_a_decision_signed_by_a_key_the_trust_file_lacks_breaks_the_ledger(
     assert signature.state == "failed" and "does not hold" in signature.text
 
 
+def test_a_decision_signed_for_another_run_is_marked_failed(real: RealLedgers) -> None:
+    events = real.events(real.review)
+    moved = changed(events, index_of(events, "WorkflowStarted"), run_id="another-run")
+    [action] = dossier_of(real, moved).gates[0].actions
+    assert action.signature.state == "failed"
+    assert "signed for another execution or run" in action.signature.text
+
+
 def test_without_a_reviewer_trust_file_the_dossier_says_what_went_unchecked(
     real: RealLedgers,
 ) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.cli.dossier.decisions import DecisionFacts, Text
-from keel.cli.dossier.gates import GateFacts, action
+from keel.cli.dossier.gates import GateFacts, ReviewerChecks, action
 from keel.cli.dossier.timeline import Row, describe
 from keel.cli.render import verification_lines
 from keel.contracts.integrity import LedgerReport
@@ -121,7 +121,7 @@ def build_dossier(
     as ``report`` says; reviewer signatures are checked against ``trust``."""
     dossier = Dossier(workflow_id, list(runs), verification_of(report, runs))
     dossier.source_note = source_note
-    builder = _Builder(dossier, trust)
+    builder = _Builder(dossier, ReviewerChecks.of(raw_events, trust))
     for raw in raw_events:
         event = _parsed(raw)
         if event is None:
@@ -182,9 +182,9 @@ def _parsed(raw: Any) -> EventBase | None:
 class _Builder:
     """Walks the events once, pairing each with the decision or gate it belongs to."""
 
-    def __init__(self, dossier: Dossier, trust: ReviewerTrust) -> None:
+    def __init__(self, dossier: Dossier, checks: ReviewerChecks) -> None:
         self.dossier = dossier
-        self.trust = trust
+        self.checks = checks
         self.links: dict[int, str] = {}
         self.pending: dict[str, list[EventBase]] = {}
         """Guardrail, fallback and failed-call events of a node, before its decision."""
@@ -280,7 +280,7 @@ class _Builder:
         elif isinstance(event, GateExpired):
             gate.expired = event
         else:
-            gate.actions.append(action(event, raw, self.trust, gate))
+            gate.actions.append(action(event, raw, self.checks, gate))
             if isinstance(event, GateDecided):
                 gate.decided = event
 

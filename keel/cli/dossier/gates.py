@@ -5,6 +5,7 @@ the agent's answer, escalations and expiry."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -136,23 +137,43 @@ class GateFacts:
         return [c for a in self.actions if a.event is self.decided for c in a.changes]
 
 
-def action(event: SignedAction, raw: Any, trust: ReviewerTrust, gate: GateFacts) -> Action:
-    """``event`` (stored as ``raw``) at ``gate``, with its signature checked."""
-    return Action(event, signature_of(raw, trust), gate)
+def action(event: SignedAction, raw: Any, checks: ReviewerChecks, gate: GateFacts) -> Action:
+    """``event`` (stored as ``raw``) at ``gate``, with its signature's verdict."""
+    return Action(event, checks.signature(raw), gate)
 
 
-def signature_of(raw: Any, trust: ReviewerTrust) -> Signature:
-    """Whether the reviewer action ``raw`` (as stored) is signed by a key ``trust`` holds
-    for its reviewer (``keel verify --reviewer-keys`` does the same check)."""
-    key = raw.get("key_id") if isinstance(raw, dict) else None
-    if not trust.keys:
-        signed = f"signed by {key}" if key else "not signed"
-        return Signature("unchecked", f"{signed}; not checked: no reviewer trust file here")
-    checked, problems = decision_problems([raw], trust)
-    if checked:
+@dataclass
+class ReviewerChecks:
+    """What ``keel verify --reviewer-keys`` says of each reviewer action of a ledger (the
+    same check, over the whole ledger: a signature holds for the run it was made for)."""
+
+    trusted: bool
+    """Whether a reviewer trust file was given (else nothing was checked)."""
+    problems: dict[str, str]
+    """What is wrong with each action that fails, by its event number (as stored)."""
+
+    @classmethod
+    def of(cls, raw_events: Sequence[Any], trust: ReviewerTrust) -> ReviewerChecks:
+        """Every reviewer action of ``raw_events`` checked against ``trust``."""
+        if not trust.keys:
+            return cls(False, {})
+        _, problems = decision_problems(raw_events, trust)
+        found: dict[str, str] = {}
+        for problem in problems:  # "event 12 (GateDecided): what is wrong"
+            seq, _, rest = problem.removeprefix("event ").partition(" ")
+            found.setdefault(seq, rest.split(": ", 1)[-1])
+        return cls(True, found)
+
+    def signature(self, raw: Any) -> Signature:
+        """The verdict on the reviewer action ``raw`` (as stored)."""
+        key = raw.get("key_id") if isinstance(raw, dict) else None
+        if not self.trusted:
+            signed = f"signed by {key}" if key else "not signed"
+            return Signature("unchecked", f"{signed}; not checked: no reviewer trust file here")
+        seq = str(raw.get("seq")) if isinstance(raw, dict) else ""
+        if seq in self.problems:
+            return Signature("failed", self.problems[seq])
         return Signature("verified", "a trusted key for this reviewer signed this decision")
-    problem = problems[0].split(": ", 1)[-1] if problems else "not a reviewer action"
-    return Signature("failed", problem)
 
 
 def diff(gate: GateFacts, modifications: dict[str, Any] | None) -> list[Change]:
