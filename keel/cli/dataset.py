@@ -70,11 +70,11 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_source_options(parser: argparse.ArgumentParser, *, note: str = "") -> None:
-    """Where executions come from: ``--source`` and ``--workflow-type``."""
+    """Where executions come from: ``--source`` and ``--workflow-type`` (unset: None, so a
+    command can tell they were not given; ``source_of`` reads the default)."""
     parser.add_argument(
         "--source",
         choices=SOURCES,
-        default="both",
         help="read executions from Temporal, the ledger archive, or both: Temporal's, then "
         f"the archived ones Temporal no longer holds (default: both){note}",
     )
@@ -91,6 +91,12 @@ class Selected:
     origin: Literal["temporal", "archive"]
     runs: list[RunLedger] = field(default_factory=list)
     problem: str | None = None
+
+
+def source_of(args: Any) -> Source:
+    """``--source``, ``both`` when not given."""
+    source: Source = getattr(args, "source", None) or "both"
+    return source
 
 
 def temporal_query(query: str | None, workflow_type: str | None) -> str:
@@ -391,7 +397,7 @@ async def export_dataset(client: Client | None, settings: KeelSettings, args: An
     (``--metadata``), and the summary on stderr."""
     load_event_types(args)  # the apps' contracts, to re-render prompts
     selection = selected_ledgers(
-        client, settings, source=args.source, query=args.query, workflow_type=args.workflow_type
+        client, settings, source=source_of(args), query=args.query, workflow_type=args.workflow_type
     )
     out: IO[str] = _open(args.out) if args.out else sys.stdout
     meta: IO[str] | None = None

@@ -157,8 +157,10 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
         from keel.cli.dataset import export_dataset
 
         return await export_dataset(client, settings, args)
-    if getattr(args, "metadata", None):
-        raise CliError("--metadata goes with --dataset chat|preference", USAGE)
+    for option in ("metadata", "source", "workflow_type"):
+        if getattr(args, option, None):
+            flag = "--" + option.replace("_", "-")
+            raise CliError(f"{flag} goes with --dataset chat|preference", USAGE)
     load_event_types(args)
     out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
     counts = {"events": 0, "executions": 0, "skipped": 0}

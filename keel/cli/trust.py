@@ -35,7 +35,12 @@ from typing import Any, Literal
 from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli.connection import connected_settings, open_client
-from keel.cli.dataset import add_source_options, selected_ledgers, verified_decisions
+from keel.cli.dataset import (
+    add_source_options,
+    selected_ledgers,
+    source_of,
+    verified_decisions,
+)
 from keel.cli.ledgers import load_event_types
 from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
 from keel.cli.render import escape
@@ -391,14 +396,15 @@ async def cmd_trust(settings: KeelSettings, args: Any) -> int:
         raise CliError("--min-evidence must be at least 1", USAGE)
     load_event_types(args)  # the contracts' thresholds
     client = None
-    if args.source != "archive":
+    source = source_of(args)
+    if source != "archive":
         client = await open_client(settings, args)
         settings = connected_settings(settings, client)
     skipped: Counter[str] = Counter()
     outcomes: list[list[DecisionOutcome]] = []
     executions = 0
     selection = selected_ledgers(
-        client, settings, source=args.source, query=args.query, workflow_type=args.workflow_type
+        client, settings, source=source, query=args.query, workflow_type=args.workflow_type
     )
     try:
         async for execution in verified_decisions(selection, settings, skipped):
