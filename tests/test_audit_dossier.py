@@ -92,6 +92,19 @@ def test_a_decision_signed_by_a_key_the_trust_file_lacks_breaks_the_ledger(
     assert signature.state == "failed" and "does not hold" in signature.text
 
 
+def test_the_prompt_is_re_rendered_from_the_recorded_input_and_its_hash_compared(
+    real: RealLedgers,
+) -> None:
+    events = real.events(real.review)
+    i = index_of(events, "AgentDecided")
+    assert events[i]["input"], "the ledger records the node's input"
+    [decision] = dossier_of(real, events).decisions
+    assert decision.prompt_check.endswith("the hash matches")
+    forged = changed(events, i, prompt_sha256="0" * 64)
+    [decision] = dossier_of(real, forged).decisions
+    assert decision.prompt_check.endswith("the hash DIFFERS")
+
+
 def test_a_decision_signed_for_another_run_is_marked_failed(real: RealLedgers) -> None:
     events = real.events(real.review)
     moved = changed(events, index_of(events, "WorkflowStarted"), run_id="another-run")

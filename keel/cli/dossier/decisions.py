@@ -26,6 +26,7 @@ from keel.contracts.ledger import (
 )
 from keel.contracts.outcomes import DecisionOutcome, OutcomeKind
 from keel.contracts.registry import REGISTRY
+from keel.errors import ContractNotFoundError
 
 if TYPE_CHECKING:
     from keel.cli.dossier.gates import GateFacts
@@ -118,11 +119,6 @@ class DecisionFacts:
         return f"decision-{self.event.seq}"
 
     @property
-    def version(self) -> str:
-        """The contract's version (what follows ``@`` in ``name@version``)."""
-        return self.event.contract.rpartition("@")[2] or "?"
-
-    @property
     def accepted(self) -> bool:
         """Whether the answer passed every check (schema, rules, confidence)."""
         return not self.validation and self.event.output is not None
@@ -154,7 +150,7 @@ class DecisionFacts:
         """Whether the contract version this process knows is the one that decided."""
         try:
             known = REGISTRY.get(self.event.contract)
-        except Exception:  # an unknown key, or a key no contract could have
+        except ContractNotFoundError:
             return "not loaded here: threshold and prompt not re-checked"
         if known.fingerprint != self.event.contract_fingerprint:
             return (
@@ -259,7 +255,7 @@ def _registered(event: AgentDecided) -> Any:
     """The registered contract that made ``event`` (same fingerprint), else None."""
     try:
         contract = REGISTRY.get(event.contract)
-    except Exception:
+    except ContractNotFoundError:
         return None
     return contract if contract.fingerprint == event.contract_fingerprint else None
 

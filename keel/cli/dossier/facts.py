@@ -21,6 +21,7 @@ from keel.contracts.ledger import (
     AgentDecided,
     AgentRetried,
     ChainHeadSigned,
+    CheckpointTaken,
     DefaultApplied,
     Escalated,
     EventBase,
@@ -204,6 +205,8 @@ class _Builder:
             d.completed = event
         elif isinstance(event, PolicyApplied | ProviderFallback | AgentCallFailed):
             self.pending.setdefault(event.node, []).append(event)
+        elif isinstance(event, CheckpointTaken):
+            self.inputs.pop(event.node, None)  # a new run of the node records its input anew
         elif isinstance(event, AgentDecided):
             self._decided(event)
         elif isinstance(event, ValidationFailed | AgentRetried | DefaultApplied):
@@ -309,6 +312,7 @@ class _Builder:
             if facts is None:
                 continue
             facts.record = outcome
+            facts.node_input = outcome.input if outcome.input is not None else facts.node_input
             for review in outcome.gates:
                 gate = gates.get(review.opened_seq)
                 if gate is not None and gate.reviews is None:
