@@ -358,3 +358,20 @@ async def test_fallbacks_and_defaults_are_counted(ts_env: WorkflowEnvironment) -
     assert value(samples, "keel_agent_node_runs_total", defaulted, outcome="default") == 1
     assert value(samples, "keel_agent_decisions_total", defaulted, verdict="parse") == 2
     assert value(samples, "keel_agent_retries_total", defaulted, kind="parse") == 1
+
+
+async def test_keel_dev_serves_metrics_for_its_worker(tmp_path: Path) -> None:
+    from tests.test_dev_and_demo import DevStack, stack_env
+
+    port = free_port()
+    env = {
+        **stack_env(tmp_path, free_port(), free_port()),
+        "KEEL_INBOX_PORT": str(free_port()),
+        "KEEL_PROGRESS_PORT": str(free_port()),
+        "KEEL_METRICS_PORT": str(port),
+        "OTEL_SERVICE_NAME": "keel-dev-under-test",
+    }
+    async with DevStack(env, "--app", "keel.scenarios.contract_review"):
+        samples = await until(port, lambda s: any(x.name == "temporal_worker_start" for x in s))
+    started = [s for s in samples if s.name == "temporal_worker_start"]
+    assert started and {s.labels["service_name"] for s in started} == {"keel-dev-under-test"}
