@@ -458,6 +458,8 @@ def test_keel_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
     }
     assert set(_keel_services(compose)) == set(expected)
     for name, service in _keel_services(compose).items():
+        # Exec form: SIGTERM reaches keel (which drains), not a shell that ignores it.
+        assert isinstance(service["command"], list), f"{name}: command in exec form"
         command = _command(service)
         try:
             args = build_parser().parse_args(command[1:])
