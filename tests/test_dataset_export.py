@@ -21,6 +21,7 @@ from keel.activities.providers.base import ModelReply, ModelRequest
 from keel.archive import ArchiveStore
 from keel.cli.dataset import (
     DatasetSummary,
+    ExampleRedactor,
     ExecutionDecisions,
     Selected,
     examples_of,
@@ -149,8 +150,11 @@ async def test_chat_examples_are_the_accepted_answers_with_re_rendered_redacted_
     assert json.loads(answer)["risk_level"] == "medium"
     text = json.dumps([examples, metadata])
     assert not any(value in text for value in RAW_PII), "raw PII reached the dataset"
-    feedback = user.split("not accepted", 1)[1]  # the comment, redacted, in the feedback
-    assert pii_marker("iban", 1) in feedback and pii_marker("card", 1) in feedback
+    recorded, feedback = user.split("not accepted", 1)  # the comment, redacted, as feedback
+    assert pii_marker("card", 1) in recorded and pii_marker("card", 1) not in feedback
+    # What the comment holds is numbered after the input's markers: never the same number
+    # for another value.
+    assert pii_marker("card", 2) in feedback and pii_marker("iban", 2) in feedback
     [meta] = metadata
     assert (meta["workflow_id"], meta["outcome"], meta["node"]) == (
         workflow_id,
@@ -439,3 +443,17 @@ async def test_archived_executions_are_exported_and_a_forged_archived_ledger_is_
     assert_chat_line(example)
     assert summary.executions == 1
     assert summary.skipped == {"execution whose ledger does not verify": 1}
+
+
+def test_an_examples_markers_never_give_two_values_one_number() -> None:
+    redact = ExampleRedactor()
+    prompt = redact(f"contact {pii_marker('email', 1)} or {pii_marker('email', 2)}; mail {EMAIL}")
+    assert prompt.endswith(f"mail {pii_marker('email', 3)}")
+    assert prompt.startswith(f"contact {pii_marker('email', 1)} or {pii_marker('email', 2)}")
+    answer = redact(f"write to other@example.org, card {CARD}, or {pii_marker('email', 1)}")
+    assert answer == (
+        f"write to {pii_marker('email', 4)}, card {pii_marker('card', 1)}, or "
+        f"{pii_marker('email', 1)}"
+    )
+    # A text holding the placeholders' delimiter cannot smuggle a marker or break the redactor.
+    assert redact("\x00a\x00 and \x00zz\x00") == "\ufffda\ufffd and \ufffdzz\ufffd"

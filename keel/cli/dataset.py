@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -33,7 +34,7 @@ from keel.cli.ledgers import RunLedger, execution_runs, load_event_types
 from keel.cli.output import OK, USAGE, CliError, wants_json
 from keel.cli.render import escape
 from keel.contracts.agent import AgentContract, canonical_json
-from keel.contracts.guardrails import redact_pii
+from keel.contracts.guardrails import PII_KINDS, pii_marker, redact_pii
 from keel.contracts.integrity import verify_ledger
 from keel.contracts.ledger import parse_ledger
 from keel.contracts.outcomes import DecisionOutcome, decision_outcomes
@@ -211,7 +212,8 @@ class Prompt:
 
 
 def render(outcome: DecisionOutcome, registry: ContractRegistry = REGISTRY) -> Prompt | str:
-    """The decision's prompt, PII redacted, or why it cannot be re-rendered."""
+    """The decision's prompt as the model was sent it (its input holding PII markers; the
+    feedback as recorded, not yet redacted), or why it cannot be re-rendered."""
     try:
         contract: AgentContract[Any, Any] = registry.get(outcome.contract)
     except KeelUserError:
@@ -225,14 +227,65 @@ def render(outcome: DecisionOutcome, registry: ContractRegistry = REGISTRY) -> P
     except (KeyError, ValueError):
         return "the recorded input does not fit the contract's prompt"
     matches = hashlib.sha256(user.encode()).hexdigest() == outcome.prompt_sha256
-    return Prompt(redact_pii(contract.system_prompt), redact_pii(user), matches)
+    return Prompt(contract.system_prompt, user, matches)
 
 
-def answer_text(output: dict[str, Any] | None, raw: str = "") -> str:
-    """An answer as the assistant's message: its JSON (canonical), PII redacted; the raw
-    text when it did not parse."""
-    text = canonical_json(output) if output is not None else raw
-    return str(redact_pii(text))
+_MARKER = re.compile(r"\[(" + "|".join(PII_KINDS) + r") redacted #(\d+)\]")
+_HELD = re.compile("\x00([a-z]+)\x00")
+
+
+class ExampleRedactor:
+    """Redacts the texts of one example in turn, so that its markers never name two values
+    with one number: PII first found in a later text (a reviewer's comment in the feedback,
+    a value the model made up) is numbered after the markers the example already holds (the
+    recorded input's). A value in two texts may get two numbers; two values never share one.
+    """
+
+    def __init__(self) -> None:
+        self.used: dict[str, int] = {}
+
+    def __call__(self, text: str) -> str:
+        """``text`` with its PII replaced by markers numbered after those used so far."""
+        text = text.replace("\x00", "\ufffd")  # the placeholders' delimiter is Keel's
+        held = _MARKER.findall(text)
+        base = dict(self.used)
+        for kind, number in held:
+            base[kind] = max(base.get(kind, 0), int(number))
+        kept: list[str] = []
+
+        def hold(match: re.Match[str]) -> str:
+            kept.append(match[0])
+            return f"\x00{_letters(len(kept) - 1)}\x00"
+
+        scrubbed = str(redact_pii(_MARKER.sub(hold, text)))
+        shifted = _MARKER.sub(lambda m: pii_marker(m[1], int(m[2]) + base.get(m[1], 0)), scrubbed)
+        result = _HELD.sub(lambda m: kept[_index(m[1])], shifted)
+        for kind, number in _MARKER.findall(result):
+            self.used[kind] = max(self.used.get(kind, 0), int(number))
+        return result
+
+
+def _letters(index: int) -> str:
+    """``index`` in letters (a, b, ..., ba): a placeholder the PII patterns never match."""
+    text = ""
+    while True:
+        index, digit = divmod(index, 26)
+        text = chr(ord("a") + digit) + text
+        if index == 0:
+            return text
+
+
+def _index(letters: str) -> int:
+    index = 0
+    for char in letters:
+        index = index * 26 + ord(char) - ord("a")
+    return index
+
+
+def answer_json(output: dict[str, Any] | None, raw: str = "") -> str:
+    """An answer as the assistant's message: its JSON (canonical); the raw text when it did
+    not parse."""
+    return canonical_json(output) if output is not None else raw
 
 
 def positive_answer(outcome: DecisionOutcome) -> dict[str, Any] | None:
@@ -250,11 +303,12 @@ def chat_example(outcome: DecisionOutcome, prompt: Prompt) -> dict[str, Any] | s
     answer = positive_answer(outcome)
     if answer is None:
         return f"{outcome.kind}: no answer to train towards (see the preference format)"
+    redact = ExampleRedactor()
     return {
         "messages": [
-            {"role": "system", "content": prompt.system},
-            {"role": "user", "content": prompt.user},
-            {"role": "assistant", "content": answer_text(answer)},
+            {"role": "system", "content": redact(prompt.system)},
+            {"role": "user", "content": redact(prompt.user)},
+            {"role": "assistant", "content": redact(answer_json(answer))},
         ]
     }
 
@@ -264,7 +318,7 @@ def preference_example(
 ) -> dict[str, Any] | str:
     """An OpenAI preference (DPO) line, or why the outcome gives none: a person's version
     over the agent's answer; the answer that replaced a rejected or failed one over it."""
-    rejected = answer_text(outcome.output, outcome.raw_response)
+    rejected = answer_json(outcome.output, outcome.raw_response)
     if outcome.person_output is not None:
         preferred = outcome.person_output
     elif outcome.superseded_by is not None and outcome.superseded_by in by_seq:
@@ -274,18 +328,19 @@ def preference_example(
         preferred = later
     else:
         return f"{outcome.kind}: no better answer to prefer"
-    chosen = answer_text(preferred)
+    chosen = answer_json(preferred)
     if chosen == rejected:
         return f"{outcome.kind}: the preferred answer is the same text"
+    redact = ExampleRedactor()
     return {
         "input": {
             "messages": [
-                {"role": "system", "content": prompt.system},
-                {"role": "user", "content": prompt.user},
+                {"role": "system", "content": redact(prompt.system)},
+                {"role": "user", "content": redact(prompt.user)},
             ]
         },
-        "preferred_output": [{"role": "assistant", "content": chosen}],
-        "non_preferred_output": [{"role": "assistant", "content": rejected}],
+        "preferred_output": [{"role": "assistant", "content": redact(chosen)}],
+        "non_preferred_output": [{"role": "assistant", "content": redact(rejected)}],
     }
 
 
