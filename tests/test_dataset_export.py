@@ -26,6 +26,7 @@ from keel.cli.dataset import (
     Selected,
     examples_of,
     selected_ledgers,
+    temporal_query,
     write_dataset,
 )
 from keel.cli.ledgers import RunLedger, execution_runs
@@ -457,3 +458,12 @@ def test_an_examples_markers_never_give_two_values_one_number() -> None:
     )
     # A text holding the placeholders' delimiter cannot smuggle a marker or break the redactor.
     assert redact("\x00a\x00 and \x00zz\x00") == "\ufffda\ufffd and \ufffdzz\ufffd"
+
+
+def test_the_temporal_selection_combines_the_query_and_the_workflow_type() -> None:
+    assert temporal_query(None, None) == "WorkflowType != 'KeelToolTask'"
+    assert temporal_query("StartTime > '2026-12-01'", None) == "StartTime > '2026-12-01'"
+    assert temporal_query(None, "Contract'Review") == "WorkflowType = 'ContractReview'"
+    assert temporal_query("ExecutionStatus = 'Completed'", "SupportEmail") == (
+        "(ExecutionStatus = 'Completed') AND WorkflowType = 'SupportEmail'"
+    )

@@ -102,11 +102,10 @@ def source_of(args: Any) -> Source:
 
 def temporal_query(query: str | None, workflow_type: str | None) -> str:
     """The visibility query for Temporal's side of the selection."""
-    if query:
-        return query
-    if workflow_type:
-        return f"WorkflowType = '{workflow_type.replace(chr(39), '')}'"
-    return f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
+    chosen = f"WorkflowType = '{workflow_type.replace(chr(39), '')}'" if workflow_type else None
+    if query and chosen:
+        return f"({query}) AND {chosen}"
+    return query or chosen or f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
 
 
 async def selected_ledgers(
