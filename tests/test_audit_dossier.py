@@ -16,11 +16,14 @@ from keel.cli.audit import audit_report, safe_name
 from keel.cli.dossier import PdfUnavailable, build_dossier, render_html, write_pdf
 from keel.cli.dossier.decisions import SHOWN_CHARS
 from keel.cli.dossier.facts import Dossier, Run
+from keel.cli.ledgers import chain_runs
 from keel.contracts.integrity import verify_ledger
 from keel.contracts.reviews import ReviewerTrust, trusted_key_entry
 from keel.contracts.signing import SigningKey
 from keel.testing import kit_review_trust
 from keel.workers.keys import read_keyring
+from tests.conftest import keel_worker
+from tests.helpers import start_review, wait_for_gate
 from tests.ledger_forgeries import FORGERIES, RealLedgers, changed, index_of, record_ledgers
 
 Raw = list[dict[str, Any]]
@@ -103,6 +106,26 @@ def test_the_prompt_is_re_rendered_from_the_recorded_input_and_its_hash_compared
     forged = changed(events, i, prompt_sha256="0" * 64)
     [decision] = dossier_of(real, forged).decisions
     assert decision.prompt_check.endswith("the hash DIFFERS")
+
+
+async def test_an_unanswered_gate_shows_its_escalation_and_expiry(
+    ts_env: WorkflowEnvironment, real: RealLedgers
+) -> None:
+    async with keel_worker(ts_env.client) as tq:
+        handle = await start_review(ts_env.client, tq, "medium", prefix="expired")
+        await wait_for_gate(handle, "standard-review")
+        await handle.result()  # time skips through both SLAs
+    events = [e for run in await chain_runs(ts_env.client, handle.id) for e in run.events]
+    [decision] = dossier_of(real, events).decisions
+    gate = decision.gate
+    assert gate is not None and gate.actions == []
+    (expired,) = [e for e in events if e["type"] == "GateExpired"]
+    assert gate.verdict == f"expired: {expired['default_decision']} by default"
+    assert [e.subject for e in gate.escalations] == ["gate:standard-review"]
+    answers = {a.key: a for a in decision.answers()}
+    assert answers["approver"].text == "nobody"
+    assert answers["when"].text == expired["at"].replace("Z", "+00:00")
+    assert decision.outcome == "expired"
 
 
 def test_a_decision_signed_for_another_run_is_marked_failed(real: RealLedgers) -> None:

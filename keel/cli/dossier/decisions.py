@@ -240,7 +240,9 @@ class DecisionFacts:
             return "answer discarded", f"rolled back to {self.rolled_back.checkpoint}"
         if self.default is not None:
             return "default applied", self.default.reason
-        return "nothing", "the answer was used as given" if self.accepted else ""
+        if not self.accepted:
+            return "answer not used", "it failed its checks"
+        return "nothing", "the answer was used as given"
 
     def _rule(self) -> tuple[str, str]:
         if not self.routed:
@@ -289,7 +291,14 @@ def _retries(facts: DecisionFacts) -> tuple[str, str]:
     text = f"attempt {e.attempt}" + (" (first)" if e.attempt == 1 else ", a retry")
     if facts.validation:
         failed = "; ".join(r for v in facts.validation for r in v.reasons)
-        return f"{text}, not retried", f"failed: {failed}"
+        then = (
+            "escalated to people"
+            if facts.escalated
+            else "the contract's default applied"
+            if facts.default
+            else "not retried"
+        )
+        return f"{text}; failed, {then}", f"failed: {failed}" + (f"; {why}" if why else "")
     return text, why
 
 

@@ -288,7 +288,7 @@ class _Builder:
                 gate.decided = event
 
     def _escalated(self, event: Escalated) -> None:
-        gate = self.open_gates.get(event.subject)
+        gate = self.open_gates.get(event.subject.removeprefix("gate:"))
         if gate is not None:
             gate.escalations.append(event)
             self.links[event.seq] = gate.anchor

@@ -177,14 +177,15 @@ class ReviewerChecks:
 
 
 def diff(gate: GateFacts, modifications: dict[str, Any] | None) -> list[Change]:
-    """Each modified field beside the agent's value (or, for a field the agent did not
-    answer, the value the gate showed the reviewer)."""
+    """Each field a reviewer changed, beside the agent's value (or, for a field the agent did
+    not answer, the value the gate showed the reviewer); fields sent unchanged are left out."""
     if not modifications:
         return []
     before = {**gate.opened.context, **(gate.agent_output or {})}
     return [
         Change(name, _shown(before[name]) if name in before else "(not set)", _shown(value))
         for name, value in sorted(modifications.items())
+        if name not in before or before[name] != value
     ]
 
 
