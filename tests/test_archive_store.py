@@ -6,9 +6,11 @@ archived."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -300,3 +302,49 @@ async def test_keel_archive_verify_finds_rows_changed_behind_the_triggers_back(
         db.commit()
     out = await run_keel("archive", "verify", real.review_id, *keys, env=env, expect=1)
     assert f"{real.review_id}: FAILED: event {decided + 1}: hash does not match" in out
+
+
+@pytest.mark.integration
+async def test_the_archive_s_events_verify_with_the_standalone_verifier(
+    real: RealLedgers, keyring: Keyring, tmp_path: Path
+) -> None:
+    """docs/archive.md's query takes a PostgreSQL archive's events out in the export format;
+    the standalone verifier, without Keel, verifies them."""
+    schema = f"keel_archive_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        async with ArchiveStore(PostgresStore(f"{PG_URL}?options=-csearch_path%3D{schema}")) as a:
+            for run in offered(real.incident, workflow_type="Incident"):
+                await a.archive(run, keyring)
+        query = DOCS_QUERY.replace("'c-42'", "%s")
+        with psycopg.connect(PG_URL, autocommit=True) as db:
+            db.execute(f"SET search_path TO {schema}")
+            rows = db.execute(query, (real.incident_id,)).fetchall()
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    export = tmp_path / "incident.jsonl"
+    export.write_text("".join(json.dumps(row[0]) + "\n" for row in rows))
+    assert len(rows) == len(real.incident)
+    verifier = Path(__file__).parents[1] / "verifier" / "keel_verify.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(verifier),
+        str(export),
+        "--keys",
+        str(real.keyring),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    assert real.incident_id in out.decode()
+
+
+DOCS_QUERY = (
+    (Path(__file__).parents[1] / "docs" / "archive.md")
+    .read_text()
+    .split('psql "$KEEL_ARCHIVE_URL" -At -c "')[1]
+    .split('" > c-42.jsonl')[0]
+)

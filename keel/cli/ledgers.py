@@ -12,6 +12,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
+    WorkflowHandle,
     WorkflowQueryFailedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
@@ -46,11 +47,15 @@ class RunLedger:
     events: list[Any]
     archived: ArchivedRun | None = None
     """The archive's record of the run, when it was read from the archive."""
+    archived_because: str | None = None
+    """Why it was: ``gone`` (Temporal has no such run), ``asked`` (``--from-archive``) or
+    ``replay`` (a run that closed without completing, whose ledger Temporal gives only by a
+    worker replaying it)."""
 
     @classmethod
-    def from_archive(cls, run: ArchivedRun) -> RunLedger:
-        """A run as the archive holds it (``keel.archive``)."""
-        return cls(None, run.events, run)
+    def from_archive(cls, run: ArchivedRun, because: str = "gone") -> RunLedger:
+        """A run as the archive holds it (``keel.archive``), read from it ``because``."""
+        return cls(None, run.events, run, because)
 
     @property
     def run_id(self) -> str:
@@ -140,7 +145,7 @@ async def execution_runs(
     try:
         async with ArchiveStore.open(settings) as archive:
             if from_archive:
-                return await _archived_runs(archive, client, workflow_id)
+                return await _archived_runs(archive, client, workflow_id, "asked")
             try:
                 return await chain_runs(client, workflow_id, archive=archive)
             except RPCError as exc:
@@ -152,7 +157,7 @@ async def execution_runs(
 
 
 async def _archived_runs(
-    archive: ArchiveStore, client: Client, workflow_id: str
+    archive: ArchiveStore, client: Client, workflow_id: str, because: str = "gone"
 ) -> list[RunLedger]:
     """The archive's runs of ``workflow_id``, or a ``CliError`` that says where it looked."""
     runs = await archive.runs(workflow_id)
@@ -162,22 +167,31 @@ async def _archived_runs(
             f"nor in the ledger archive ({escape(repr(archive.store))})",
             FAILURE,
         )
-    return [RunLedger.from_archive(run) for run in runs]
+    return [RunLedger.from_archive(run, because) for run in runs]
 
 
 def source_note(workflow_id: str, runs: list[RunLedger]) -> str | None:
     """What a reader prints when some of ``runs`` came from the archive, else None."""
-    archived = [run.archived for run in runs if run.archived is not None]
+    archived = [run for run in runs if run.archived is not None]
     if not archived:
         return None
-    what = "its ledger" if len(archived) == len(runs) else f"{len(archived)} of its runs"
-    flagged = [run for run in archived if not run.verified]
-    note = (
-        f"read {what} from the ledger archive (archived {archived[-1].archived_at}): "
-        f"Temporal no longer has {escape(workflow_id)!r}"
-        if len(archived) == len(runs)
-        else f"read {what} from the ledger archive: Temporal no longer has them"
-    )
+    at = max(run.archived.archived_at for run in archived if run.archived)
+    why = {run.archived_because for run in archived}
+    name = repr(escape(workflow_id))
+    if len(archived) == len(runs):
+        note = f"read the ledger of {name} from the ledger archive (archived {at})"
+    else:
+        note = f"read {len(archived)} of its {len(runs)} runs from the ledger archive ({at})"
+    if why == {"gone"}:
+        gone = "" if len(archived) == len(runs) else f"{len(archived)} runs of "
+        note += f": Temporal no longer has {gone}{name}"
+    elif why == {"asked"}:
+        note += ", as asked"
+    else:
+        note += (
+            ": Temporal no longer has them, or gives their ledgers only by a worker replaying them"
+        )
+    flagged = [run for run in archived if run.archived and not run.archived.verified]
     if flagged:
         note += f"; {len(flagged)} run(s) did not verify when archived"
     return note
@@ -193,10 +207,10 @@ async def chain_runs(
     Raises:
         CliError: as ``full_chain``.
     """
-    description, events = await _read_raw(client, workflow_id, None)
-    latest = RunLedger(description, events)
+    latest = await _run_ledger(client, workflow_id, None, archive)
+    events = latest.events
     runs = [latest]
-    seen = {description.run_id}
+    seen = {latest.run_id}
     while (previous := _previous_run(events)) is not None:
         where = f"the ledger of {escape(workflow_id)} links back to run '{escape(previous)}'"
         if previous in seen:
@@ -205,10 +219,10 @@ async def chain_runs(
             raise CliError(f"{where}: more than {MAX_RUNS} runs; stopped following the links")
         seen.add(previous)
         earlier = await _earlier_run(client, workflow_id, previous, archive, where)
-        if earlier.workflow_type != description.workflow_type:
+        if earlier.workflow_type != latest.workflow_type:
             raise CliError(
                 f"{where}, a run of another workflow type ({escape(earlier.workflow_type)}, "
-                f"not {escape(description.workflow_type)}): a forged link"
+                f"not {escape(latest.workflow_type)}): a forged link"
             )
         events = earlier.events
         runs.append(earlier)
@@ -220,7 +234,7 @@ async def _earlier_run(
 ) -> RunLedger:
     """The run a link names: from Temporal, else (retention removed it) from the archive."""
     try:
-        return RunLedger(*await _read_raw(client, workflow_id, run_id))
+        return await _run_ledger(client, workflow_id, run_id, archive)
     except RPCError as exc:
         if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
             raise
@@ -272,17 +286,51 @@ async def read_raw_ledger(client: Client, workflow_id: str, run_id: str | None =
     return RunLedger(*await _read_raw(client, workflow_id, run_id))
 
 
+async def _run_ledger(
+    client: Client, workflow_id: str, run_id: str | None, archive: ArchiveStore | None
+) -> RunLedger:
+    """One run's ledger: a completed run's from its result; a run that closed otherwise
+    (continued as new, failed, terminated: Temporal gives its ledger only by a worker
+    replaying it for the query) from ``archive`` when it holds it, else by query.
+
+    Raises:
+        RPCError: Temporal has no such run (``NOT_FOUND``), or did not answer.
+        CliError: as ``read_ledger``.
+    """
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    description = await handle.describe()
+    replayed = description.status not in (
+        None,
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.COMPLETED,
+    )
+    archived = await archive.run(workflow_id, description.run_id) if archive and replayed else None
+    if archived is not None:
+        return RunLedger.from_archive(archived, "replay")
+    return RunLedger(description, await _stored_ledger(handle, description))
+
+
 async def _read_raw(
     client: Client, workflow_id: str, run_id: str | None
 ) -> tuple[WorkflowExecutionDescription, list[Any]]:
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     description = await handle.describe()
+    return description, await _stored_ledger(handle, description)
+
+
+async def _stored_ledger(
+    handle: WorkflowHandle[Any, Any], description: WorkflowExecutionDescription
+) -> list[Any]:
+    """A described run's ledger as stored: from its result when it completed, else by
+    query."""
+    workflow_id = handle.id
     name = f"{escape(workflow_id)} ({escape(description.workflow_type)})"
     if description.status is WorkflowExecutionStatus.COMPLETED:
         # Every Keel result carries its ledger; read it as JSON, so this works for any app.
         result = await handle.result()
         if isinstance(result, dict) and isinstance(result.get("ledger"), list):
-            return description, result["ledger"]
+            ledger: list[Any] = result["ledger"]
+            return ledger
         raise CliError(f"{name} is not a Keel workflow: its result carries no ledger", FAILURE)
     try:
         events: list[Any] = await handle.query(
@@ -301,7 +349,7 @@ async def _read_raw(
             f"{description.task_queue!r} running?",
             FAILURE,
         ) from exc
-    return description, events
+    return events
 
 
 def load_event_types(args: Any) -> None:
