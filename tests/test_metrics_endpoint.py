@@ -4,19 +4,27 @@ address does, its buckets and service name, and how label values stay bounded.""
 from __future__ import annotations
 
 import socket
+import uuid
 
 import httpx
 import pytest
+from temporalio import workflow
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+import keel.workflows.metrics as metrics_module
+from keel.contracts.ledger import ValidationFailed
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.metrics import metrics_address, metrics_note, metrics_runtime, telemetry_config
+from keel.workflows.ledger import Ledger
 from keel.workflows.metrics import (
     CONFIDENCE_BUCKETS,
     GATE_LATENCY_BUCKETS,
     MAX_LABEL_CHARS,
     OTHER,
     BoundedNames,
+    node_settled,
 )
 from tests.conftest import free_port, offline_settings
 
@@ -82,3 +90,37 @@ def test_label_values_are_capped_per_scope_and_cut_to_length() -> None:
     assert [names.label("node:c@1", n) for n in ("a", "b", "c", "a")] == ["a", "b", OTHER, "a"]
     assert names.label("node:d@1", "c") == "c", "each scope has its own cap"
     assert len(names.label("node:e@1", "x" * 500)) == MAX_LABEL_CHARS
+
+
+@workflow.defn(name="MetricsGuardProbe", sandboxed=False)
+class MetricsGuardProbe:
+    """Records one rejection in a ledger and settles a node: both counted by broken code."""
+
+    @workflow.run
+    async def run(self) -> int:
+        ledger = Ledger()
+        ledger.record(
+            ValidationFailed(node="n", contract="c@1", attempt=1, kind="parse", reasons=["r"])
+        )
+        node_settled(ledger.metrics, "n", "c@1", "agent", 1)
+        return len(ledger.events)
+
+
+async def test_a_metric_that_cannot_be_counted_costs_the_metric_not_the_run(
+    ts_env: WorkflowEnvironment,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug in a metric")
+
+    monkeypatch.setitem(metrics_module._HANDLERS, "ValidationFailed", broken)
+    monkeypatch.setattr(metrics_module, "_node_labels", broken)
+    tq = f"metrics-guard-{uuid.uuid4()}"
+    async with Worker(ts_env.client, task_queue=tq, workflows=[MetricsGuardProbe]):
+        recorded = await ts_env.client.execute_workflow(
+            MetricsGuardProbe.run, id=f"metrics-guard-{uuid.uuid4()}", task_queue=tq
+        )
+    assert recorded == 1
+    assert "metrics: ValidationFailed not counted" in caplog.text
+    assert "metrics: node n not counted" in caplog.text

@@ -237,14 +237,17 @@ def node_settled(
     metrics: LedgerMetrics, node: str, contract: str, source: str, attempts: int
 ) -> None:
     """Count how an agent node run settled (``AgentOutcome.source`` after ``attempts``); an
-    accepted answer also counts as a decision with verdict ``accepted``."""
-    labels = _node_labels(contract, node)
-    if source == "agent":
-        metrics.add("keel_agent_decisions_total", {**labels, "verdict": "accepted"})
-        outcome = "first_pass" if attempts == 1 else "retried"
-    else:
-        outcome = {"default": "default", "denied": "denied"}.get(source, "escalated")
-    metrics.add("keel_agent_node_runs_total", {**labels, "outcome": outcome})
+    accepted answer also counts as a decision with verdict ``accepted``. Never raises."""
+    try:
+        labels = _node_labels(contract, node)
+        if source == "agent":
+            metrics.add("keel_agent_decisions_total", {**labels, "verdict": "accepted"})
+            outcome = "first_pass" if attempts == 1 else "retried"
+        else:
+            outcome = {"default": "default", "denied": "denied"}.get(source, "escalated")
+        metrics.add("keel_agent_node_runs_total", {**labels, "outcome": outcome})
+    except Exception as err:  # as in observe: a metric, never the run
+        workflow.logger.warning("metrics: node %s not counted: %r", node, err)
 
 
 def _node_labels(contract: str, node: str) -> dict[str, str]:
