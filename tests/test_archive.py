@@ -26,6 +26,7 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, ScheduleOverlapPolicy, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from keel.activities.providers import ModelProvider
 from keel.archive import ArchiveStore
@@ -39,7 +40,8 @@ from keel.offline import OfflineProvider
 from keel.scenarios.incident import IncidentInvestigationWorkflow
 from keel.testing import offline_settings
 from keel.workers.apps import resolve_apps
-from keel.workers.runtime import agent_node_activities, build_worker
+from keel.workers.runtime import WORKER_DATA_CONVERTER, agent_node_activities, build_worker
+from keel.workflows.archiver import ArchiverWorkflow
 from tests.helpers import decide, review, run_keel, start_review, wait_for_gate
 from tests.samples import load_sample
 from tests.standins import ScriptedPlanner, StandInTools, plan, rollback, task
@@ -336,3 +338,27 @@ async def test_keel_archive_schedule_runs_real_passes(deployment: Deployment) ->
     finally:
         with contextlib.suppress(RPCError):  # not created: the test failed before
             await client.get_schedule_handle(ARCHIVE_SCHEDULE_ID).delete()
+
+
+@pytest.mark.parametrize("archive_url", ["sqlite"], indirect=True)
+async def test_keel_archive_run_passes_on_a_worker_and_its_history_replays(
+    deployment: Deployment,
+) -> None:
+    async with deployment.worker(deployment.queues[0]):
+        contract = await start_review(deployment.client, deployment.queues[0], "low")
+        await contract.result()
+        out = await deployment.keel("archive", "run", "--task-queue", deployment.queues[0])
+        assert "archived 1 runs (0 held already, 0 flagged" in out
+        again = await deployment.keel(
+            "archive", "run", "--task-queue", deployment.queues[0], "-o", "json"
+        )
+        assert json.loads(again.splitlines()[-1])["already"] == 1
+        asked = await deployment.keel("ledger", contract.id, "--from-archive")
+        assert f"read the ledger of '{contract.id}' from the ledger archive" in asked
+        assert ", as asked" in asked
+    nobody = await deployment.keel("archive", "run", "--task-queue", "nobody-here", expect=1)
+    assert "no worker polls task queue 'nobody-here'" in nobody
+    history = await deployment.client.get_workflow_handle("keel-archiver").fetch_history()
+    await Replayer(
+        workflows=[ArchiverWorkflow], data_converter=WORKER_DATA_CONVERTER
+    ).replay_workflow(history)

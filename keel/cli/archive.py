@@ -13,6 +13,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     Schedule,
@@ -95,6 +98,16 @@ def add_archive_parser(command: Callable[[str, str], argparse.ArgumentParser]) -
     )
 
 
+def from_archive_option(parser: argparse.ArgumentParser) -> None:
+    """``--from-archive``: read the ledger archive's copy even while Temporal has the
+    execution (by default the archive is read only when Temporal no longer has it)."""
+    parser.add_argument(
+        "--from-archive",
+        action="store_true",
+        help="read the ledger archive's copy, even while Temporal has the execution",
+    )
+
+
 async def cmd_archive(settings: KeelSettings, args: Any) -> int:
     """Run ``keel archive ACTION``."""
     try:
@@ -164,11 +177,17 @@ async def cmd_schedule(client: Client, settings: KeelSettings, args: Any) -> int
 async def cmd_run(client: Client, settings: KeelSettings, args: Any) -> int:
     """Start one archiver pass (or join the one running) and print what it did."""
     request = ArchivePassInput(batch_size=max(1, min(args.batch_size, 5_000)))
+    queue = args.task_queue or settings.task_queue
+    if not await has_workers(client, queue):
+        raise CliError(
+            f"no worker polls task queue {queue!r}: the archiver runs on a Keel worker "
+            "(`keel worker` or `keel dev`); start one, or pass --task-queue"
+        )
     handle = await client.start_workflow(
         ARCHIVER_WORKFLOW,
         request,
         id=ARCHIVER_WORKFLOW_ID,
-        task_queue=args.task_queue or settings.task_queue,
+        task_queue=queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         result_type=ArchivePassResult,
         execution_timeout=timedelta(hours=6),
@@ -184,6 +203,18 @@ async def cmd_run(client: Client, settings: KeelSettings, args: Any) -> int:
         f"workflows) of {result.listed} closed runs listed; watermark {result.watermark}"
     )
     return OK
+
+
+async def has_workers(client: Client, queue: str) -> bool:
+    """Whether any worker polled ``queue`` for workflow tasks recently."""
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return bool(described.pollers)
 
 
 async def cmd_status(client: Client, settings: KeelSettings, args: Any) -> int:

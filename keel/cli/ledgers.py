@@ -371,7 +371,8 @@ async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
     """Print the ledger and verify it as stored (hashes, types, links, signatures against the
     trusted keys); exit 1 if it does not verify."""
     load_event_types(args)
-    runs = await execution_runs(client, settings, args.workflow_id)
+    from_archive = getattr(args, "from_archive", False)
+    runs = await execution_runs(client, settings, args.workflow_id, from_archive=from_archive)
     if (note := source_note(args.workflow_id, runs)) is not None:
         print(f"keel: note: {note}", file=sys.stderr)
     raw = [event for run in runs for event in run.events]

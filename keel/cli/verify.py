@@ -59,7 +59,8 @@ async def cmd_verify(client: Client | None, settings: KeelSettings, args: Any) -
     elif client is None:
         raise CliError("verifying by workflow id needs a reachable Temporal server", USAGE)
     else:
-        runs = await execution_runs(client, settings, args.target)
+        from_archive = getattr(args, "from_archive", False)
+        runs = await execution_runs(client, settings, args.target, from_archive=from_archive)
         if (note := source_note(args.target, runs)) is not None:
             print(f"keel: note: {note}", file=sys.stderr)
         raw = [event for run in runs for event in run.events]
