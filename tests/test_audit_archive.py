@@ -50,3 +50,10 @@ async def test_an_execution_temporal_deleted_is_audited_from_the_archive(
     assert "a trusted key for this reviewer signed this decision" in page
     (agent,) = [e for e in events if e["type"] == "AgentDecided"]
     assert agent["prompt_sha256"] in page and agent["contract_fingerprint"] in page
+    # An auditor with the archive and no Temporal at all.
+    deployment.cli_env["TEMPORAL_ADDRESS"] = "127.0.0.1:9"  # nothing listens there
+    alone = tmp_path / "alone.html"
+    await deployment.keel("audit", handle.id, "--from-archive", "--out", str(alone), "--no-pdf")
+    assert 'data-state="verified"' in alone.read_text()
+    missing = await deployment.keel("audit", "never-audited", "--from-archive", expect=1)
+    assert "'never-audited' is not in the ledger archive" in missing

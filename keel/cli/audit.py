@@ -21,9 +21,11 @@ from typing import Any
 
 from temporalio.client import Client
 
+from keel.activities.sqlstore import StoreUnavailableError
+from keel.archive import ArchiveStore
 from keel.cli.dossier import PdfUnavailable, build_dossier, render_html, write_pdf
 from keel.cli.dossier.facts import Dossier, Run
-from keel.cli.ledgers import execution_runs, load_event_types, source_note
+from keel.cli.ledgers import RunLedger, execution_runs, load_event_types, source_note
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report
 from keel.cli.render import escape
 from keel.cli.verify import check_decisions, reviewer_trust
@@ -51,7 +53,8 @@ def add_audit_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument(
         "--from-archive",
         action="store_true",
-        help="read the ledger from the ledger archive even while Temporal has the execution",
+        help="read the ledger from the ledger archive alone (no Temporal server needed), even "
+        "while Temporal still has the execution",
     )
     p.add_argument(
         "--keys",
@@ -74,12 +77,16 @@ def add_audit_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     )
 
 
-async def cmd_audit(client: Client, settings: KeelSettings, args: Any) -> int:
+async def cmd_audit(client: Client | None, settings: KeelSettings, args: Any) -> int:
     """Write the dossier of ``args.workflow_id``; exit 1 when its ledger does not verify (or
-    a PDF asked for by ``--pdf`` could not be made)."""
+    a PDF asked for by ``--pdf`` could not be made). Without a client (``--from-archive``:
+    an auditor may reach the archive's database and not Temporal) the archive alone is read."""
     load_event_types(args)
     html_path, pdf_path = output_paths(args)
-    runs = await execution_runs(client, settings, args.workflow_id, from_archive=args.from_archive)
+    if client is None or args.from_archive:
+        runs = await archived_runs(settings, args.workflow_id)
+    else:
+        runs = await execution_runs(client, settings, args.workflow_id)
     raw = [event for run in runs for event in run.events]
     trust = reviewer_trust(settings, args.reviewer_keys)
     keyring = trusted_keyring(settings, args.keys)
@@ -114,6 +121,26 @@ async def cmd_audit(client: Client, settings: KeelSettings, args: Any) -> int:
     if pdf_problem and args.pdf:
         return report(args, f"PDF not written: {pdf_problem}", FAILURE)
     return OK
+
+
+async def archived_runs(settings: KeelSettings, workflow_id: str) -> list[RunLedger]:
+    """The ledger archive's runs of ``workflow_id``, oldest first.
+
+    Raises:
+        CliError: the archive is unreachable, or holds no run of the execution.
+    """
+    try:
+        async with ArchiveStore.open(settings) as archive:
+            runs = await archive.runs(workflow_id)
+            where = repr(archive.store)
+    except StoreUnavailableError as exc:
+        raise CliError(f"the ledger archive is unreachable: {escape(str(exc))}") from exc
+    if not runs:
+        raise CliError(
+            f"workflow {escape(workflow_id)!r} is not in the ledger archive ({escape(where)})",
+            FAILURE,
+        )
+    return [RunLedger.from_archive(run) for run in runs]
 
 
 def audit_report(
