@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from keel.cli import commands, history, verify
-from keel.cli.archive import add_archive_parser, cmd_archive
+from keel.cli.archive import add_archive_parser, cmd_archive, from_archive_option
 from keel.cli.audit import add_audit_parser, cmd_audit
 from keel.cli.codec_server import add_codec_server_parser, cmd_codec_server
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("workflow_id")
     json_alias(p)
+    from_archive_option(p)
     p = command("verify", "verify a ledger as stored, with its signed heads (exit 1 if not)")
+    from_archive_option(p)
     _app_option(
         p,
         help="an app whose event types to check fields of (default: KEEL_APPS, else "
