@@ -20,6 +20,7 @@ from keel.cli.audit import add_audit_parser, cmd_audit
 from keel.cli.codec_server import add_codec_server_parser, cmd_codec_server
 from keel.cli.connection import common_options, connected_settings, json_alias, open_client
 from keel.cli.dataset import add_dataset_options
+from keel.cli.debug import add_debug_parser, cmd_debug
 from keel.cli.inbox import add_inbox_parser, cmd_inbox
 from keel.cli.keys import cmd_keys
 from keel.cli.output import FAILURE, UNREACHABLE, USAGE, CliError, report
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("replay", "replay a history with the apps' code to check determinism")
     _app_option(p)
     p.add_argument("target", metavar="ID|HISTORY.json")
+    add_debug_parser(command)
     p = command("export", "export ledgers as JSON lines")
     _app_option(
         p, help="an app whose event types to parse (default: KEEL_APPS, else every installed app)"
@@ -249,6 +251,7 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         "approve": commands.cmd_review,
         "reject": commands.cmd_review,
         "replay": history.cmd_replay,
+        "debug": cmd_debug,
         "export": history.cmd_export,
         "verify": verify.cmd_verify,
         "audit": cmd_audit,
