@@ -71,6 +71,7 @@ from keel.workflows.context import Checkpoint, WorkflowContext
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
 from keel.workflows.metrics import node_settled
+from keel.workflows.patches import engine_patched
 
 OutputCheck = Callable[[Any], list[str]]
 """A deterministic check of a schema-valid output; returns reasons to reject it."""
@@ -189,7 +190,7 @@ class AgentNodes:
                 )
                 input_recorded = True
             except ActivityError as err:
-                told_apart = workflow.patched(SYSTEM_FAILURES_PATCH)
+                told_apart = engine_patched(SYSTEM_FAILURES_PATCH)
                 if told_apart and isinstance(err.cause, CancelledError):
                     raise  # the run is being cancelled: not a failure to classify
                 reason, retryable = self._record_call_failure(node, contract, attempt, err)
@@ -414,7 +415,7 @@ class AgentNodes:
         )
         self.tokens_used += (decision.input_tokens or 0) + (decision.output_tokens or 0)
         recorded_input = (
-            redact_pii(payload) if record_input and workflow.patched(NODE_INPUT_PATCH) else None
+            redact_pii(payload) if record_input and engine_patched(NODE_INPUT_PATCH) else None
         )
         self._ledger.record(
             AgentDecided(

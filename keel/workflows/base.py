@@ -43,6 +43,7 @@ from keel.workflows.gates import (
     refusal,
 )
 from keel.workflows.ledger import Ledger
+from keel.workflows.patches import decide_engine_patches, engine_patched
 from keel.workflows.sealed import CONTINUED_KEY, continue_as_new_sealed, open_sealed_state
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,6 +65,7 @@ class KeelWorkflow:
         """Record ``WorkflowStarted`` with a digest of the input as received. An input with
         no JSON form (bytes sent as ``binary/plain``, say) is recorded as such and fails the
         run, non-retryably."""
+        decide_engine_patches()
         info = workflow.info()
         try:
             digest = hashlib.sha256(canonical_json(raw_input).encode()).hexdigest()
@@ -88,6 +90,7 @@ class KeelWorkflow:
         A run started with a forged or replayed state records ``WorkflowStarted`` and
         ``InputRejected`` and fails, non-retryably, before acting on any of it.
         """
+        decide_engine_patches()  # before the seal's check, a local activity
         if not isinstance(raw_input, dict) or CONTINUED_KEY not in raw_input:
             return None
         state, problem = await open_sealed_state(raw_input[CONTINUED_KEY])
@@ -115,7 +118,7 @@ class KeelWorkflow:
             try:
                 result = await result
             except FailureError as err:
-                if not isinstance(err, CancelledError) and workflow.patched(SIGNED_FAILURES):
+                if not isinstance(err, CancelledError) and engine_patched(SIGNED_FAILURES):
                     await self.ledger.sign_head(COMPLETION, final=True)
                 raise
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
 
 from keel.workflows.ledger import Ledger
 from keel.workflows.notify import GateNotifier
+from keel.workflows.patches import engine_patched
 from keel.workflows.reviews import MAX_CLOCK_SKEW, signed_review
 
 SIGNED_REVIEWS = "keel-signed-reviews"
@@ -178,7 +179,7 @@ class GateBook:
             n += 1
             name = f"{spec.name}-{n}"
         now = workflow.now()
-        signed = workflow.patched(SIGNED_REVIEWS)
+        signed = engine_patched(SIGNED_REVIEWS)
         if not signed:  # a gate an older worker opened: its rules as they were then
             spec = spec.model_copy(update={"roles": (), "escalation_roles": (), "approvals": 1})
         record = GateRecord(

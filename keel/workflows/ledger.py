@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from keel.workflows.metrics import LedgerMetrics
+from keel.workflows.patches import engine_patched
 from keel.workflows.signing import sign
 
 E = TypeVar("E", bound=EventBase)
@@ -88,7 +89,7 @@ class Ledger:
         ``final``: the signature must cover the event right before it (completion,
         continue-as-new): if a signal recorded an event while it was being made, sign again.
         """
-        if not self.events or not workflow.patched(SIGNED_HEADS_PATCH):
+        if not self.events or not engine_patched(SIGNED_HEADS_PATCH):
             return None
         info = workflow.info()
         for _ in range(MAX_FINAL_SIGNATURES):

@@ -24,6 +24,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from keel.workflows.patches import engine_patched
+
 with workflow.unsafe.imports_passed_through():
     from keel.contracts.gates import GateView
     from keel.contracts.notifications import (
@@ -58,7 +60,7 @@ class GateNotifier:
     def gate_event(self, kind: GateEventKind, view: GateView, channels: Sequence[str]) -> None:
         """Start telling ``channels`` that ``view``'s gate ``kind`` (opened, escalated,
         expired, decided); returns without waiting."""
-        if not channels or not workflow.patched(NOTIFY_PATCH):
+        if not channels or not engine_patched(NOTIFY_PATCH):
             return
         info = workflow.info()
         # The event carries the view's fields it shares by name (gate, title, state,

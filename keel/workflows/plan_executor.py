@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
 
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
+from keel.workflows.patches import engine_patched
 from keel.workflows.sealed import seal_task
 
 
@@ -284,7 +285,7 @@ class PlanExecutor:
 async def _sealed(child_id: str, task: ToolTaskInput) -> ToolTaskInput:
     """``task`` with the seal that lets child ``child_id`` run it (none when replaying a
     run started before tool tasks were sealed)."""
-    if not workflow.patched("keel-tool-task-seal"):
+    if not engine_patched("keel-tool-task-seal"):
         return task
     seal = await seal_task(child_id, task.model_dump(mode="json", exclude={"seal"}))
     return task.model_copy(update={"seal": seal})

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from keel.workflows.effects import execute_tool, unknown_outcome
+from keel.workflows.patches import engine_patched
 from keel.workflows.sealed import task_seal_problem
 
 PERMANENT_TOOL_ERRORS = [
@@ -49,7 +50,7 @@ class ToolTaskWorkflow:
 
         Refused, performing nothing, unless the parent that started it sealed this task.
         """
-        if workflow.patched("keel-tool-task-seal"):
+        if engine_patched("keel-tool-task-seal"):
             unsealed = await task_seal_problem(
                 task.model_dump(mode="json", exclude={"seal"}), task.seal
             )

@@ -1,0 +1,55 @@
+"""Keel's engine patches, decided once at the start of each run.
+
+The engine changes what its workflows do under ``workflow.patched`` so that runs recorded
+before a change replay as they ran. Decided lazily, where each change applies, such a check
+can come right after a local activity (the reviewer-trust snapshot as a gate opens, then
+signing its head); a query that reaches the worker during that workflow task splits it, and
+the SDK then replays the local activity's result one task early, so the check comes out the
+other way on replay and the run fails with a nondeterminism error on every worker that
+replays it (a restart, a deploy, a cache eviction; sdk-python issue 1881 is the family).
+
+So every run since ``ENGINE_PATCHES`` decides them all first, before any activity: one
+marker, recorded in the run's first workflow task, stands for every engine patch introduced
+before it (``engine_patched`` answers True for them without a marker of their own). A run
+recorded before has no such marker and keeps deciding each patch where it applies, as it
+was recorded. A patch added to the engine later is decided with ``workflow.patched`` again
+(its own marker) until the next ``ENGINE_PATCHES`` includes it.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+ENGINE_PATCHES = "keel-engine-patches-1"
+"""The marker a run records first; it covers ``COVERED``."""
+
+COVERED = frozenset(
+    {
+        "keel-ledger-signed-heads",
+        "keel-signed-reviews",
+        "keel-gate-notifications",
+        "keel-ledger-signed-failures",
+        "keel-agent-node-system-failures",
+        "keel-ledger-node-input",
+        "keel-tool-task-seal",
+    }
+)
+"""Every engine patch ``ENGINE_PATCHES`` decides at once."""
+
+_DECIDED = "_keel_engine_patches"
+
+
+def decide_engine_patches() -> None:
+    """Decide the engine's patches for this run, now (call it before the run's first
+    activity; a second call changes nothing)."""
+    instance = workflow.instance()
+    if getattr(instance, _DECIDED, None) is None:
+        setattr(instance, _DECIDED, workflow.patched(ENGINE_PATCHES))
+
+
+def engine_patched(patch: str) -> bool:
+    """``workflow.patched(patch)`` for an engine patch, answered by the run's early decision
+    when it made one."""
+    if patch in COVERED and getattr(workflow.instance(), _DECIDED, None):
+        return True
+    return workflow.patched(patch)
