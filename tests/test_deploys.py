@@ -179,8 +179,9 @@ async def test_a_fix_reaches_pinned_runs_moved_to_the_build_that_patches_it(
     strict=True,
     reason="temporalio 1.35 replays a local activity's result one workflow task early when "
     "a query split the task it completed in, so a workflow.patched() right after it (the "
-    "ledger's signed heads, as a gate opens) is decided False: nondeterminism. Keel must "
-    "fix or avoid this before a worker restart is safe for such runs; docs/deploys.md",
+    "ledger's signed heads, as a gate opens) is decided False: nondeterminism. Runs since "
+    "keel-engine-patches-1 decide every engine patch first (tests/test_engine_patches.py); "
+    "this history predates it; docs/deploys.md",
 )
 async def test_a_history_queried_while_its_gate_opened_replays() -> None:
     """The history of a v1 run whose gate opened while ``wait_for_gate`` was querying it
