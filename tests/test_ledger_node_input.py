@@ -100,3 +100,28 @@ async def test_the_recorded_input_keeps_no_raw_pii(ts_env: WorkflowEnvironment) 
     rendered = contract.render_prompt(decided.input, decided.feedback)
     # Hence a prompt re-rendered from the ledger differs from the one the model saw.
     assert sha256(rendered.encode()).hexdigest() != decided.prompt_sha256
+
+
+async def test_a_reviewers_comment_fed_back_to_the_agent_loses_its_pii(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    """A rejection's comment goes back to the model as feedback: its PII is redacted for the
+    model and for the ``AgentDecided`` that records the feedback (the signed decision itself
+    keeps the comment as signed)."""
+    from tests.helpers import decide, review, start_review, wait_for_gate
+
+    high = {**GOOD, "risk_level": "high", "clause_refs": ["3"]}
+    model = ScriptedModel({RISK_CLASSIFIER.name: [high, high]})
+    card, email = "4111 1111 1111 1111", "jane.doe@example.com"
+    async with keel_worker(ts_env.client, provider=model) as tq:
+        handle = await start_review(ts_env.client, tq, "high", prefix="feedback-pii")
+        await wait_for_gate(handle, "general-counsel")
+        comment = f"ask {email} why card {card} is in clause 4"
+        await decide(handle, review("general-counsel", "reject", "gc.morgan", comment=comment))
+        await wait_for_gate(handle, "general-counsel-2")
+        await handle.terminate("test done")
+    again = model.requests[-1]
+    assert len(model.requests) == 2 and again.feedback
+    assert not any(card in item or email in item for item in again.feedback)
+    assert any("[card redacted #1]" in item for item in again.feedback)
+    assert card not in again.prompt and email not in again.prompt

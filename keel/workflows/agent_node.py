@@ -157,6 +157,10 @@ class AgentNodes:
     ) -> AgentOutcome[Out]:
         checkpoint = self._context.checkpoint(node)
         payload = node_input.model_dump(mode="json")
+        if engine_patched(NODE_INPUT_PATCH):
+            # What callers feed back (a reviewer's comment) is no input of the contract's:
+            # its PII goes neither to the model nor into the ledger.
+            feedback = [str(item) for item in redact_pii(list(feedback))]
         attempt_feedback = list(feedback)
         reasons: list[str] = []
         # The worker's model first, then the contract's fallbacks; a fallback sticks.
