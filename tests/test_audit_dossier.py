@@ -157,6 +157,23 @@ def test_an_event_that_fits_no_type_is_shown_as_stored(real: RealLedgers) -> Non
     assert "<script" not in page and "&lt;script&gt;" in page
 
 
+def test_events_that_are_not_objects_or_nest_too_deeply_still_get_a_dossier(
+    real: RealLedgers,
+) -> None:
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(5_000):
+        inner["a"] = inner = {}
+    events = real.events(real.review)
+    odd: list[Any] = ["not an event", 42, None, {"type": "Mystery", "seq": 4, "x": deep}]
+    forged = events[:3] + odd + events[3:]
+    dossier = dossier_of(real, forged)
+    assert dossier.verification.state == "broken" and dossier.verification.broken_at == 4
+    page = render_html(dossier)
+    assert len(dossier.timeline) == len(forged) and dossier.unparsed >= 3
+    assert "nested too deeply to write out" in page
+
+
 def test_a_huge_raw_answer_is_shown_in_part_with_its_length(real: RealLedgers) -> None:
     events = real.events(real.review)
     huge = "x" * (SHOWN_CHARS + 5_000)

@@ -31,6 +31,7 @@ from keel.errors import ContractNotFoundError
 if TYPE_CHECKING:
     from keel.cli.dossier.gates import GateFacts
 
+NOT_SHOWN = "(not shown: nested too deeply to write out)"
 SHOWN_CHARS = 2_000
 """Characters of a raw answer or prompt shown in full view; the rest is one click away."""
 
@@ -303,11 +304,20 @@ def _retries(facts: DecisionFacts) -> tuple[str, str]:
 
 
 def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    return as_json(value, indent=2)
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return as_json(value)
+
+
+def as_json(value: Any, indent: int | None = None) -> str:
+    """``value`` as JSON text for the page (a note instead, for a value nested too deeply
+    to write out: a forged ledger may hold one)."""
+    try:
+        return json.dumps(value, indent=indent, ensure_ascii=False, sort_keys=True, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return NOT_SHOWN
 
 
 def _clip(text: str, limit: int = 80) -> str:

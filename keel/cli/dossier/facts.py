@@ -176,7 +176,7 @@ def verification_of(report: LedgerReport, runs: Sequence[Run]) -> Verification:
 def _parsed(raw: Any) -> EventBase | None:
     try:
         return parse_ledger([raw])[0]
-    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+    except (ValueError, TypeError, RecursionError):  # pydantic's ValidationError: ValueError
         return None
 
 

@@ -4,12 +4,12 @@ the agent's answer, escalations and expiry."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from keel.cli.dossier.decisions import as_json
 from keel.contracts.ledger import (
     ChainHeadSigned,
     Escalated,
@@ -190,6 +190,4 @@ def diff(gate: GateFacts, modifications: dict[str, Any] | None) -> list[Change]:
 
 
 def _shown(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return value if isinstance(value, str) else as_json(value)

@@ -6,7 +6,6 @@ as escapes (``keel.cli.render.escape``), so a field cannot forge a line or reord
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from functools import cache
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from keel import __version__
+from keel.cli.dossier.decisions import as_json
 from keel.cli.dossier.facts import Dossier
 from keel.cli.render import escape
 from keel.errors import KeelUserError
@@ -82,4 +82,4 @@ def _css_class(value: Any) -> str:
 
 def _json_text(value: Any, indent: int | None = None) -> str:
     """``value`` as JSON text (escaped by the template like any text)."""
-    return json.dumps(value, indent=indent, ensure_ascii=False, sort_keys=True, default=str)
+    return as_json(value, indent)

@@ -3,10 +3,10 @@ marked where the ledger broke."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from keel.cli.dossier.decisions import NOT_SHOWN, as_json
 from keel.cli.render import _FORMATS
 from keel.contracts.ledger import EventBase
 
@@ -42,7 +42,7 @@ class Row:
         seq = fields.get("seq")
         number = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         state = _state(number, broken_at) if number is not None else "unparsed"
-        text = "does not fit its type; as stored: " + _clip(_json(raw))
+        text = "does not fit its type; as stored: " + _clip(as_json(raw))
         kind = str(fields.get("type", type(raw).__name__))[:80]
         return cls(number, str(fields.get("at", ""))[:40], kind, text, None, state)
 
@@ -50,13 +50,13 @@ class Row:
     def output(self) -> str:
         """A task's or compensation's output, as indented JSON (empty when it has none)."""
         output = getattr(self.event, "output", None)
-        return json.dumps(output, indent=2, sort_keys=True, default=str) if output else ""
+        return as_json(output, indent=2) if output else ""
 
     @property
     def receipt(self) -> str:
         """An effect's receipt (idempotency key, provider id, ...) as indented JSON."""
         effect = getattr(self.event, "effect", None) or getattr(self.event, "known", None)
-        return json.dumps(effect, indent=2, sort_keys=True, default=str) if effect else ""
+        return as_json(effect, indent=2) if effect else ""
 
 
 def describe(event: EventBase) -> str:
@@ -65,7 +65,10 @@ def describe(event: EventBase) -> str:
     try:
         text = formatter(event) if formatter else event.describe()
     except Exception:  # a stored value a formatter does not expect: the generic line
-        text = event.describe()
+        try:
+            text = event.describe()
+        except (ValueError, TypeError, RecursionError):
+            text = NOT_SHOWN
     return _clip(text)
 
 
@@ -77,10 +80,3 @@ def _state(seq: int | None, broken_at: int | None) -> str:
 
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 3] + "..."
-
-
-def _json(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    except (ValueError, RecursionError):
-        return repr(value)[:MAX_LINE_CHARS]
