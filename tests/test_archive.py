@@ -23,7 +23,7 @@ import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client, ScheduleOverlapPolicy, WorkflowHandle
+from temporalio.client import Client, ScheduleOverlapPolicy, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -45,6 +45,7 @@ from keel.workflows.archiver import ArchiverWorkflow
 from tests.helpers import decide, review, run_keel, start_review, wait_for_gate
 from tests.samples import load_sample
 from tests.standins import ScriptedPlanner, StandInTools, plan, rollback, task
+from tests.test_archive_probes import BadLedgerWorkflow, NoLedgerWorkflow
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +93,7 @@ class Deployment:
         *,
         provider: ModelProvider | None = None,
         tools: Sequence[Callable[..., Any]] = (),
+        workflows: Sequence[type] = (),
     ) -> AsyncIterator[None]:
         nodes = agent_node_activities(self.settings, provider or OfflineProvider())
         try:
@@ -102,6 +104,7 @@ class Deployment:
                 task_queue=queue,
                 nodes=nodes,
                 activities=list(tools),
+                workflows=workflows,
             ):
                 yield
         finally:
@@ -362,3 +365,51 @@ async def test_keel_archive_run_passes_on_a_worker_and_its_history_replays(
     await Replayer(
         workflows=[ArchiverWorkflow], data_converter=WORKER_DATA_CONVERTER
     ).replay_workflow(history)
+
+
+@pytest.mark.parametrize("archive_url", ["sqlite"], indirect=True)
+async def test_a_run_whose_ledger_cannot_be_taken_never_blocks_the_others(
+    deployment: Deployment,
+) -> None:
+    probes: list[Any] = [NoLedgerWorkflow, BadLedgerWorkflow]
+    async with deployment.worker(deployment.queues[0], workflows=probes):
+        for probe in probes:
+            with contextlib.suppress(WorkflowFailureError):
+                await deployment.client.execute_workflow(
+                    probe.run, id=f"probe-{uuid.uuid4()}", task_queue=deployment.queues[0]
+                )
+        contract = await start_review(deployment.client, deployment.queues[0], "low")
+        await contract.result()
+        result = await deployment.archive_pass()
+        assert (result.archived, result.no_ledger, result.pending) == (1, 1, 1)
+        again = await deployment.archive_pass()
+        assert (again.archived, again.already, again.no_ledger, again.pending) == (0, 1, 0, 1)
+    async with deployment.archive() as archive:
+        assert await archive.executions() == [contract.id]
+        (pending,) = await archive.pending(10)
+        assert pending.workflow_type == "ArchiveProbeBadLedger" and pending.attempts == 2
+        assert pending.reason.startswith("not archived:")
+        (not_keel,) = await archive.pending(10, kind="no-ledger")
+        assert "it answers no ledger query" in not_keel.reason
+
+
+@pytest.mark.parametrize("archive_url", ["sqlite"], indirect=True)
+async def test_a_continued_run_waits_for_the_run_before_it(deployment: Deployment) -> None:
+    """The incident's completed last run is readable from its result, but the two runs it
+    continues need their worker to replay them: while it is down, all three wait (none is
+    archived with a link it could not check); once it is back, all three verify."""
+    async with AsyncExitStack() as stack:
+        incident = await run_incident(deployment, stack)
+    async with deployment.worker(deployment.queues[0]):
+        waiting = await deployment.archive_pass(query_timeout_seconds=2)
+        assert (waiting.archived, waiting.pending) == (0, 3)
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(
+                deployment.worker(deployment.queues[1], tools=StandInTools().activities())
+            )
+            done = await deployment.archive_pass(query_timeout_seconds=10)
+        assert (done.archived, done.pending, done.failed_verification) == (3, 0, 0)
+    async with deployment.archive() as archive:
+        chain = await archive.runs(incident.id)
+        assert len(chain) == 3 and all(run.verified for run in chain)
+        assert (await archive.counts()).pending == 0

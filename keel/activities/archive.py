@@ -14,10 +14,12 @@ after each):
    archived after that one, so its continue-as-new link is checked;
 4. advance the watermark to where every listed run has been handled.
 
-A run whose ledger cannot be read (no worker answered its query, a query that failed) goes
-on the pending list and is retried by every later pass, so the watermark never waits for
-it and it is never forgotten; a closed execution that is not a Keel workflow is noted once
-(``no-ledger``). One task queue whose query timed out is not asked again in the same pass.
+A run whose ledger cannot be taken (no worker answered its query, an answer that is not a
+ledger, a run it continues that is not archived yet) goes on the pending list and is
+retried by every later pass, so the watermark never waits for it, it is never forgotten,
+and it never blocks the others; a closed execution that is not a Keel workflow is noted
+once (``no-ledger``). One task queue whose query timed out is not asked again in the same
+pass. Only an unreachable archive database fails the pass (Temporal retries it).
 Keel's tool-task children (their parents' ledgers record them) and the archiver itself are
 not listed.
 """
@@ -40,6 +42,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from keel.activities.archive_store import ArchiveStore, Inserted, OfferedRun, continues
+from keel.activities.sqlstore import StoreUnavailableError
 from keel.contracts.archive import (
     ARCHIVE_PASS_ACTIVITY,
     ARCHIVER_WORKFLOW,
@@ -54,14 +57,20 @@ LIST_LIMIT = 5_000
 """Closed runs one pass lists at most (its window is narrowed until it holds no more)."""
 PASS_SECONDS = 600.0
 """A pass stops starting new runs after this long (the next one carries on)."""
-MAX_PREDECESSORS = 1_000
-"""Runs a pass follows back at most to archive the runs a run continues first."""
+MAX_PREDECESSORS = 100
+"""Runs a pass follows back at most to archive the runs a run continues first (the rest
+wait for the next pass; in close order, the runs before are normally archived already)."""
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 """The lower end of the first pass's window (no watermark yet)."""
 CLOSED_QUERY = (
     "ExecutionStatus != 'Running' AND "
     f"WorkflowType != '{ARCHIVER_WORKFLOW}' AND WorkflowType != '{TOOL_TASK_WORKFLOW}'"
 )
+
+
+_NO_SUCH_QUERY = ("unknown querytype", "knownquerytypes", "expected but not found")
+"""How SDKs word a query the workflow has no handler for (Go: ``unknown queryType ...
+KnownQueryTypes=[...]``; Python: ``Query handler for 'ledger' expected but not found``)."""
 
 
 class Unreadable(Exception):
@@ -135,10 +144,12 @@ class ArchivePass:
         upper, narrowed = await self._window(lower, upper)
         listed = await self._list(lower, upper)
         self.result.listed = len(listed)
-        held = await self.store.archived([run.key for run in listed])
+        keys = [run.key for run in listed]
+        held = await self.store.archived(keys)
+        not_keel = await self.store.noted(keys, "no-ledger")  # noted once, never retried
         reached = upper
         for index, run in enumerate(listed):
-            if run.key in held or run.key in self._handled:
+            if run.key in held or run.key in not_keel or run.key in self._handled:
                 self.result.already += run.key in held
                 continue
             if self._spent():
@@ -187,23 +198,33 @@ class ArchivePass:
         return await closed_runs(self.client, lower, upper, self.task_queues)
 
     async def _archive(self, run: ClosedRun, depth: int = 0) -> None:
-        """Read ``run``'s ledger and append it (after the runs it continues)."""
+        """Read ``run``'s ledger and append it (after the runs it continues). What goes
+        wrong with one run puts it on the pending list; only an unreachable archive
+        database fails the pass (Temporal retries it)."""
         self._handled.add(run.key)
         self._budget -= 1
         try:
             events = await self._ledger(run)
+            waiting = await self._archive_previous(run, events, depth)
+            if waiting is not None:
+                raise Unreadable(waiting)
+            outcome, why = await self.store.archive(_offered(run, events), self.keyring)
         except Gone:
             return  # deleted since it was listed: nothing left to read
         except NoLedger as err:
             self.result.no_ledger += 1
             await self._note(run, "no-ledger", str(err))
             return
-        except Unreadable as err:
+        except StoreUnavailableError:
+            raise
+        except Exception as err:  # one run's ledger must never block the rest
             self.result.pending += 1
-            await self._note(run, "retry", str(err))
+            reason = str(err) if isinstance(err, Unreadable) else f"not archived: {err!r}"
+            await self._note(run, "retry", reason[:1000])
             return
-        await self._archive_previous(run, events, depth)
-        outcome, why = await self.store.archive(_offered(run, events), self.keyring)
+        self._count(run, outcome, why)
+
+    def _count(self, run: ClosedRun, outcome: Inserted, why: str) -> None:
         if outcome is Inserted.ALREADY:
             self.result.already += 1
         elif outcome is Inserted.CONFLICT:
@@ -215,22 +236,24 @@ class ArchivePass:
                 self.result.failed_verification += 1
                 activity_log(f"archived {run.workflow_id} run {run.run_id} flagged: {why}")
 
-    async def _archive_previous(self, run: ClosedRun, events: list[Any], depth: int) -> None:
+    async def _archive_previous(self, run: ClosedRun, events: list[Any], depth: int) -> str | None:
         """Archive the run ``run`` continues first, if the archive lacks it and Temporal
-        still has it (its link is checked against the archived one)."""
+        still has it (so its link is checked against the archived one). Returns why
+        ``run`` must wait (the run before it is not archived yet), or None."""
         previous = continues(events)
-        if previous is None or depth >= MAX_PREDECESSORS:
-            return
-        if (run.workflow_id, previous) in self._handled:
-            return
-        if await self.store.archived([(run.workflow_id, previous)]):
-            return
+        if previous is None or await self.store.archived([(run.workflow_id, previous)]):
+            return None
         try:
             earlier = await self._describe(run.workflow_id, previous)
         except Gone:
-            return  # the archive flags the run: its link cannot be checked
-        if earlier.workflow_type == run.workflow_type:
+            return None  # it never will be: the archive flags the link it cannot check
+        if earlier.workflow_type != run.workflow_type:
+            return None  # a forged link: the archive flags it
+        if (run.workflow_id, previous) not in self._handled and depth < MAX_PREDECESSORS:
             await self._archive(earlier, depth + 1)
+            if await self.store.archived([(run.workflow_id, previous)]):
+                return None
+        return f"waiting for the run it continues ({previous}) to be archived first"
 
     async def _note(self, run: ClosedRun, kind: str, reason: str) -> None:
         await self.store.note_pending(
@@ -277,7 +300,7 @@ class ArchivePass:
                 rpc_timeout=timedelta(seconds=self.request.query_timeout_seconds),
             )
         except WorkflowQueryFailedError as err:
-            if "unknown queryType" in str(err) or "KnownQueryTypes" in str(err):
+            if any(sign in str(err).lower() for sign in _NO_SUCH_QUERY):
                 raise NoLedger(f"it answers no ledger query: {str(err)[:300]}") from err
             raise Unreadable(f"its ledger query failed: {str(err)[:300]}") from err
         except RPCError as err:

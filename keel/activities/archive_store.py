@@ -389,11 +389,15 @@ class ArchiveStore:
         """Those of the (workflow id, run id) pairs the archive holds."""
         return await self._among(keys, RUNS)
 
-    async def noted(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Those of the (workflow id, run id) pairs on the pending list (of any kind)."""
-        return await self._among(keys, PENDING)
+    async def noted(
+        self, keys: Sequence[tuple[str, str]], kind: str | None = None
+    ) -> set[tuple[str, str]]:
+        """Those of the (workflow id, run id) pairs on the pending list (of ``kind``)."""
+        return await self._among(keys, PENDING, kind)
 
-    async def _among(self, keys: Sequence[tuple[str, str]], table: str) -> set[tuple[str, str]]:
+    async def _among(
+        self, keys: Sequence[tuple[str, str]], table: str, kind: str | None = None
+    ) -> set[tuple[str, str]]:
         if not keys or not await self._exists():
             return set()
 
@@ -403,7 +407,10 @@ class ArchiveStore:
                 chunk = keys[start : start + 400]
                 where = " OR ".join("(workflow_id = ? AND run_id = ?)" for _ in chunk)
                 rows = await tx.fetchall(
-                    f"SELECT workflow_id, run_id FROM {table} WHERE {where}",
+                    f"SELECT workflow_id, run_id FROM {table} WHERE "
+                    + ("kind = ? AND " if kind else "")
+                    + f"({where})",
+                    *([kind] if kind else []),
                     *(value for pair in chunk for value in pair),
                 )
                 found |= {(str(w), str(r)) for w, r in rows}
