@@ -6,12 +6,14 @@ retention removed the execution (docs/archive.md).
 (the runs of its latest execution, oldest first, each an ``ArchivedRun`` with the events as
 stored), ``run(workflow_id, run_id)``, ``executions(workflow_type=None, since=None)`` (workflow
 ids), ``counts()``. ``archive_lag(client, archive)`` adds what Temporal has closed that the
-archive does not hold yet. The archiver that writes it is ``keel.workflows.archiver`` with
-``keel.activities.archive``.
+archive does not hold yet; ``ensure_archiver_schedule(client, every=..., task_queue=...)``
+creates the Temporal Schedule that runs the archiver (``keel.workflows.archiver`` with
+``keel.activities.archive``) on the workers.
 """
 
 from keel.activities.archive_store import ArchiveCounts, ArchivedRun, ArchiveStore, PendingRun
 from keel.archive.lag import ArchiveLag, archive_lag
+from keel.archive.schedule import ensure_archiver_schedule
 
 __all__ = [
     "ArchiveCounts",
@@ -20,4 +22,5 @@ __all__ = [
     "ArchivedRun",
     "PendingRun",
     "archive_lag",
+    "ensure_archiver_schedule",
 ]

@@ -18,21 +18,14 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 
 from keel.activities.archive_store import ledger_sha256
 from keel.activities.sqlstore import StoreUnavailableError
 from keel.archive import ArchivedRun, ArchiveLag, ArchiveStore, archive_lag
+from keel.archive.schedule import ensure_archiver_schedule
 from keel.cli.connection import common_options, connected_settings, open_client
 from keel.cli.output import FAILURE, OK, CliError, wants_json
 from keel.cli.render import escape
@@ -47,11 +40,6 @@ from keel.contracts.integrity import verify_ledger
 from keel.contracts.signing import Keyring
 from keel.settings import KeelSettings
 from keel.workers.keys import trusted_keyring
-
-CATCHUP_WINDOW = timedelta(days=1)
-"""A scheduled pass missed while the Temporal server was down runs when it is back, if it
-was missed less than this long ago (one catches everything up: passes start from the
-archive's watermark, not from the schedule's time)."""
 
 
 def add_archive_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -121,41 +109,13 @@ async def cmd_archive(settings: KeelSettings, args: Any) -> int:
         raise CliError(f"the ledger archive is unreachable: {escape(str(exc))}") from exc
 
 
-def archiver_schedule(settings: KeelSettings, *, every: int, task_queue: str) -> Schedule:
-    """The archiver's schedule: a pass every ``every`` seconds, never two at once (a pass
-    still running when the next is due makes it skip), missed passes caught up within
-    ``CATCHUP_WINDOW``."""
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            ARCHIVER_WORKFLOW,
-            ArchivePassInput(),
-            id=f"{ARCHIVE_SCHEDULE_ID}-pass",
-            task_queue=task_queue,
-            execution_timeout=timedelta(hours=6),
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
-    )
-
-
 async def cmd_schedule(client: Client, settings: KeelSettings, args: Any) -> int:
     """Create the archiver's schedule, or update it to these settings."""
     every = args.every or settings.archive_interval_seconds
     if not 10 <= every <= 24 * 3600:
         raise CliError("--every must be between 10 and 86400 seconds")
     queue = args.task_queue or settings.task_queue
-    schedule = archiver_schedule(settings, every=every, task_queue=queue)
-    try:
-        handle = await client.create_schedule(ARCHIVE_SCHEDULE_ID, schedule)
-        verb = "created"
-    except ScheduleAlreadyRunningError:
-        handle = client.get_schedule_handle(ARCHIVE_SCHEDULE_ID)
-
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await handle.update(update)
-        verb = "updated"
+    handle, verb = await ensure_archiver_schedule(client, every=every, task_queue=queue)
     if args.trigger:
         await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
     record = {
