@@ -316,9 +316,9 @@ async def test_a_ledger_the_keys_do_not_vouch_for_gets_a_loud_dossier_and_exit_1
     assert f"LEDGER BROKEN at event #{first_head['seq']}" in await page.inner_text("#verification")
     row = page.locator(f"#timeline + table tr[data-seq='{first_head['seq']}']")
     assert await row.get_attribute("class") == "broken"
-    assert await page.locator("#timeline + table tr.after").count() == (
-        len(runs.review.events) - first_head["seq"]
-    )
+    # No signature holds against those keys: every other event is shaded as unvouched.
+    assert await page.locator("#timeline + table tr.after").count() == len(runs.review.events) - 1
+    assert await page.locator(".decision .warning, .gate .warning").count() == 4
     await page.context.close()
 
 

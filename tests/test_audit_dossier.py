@@ -80,6 +80,27 @@ def test_each_forgery_gets_a_dossier_that_says_where_it_broke(real: RealLedgers,
         assert row_class(page, expected.broken_at) == "broken"
 
 
+@pytest.mark.parametrize("name", ["changed-field", "resealed-chain"])
+def test_a_reviewer_swapped_in_the_store_is_flagged_at_the_gate(
+    real: RealLedgers, name: str
+) -> None:
+    forged = FORGERIES[name](real.events(real.review))
+    decided = forged[index_of(forged, "GateDecided")]
+    dossier = dossier_of(real, forged)
+    [gate] = dossier.gates
+    [decision] = dossier.decisions
+    assert gate.unverified and decision.unverified
+    [swapped] = [a for a in gate.actions if a.event.seq == decided["seq"]]
+    assert swapped.event.reviewer == "gc.morgan"
+    assert swapped.signature.state == "failed"
+    assert "the event's reviewer is not the one who signed" in swapped.signature.text
+    page = render_html(dossier)
+    assert page.count("UNVERIFIED: ") == 2  # the decision's card and the gate's
+    opened_head = forged[index_of(forged, "ChainHeadSigned")]  # the last signature that holds
+    vouched = [row.seq for row in dossier.timeline if row.state == "ok"]
+    assert vouched == list(range(1, opened_head["covers_seq"] + 1))
+
+
 def test_a_decision_signed_by_a_key_the_trust_file_lacks_breaks_the_ledger(
     real: RealLedgers,
 ) -> None:

@@ -113,6 +113,15 @@ class DecisionFacts:
     rolled_back: RolledBack | None = None
     record: DecisionOutcome | None = None
     """What became of it, as ``keel.contracts.outcomes`` pairs it."""
+    unverified: bool = False
+    """Whether it, or an event that decided its fate, lies at or after where the ledger
+    broke (nothing vouches for those)."""
+
+    def seqs(self) -> list[int]:
+        """The numbers of its own events and of those that decided its fate."""
+        own: list[Any] = [self.event, *self.validation, *self.routed]
+        own += [e for e in (self.retried, self.default, self.escalated, self.rolled_back) if e]
+        return [e.seq for e in own] + (self.gate.seqs() if self.gate is not None else [])
 
     @property
     def anchor(self) -> str:

@@ -75,6 +75,22 @@ class Verification:
     lines: list[str]
     broken_at: int | None = None
     reason: str | None = None
+    vouched_through: int | None = None
+    """When not every event is vouched for (the ledger broke, or events are not signed
+    yet): the last event a verified signature covers (0: none)."""
+
+    def mark(self, seq: int | None) -> str:
+        """A timeline row's state: ``broken``, ``after`` (vouched for by no signature) or
+        ``ok``."""
+        if seq is not None and seq == self.broken_at:
+            return "broken"
+        if seq is not None and self.vouched_through is not None and seq > self.vouched_through:
+            return "after"
+        return "ok"
+
+    def vouches(self, seqs: Sequence[int]) -> bool:
+        """Whether a verified signature covers every event of ``seqs``."""
+        return self.vouched_through is None or max(seqs, default=0) <= self.vouched_through
 
     @property
     def ok(self) -> bool:
@@ -127,11 +143,19 @@ def build_dossier(
         event = _parsed(raw)
         if event is None:
             dossier.unparsed += 1
-            dossier.timeline.append(Row.unparsed(raw, report.broken_at))
+            dossier.timeline.append(Row.unparsed(raw))
             continue
-        dossier.timeline.append(Row.of(event, describe(event), report.broken_at))
+        dossier.timeline.append(Row.of(event, describe(event)))
         builder.add(event, raw)
     builder.pair()
+    verification = dossier.verification
+    for gate in dossier.gates:
+        gate.unverified = not verification.vouches(gate.seqs())
+    for decision in dossier.decisions:
+        decision.unverified = not verification.vouches(decision.seqs())
+    for row in dossier.timeline:
+        if row.state != "unparsed":
+            row.state = verification.mark(row.seq)
     for row in dossier.timeline:
         row.link = builder.links.get(row.seq) if row.seq is not None else None
     return dossier
@@ -142,6 +166,8 @@ def verification_of(report: LedgerReport, runs: Sequence[Run]) -> Verification:
     (no trusted keys, no reviewer trust file, unsigned events of an open run, legacy)."""
     status = runs[-1].status if runs else "RUNNING"
     lines = verification_lines(report, status)
+    covered = max((head.covers_seq for head in report.signed), default=0)
+    vouched = covered if not report.ok or report.unsigned else None
     if not report.ok:
         where = f"at event #{report.broken_at}" if report.broken_at is not None else ""
         return Verification(
@@ -150,6 +176,7 @@ def verification_of(report: LedgerReport, runs: Sequence[Run]) -> Verification:
             [f"why: {report.reason}"],
             report.broken_at,
             report.reason,
+            vouched,
         )
     gaps = []
     if report.legacy:
@@ -161,9 +188,8 @@ def verification_of(report: LedgerReport, runs: Sequence[Run]) -> Verification:
     if report.unsigned:
         gaps.append(f"{report.unsigned} events after the last signed head")
     if gaps:
-        return Verification(
-            "incomplete", "Hash chain consistent; NOT checked: " + "; ".join(gaps), lines
-        )
+        headline = "Hash chain consistent; NOT checked: " + "; ".join(gaps)
+        return Verification("incomplete", headline, lines, vouched_through=vouched)
     decided = report.decisions_checked or 0
     return Verification(
         "verified",

@@ -99,6 +99,14 @@ class GateFacts:
     expired: GateExpired | None = None
     decided: GateDecided | None = None
 
+    unverified: bool = False
+    """Whether any of its events lies at or after where the ledger broke."""
+
+    def seqs(self) -> list[int]:
+        """The numbers of its events."""
+        events: list[Any] = [self.opened, *self.escalations, *(a.event for a in self.actions)]
+        return [e.seq for e in events] + ([self.expired.seq] if self.expired else [])
+
     @property
     def name(self) -> str:
         """The gate's name."""

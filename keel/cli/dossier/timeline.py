@@ -24,27 +24,27 @@ class Row:
     text: str
     event: EventBase | None
     state: str = "ok"
-    """``ok``, ``broken`` (the event where verification failed), ``after`` (an event after
-    it, which nothing vouches for) or ``unparsed`` (it does not fit its type)."""
+    """``ok``, ``broken`` (the event where verification failed), ``after`` (an event no
+    verified signature covers: after the last one before the break, or not signed yet) or
+    ``unparsed`` (it does not fit its type)."""
     link: str | None = None
     """The page id of the decision or gate the event belongs to."""
 
     @classmethod
-    def of(cls, event: EventBase, text: str, broken_at: int | None = None) -> Row:
+    def of(cls, event: EventBase, text: str) -> Row:
         """The row of a parsed event."""
         at = event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        return cls(event.seq, at, event.type, text, event, _state(event.seq, broken_at))
+        return cls(event.seq, at, event.type, text, event)
 
     @classmethod
-    def unparsed(cls, raw: Any, broken_at: int | None) -> Row:
+    def unparsed(cls, raw: Any) -> Row:
         """The row of an event that does not parse as its type, shown as stored."""
         fields = raw if isinstance(raw, dict) else {}
         seq = fields.get("seq")
         number = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-        state = _state(number, broken_at) if number is not None else "unparsed"
         text = "does not fit its type; as stored: " + _clip(as_json(raw))
         kind = str(fields.get("type", type(raw).__name__))[:80]
-        return cls(number, str(fields.get("at", ""))[:40], kind, text, None, state)
+        return cls(number, str(fields.get("at", ""))[:40], kind, text, None, "unparsed")
 
     @property
     def output(self) -> str:
@@ -70,12 +70,6 @@ def describe(event: EventBase) -> str:
         except (ValueError, TypeError, RecursionError):
             text = NOT_SHOWN
     return _clip(text)
-
-
-def _state(seq: int | None, broken_at: int | None) -> str:
-    if broken_at is None or seq is None or seq < broken_at:
-        return "ok"
-    return "broken" if seq == broken_at else "after"
 
 
 def _clip(text: str) -> str:
