@@ -114,6 +114,7 @@ def test_a_decision_signed_by_a_key_the_trust_file_lacks_breaks_the_ledger(
     )
     signature = dossier.gates[0].actions[0].signature
     assert signature.state == "failed" and "does not hold" in signature.text
+    assert dossier.gates[0].unverified and dossier.decisions[0].unverified
 
 
 def test_the_prompt_is_re_rendered_from_the_recorded_input_and_its_hash_compared(

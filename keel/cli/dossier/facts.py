@@ -150,9 +150,11 @@ def build_dossier(
     builder.pair()
     verification = dossier.verification
     for gate in dossier.gates:
-        gate.unverified = not verification.vouches(gate.seqs())
+        forged = any(action.signature.state == "failed" for action in gate.actions)
+        gate.unverified = forged or not verification.vouches(gate.seqs())
     for decision in dossier.decisions:
-        decision.unverified = not verification.vouches(decision.seqs())
+        reviewed = decision.gate is not None and decision.gate.unverified
+        decision.unverified = reviewed or not verification.vouches(decision.seqs())
     for row in dossier.timeline:
         if row.state != "unparsed":
             row.state = verification.mark(row.seq)
