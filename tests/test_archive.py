@@ -413,3 +413,31 @@ async def test_a_continued_run_waits_for_the_run_before_it(deployment: Deploymen
         chain = await archive.runs(incident.id)
         assert len(chain) == 3 and all(run.verified for run in chain)
         assert (await archive.counts()).pending == 0
+
+
+async def test_keel_dev_archives_by_itself(tmp_path: Path) -> None:
+    """The embedded default: ``keel dev`` creates the schedule (on its worker's queue), and
+    a pass fills ``$KEEL_DATA_DIR/archive.sqlite3``."""
+    from tests.conftest import free_port
+    from tests.test_dev_and_demo import DevStack, keel, sample_file, stack_env
+
+    env = {**stack_env(tmp_path, free_port(), free_port()), "KEEL_INBOX_PORT": "0"}
+    env["KEEL_PROGRESS_PORT"] = "0"
+    contract = sample_file(tmp_path, "contract_review", "contract-low-risk")
+    async with DevStack(env):
+        code, out = await keel(
+            env, "start", "contract-review", "--input", str(contract), "--id", "c-1"
+        )
+        assert code == 0, out
+        code, out = await keel(env, "archive", "schedule", "-o", "json")
+        assert code == 0 and json.loads(out.splitlines()[-1])["action"] == "updated", out
+        archived = 0
+        async with asyncio.timeout(60):
+            while not archived:  # until the review has completed and a pass took it
+                code, out = await keel(env, "archive", "run", "-o", "json")
+                assert code == 0, out
+                archived = json.loads(out.splitlines()[-1])["archived"]
+    assert (tmp_path / "data" / "archive.sqlite3").is_file()
+    async with ArchiveStore.open(offline_settings(data_dir=tmp_path / "data")) as archive:
+        (run,) = await archive.runs("c-1")
+    assert run.status == "COMPLETED" and run.verified

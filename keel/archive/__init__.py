@@ -13,7 +13,7 @@ creates the Temporal Schedule that runs the archiver (``keel.workflows.archiver`
 
 from keel.activities.archive_store import ArchiveCounts, ArchivedRun, ArchiveStore, PendingRun
 from keel.archive.lag import ArchiveLag, archive_lag
-from keel.archive.schedule import ensure_archiver_schedule
+from keel.archive.schedule import dev_archiver, ensure_archiver_schedule
 
 __all__ = [
     "ArchiveCounts",
@@ -22,5 +22,6 @@ __all__ = [
     "ArchivedRun",
     "PendingRun",
     "archive_lag",
+    "dev_archiver",
     "ensure_archiver_schedule",
 ]

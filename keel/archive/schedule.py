@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Literal
 
@@ -20,6 +22,7 @@ from temporalio.client import (
 )
 
 from keel.contracts.archive import ARCHIVE_SCHEDULE_ID, ARCHIVER_WORKFLOW, ArchivePassInput
+from keel.settings import KeelSettings
 
 CATCHUP_WINDOW = timedelta(days=1)
 """A scheduled pass missed while the Temporal server was down runs when it is back, if it
@@ -63,3 +66,17 @@ async def ensure_archiver_schedule(
 
     await handle.update(change)
     return handle, "updated"
+
+
+@asynccontextmanager
+async def dev_archiver(settings: KeelSettings, client: Client) -> AsyncIterator[None]:
+    """The archive inside ``keel dev``: its schedule, created on the dev server if missing
+    (kept as it is otherwise), so the embedded default archives by itself into
+    ``$KEEL_DATA_DIR/archive.sqlite3`` (or ``KEEL_ARCHIVE_URL``)."""
+    await ensure_archiver_schedule(
+        client,
+        every=settings.archive_interval_seconds,
+        task_queue=settings.task_queue,
+        update=False,
+    )
+    yield

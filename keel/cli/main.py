@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from keel.archive import dev_archiver
 from keel.cli import commands, history, verify
 from keel.cli.archive import add_archive_parser, cmd_archive, from_archive_option
 from keel.cli.audit import add_audit_parser, cmd_audit
@@ -215,7 +216,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         apps = [] if args.no_worker else resolve_apps(args.app or ())
         from keel.inbox.server import dev_inbox  # the web stack only where it is served
 
-        return await serve.run_dev(settings, apps, until_signal(), services=[dev_inbox])
+        services = [dev_inbox, dev_archiver]
+        return await serve.run_dev(settings, apps, until_signal(), services=services)
     if args.command == "demo":
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
     if args.command == "keys":
