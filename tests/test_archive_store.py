@@ -363,3 +363,47 @@ async def test_a_huge_ledger_is_archived_whole(archive: ArchiveStore) -> None:
     (stored,) = await archive.runs("huge")
     assert stored.events == events
     assert (await archive.counts()).events == 20_000
+
+
+async def test_an_archiver_role_that_may_only_insert_archives_and_cannot_rewrite(
+    real: RealLedgers, keyring: Keyring
+) -> None:
+    """docs/archive.md's deployment: the owner creates the tables; the archiver's role may
+    read and insert the archive (and keep its operational state), runs no DDL, and can
+    neither change a row nor drop the triggers that guard them."""
+    schema = f"keel_archive_test_{uuid.uuid4().hex[:12]}"
+    role = f"{schema}_archiver"
+    owner_url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        async with ArchiveStore(PostgresStore(owner_url)) as owner:
+            await owner.ensure_schema()
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            archived = f"{schema}.{RUNS}, {schema}.{EVENTS}, {schema}.{CONFLICTS}"
+            admin.execute(f"GRANT SELECT, INSERT ON {archived} TO {role}")
+            tables = f"{schema}.keel_archive_pending, {schema}.keel_archive_state"
+            admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {role}")
+        role_url = f"postgresql://{role}@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        async with ArchiveStore(PostgresStore(role_url)) as archiver:
+            for run in offered(real.incident, workflow_type="Incident"):
+                assert (await archiver.archive(run, keyring))[0] is Inserted.ARCHIVED
+            await archiver.advance_watermark(CLOSED)
+            assert len(await archiver.runs(real.incident_id)) == 3
+            for statement in (
+                f"UPDATE {RUNS} SET verified = 1",
+                f"DROP TRIGGER {RUNS}_append_only ON {RUNS}",
+                f"DELETE FROM {EVENTS}",
+            ):
+
+                async def change(tx: Tx, sql: str = statement) -> None:
+                    await tx.execute(sql)
+
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    await archiver.store.transaction(change)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            admin.execute(f"DROP ROLE {role}")

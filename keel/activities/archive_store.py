@@ -98,6 +98,7 @@ class ArchiveStore:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self._guards = PG_GUARDS if isinstance(store, PostgresStore) else SQLITE_GUARDS
+        self._ready = False
 
     @classmethod
     def open(cls, settings: KeelSettings) -> Self:
@@ -136,8 +137,43 @@ class ArchiveStore:
         await self.store.aclose()
 
     async def ensure_schema(self) -> None:
-        """Create the tables and the append-only triggers if they are missing."""
-        await self.store.ensure_schema("keel-archive", (*TABLES, *self._guards))
+        """Create the tables and the append-only triggers if they are missing. When they are
+        all there, no DDL runs: the archiver may use a role that can only read and insert
+        (docs/archive.md)."""
+        if self._ready:
+            return
+        if not await self._installed():
+            await self.store.ensure_schema("keel-archive", (*TABLES, *self._guards))
+        self._ready = True
+
+    async def _installed(self) -> bool:
+        """Whether every table and every append-only trigger exists."""
+        if isinstance(self.store, SqliteStore) and not self.store.path.exists():
+            return False
+        if isinstance(self.store, PostgresStore):
+            tables = (
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_name IN (?, ?, ?, ?, ?)"
+            )
+            triggers = (
+                "SELECT COUNT(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname LIKE ?"
+            )
+        else:
+            tables = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+            tables += "(?, ?, ?, ?, ?)"
+            triggers = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE ?"
+
+        async def count(tx: Tx) -> tuple[int, int]:
+            found = await tx.fetchone(tables, RUNS, EVENTS, CONFLICTS, PENDING, STATE)
+            guarded = await tx.fetchone(triggers, "keel_archive_%")
+            return int(found[0] if found else 0), int(guarded[0] if guarded else 0)
+
+        async with self.store.session() as session:
+            found, guarded = await session.transaction(count)
+        return found == 5 and guarded == len(self._guards) - (
+            1 if isinstance(self.store, PostgresStore) else 0
+        )
 
     # --- writing -----------------------------------------------------------------------
 
