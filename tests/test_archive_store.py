@@ -365,6 +365,7 @@ async def test_a_huge_ledger_is_archived_whole(archive: ArchiveStore) -> None:
     assert (await archive.counts()).events == 20_000
 
 
+@pytest.mark.integration
 async def test_an_archiver_role_that_may_only_insert_archives_and_cannot_rewrite(
     real: RealLedgers, keyring: Keyring
 ) -> None:
@@ -378,8 +379,8 @@ async def test_an_archiver_role_that_may_only_insert_archives_and_cannot_rewrite
         admin.execute(f"CREATE SCHEMA {schema}")
         admin.execute(f"CREATE ROLE {role} LOGIN")
     try:
-        async with ArchiveStore(PostgresStore(owner_url)) as owner:
-            await owner.ensure_schema()
+        env = {**os.environ, "KEEL_ARCHIVE_URL": owner_url, "TEMPORAL_ADDRESS": "127.0.0.1:1"}
+        assert "archive ready" in await run_keel("archive", "init", env=env, expect=0)
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
             archived = f"{schema}.{RUNS}, {schema}.{EVENTS}, {schema}.{CONFLICTS}"

@@ -1,5 +1,5 @@
-"""``keel archive schedule|run|status|verify``: the ledger archive's schedule, a pass now,
-its lag, and a check of everything it holds.
+"""``keel archive schedule|run|status|init|verify``: the ledger archive's schedule, a pass
+now, its lag, its tables, and a check of everything it holds.
 
 The archiver itself runs on the workers (``keel.workflows.archiver``); these commands start
 it through Temporal and read the archive (``KEEL_ARCHIVE_URL``). See docs/archive.md.
@@ -71,6 +71,12 @@ def add_archive_parser(command: Callable[[str, str], argparse.ArgumentParser]) -
         parents=common,
         help="the archive's lag behind Temporal, its counts, runs that failed verification",
     )
+    actions.add_parser(
+        "init",
+        parents=common,
+        help="create the archive's tables and append-only triggers (as their owner; the "
+        "archiver creates them on first use otherwise)",
+    )
     verify = actions.add_parser(
         "verify",
         parents=common,
@@ -101,6 +107,8 @@ async def cmd_archive(settings: KeelSettings, args: Any) -> int:
     try:
         if args.archive_action == "verify":
             return await cmd_verify_archive(settings, args)  # needs no server
+        if args.archive_action == "init":
+            return await cmd_init(settings, args)  # needs no server
         client = await open_client(settings, args)
         settings = connected_settings(settings, client)
         action = {"schedule": cmd_schedule, "run": cmd_run, "status": cmd_status}
@@ -229,6 +237,15 @@ def _age(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+async def cmd_init(settings: KeelSettings, args: Any) -> int:
+    """Create the archive's tables and triggers if they are missing."""
+    async with ArchiveStore.open(settings) as archive:
+        await archive.ensure_schema()
+        where = repr(archive.store)
+    print(json.dumps({"archive": where}) if wants_json(args) else f"archive ready: {where}")
+    return OK
 
 
 async def cmd_verify_archive(settings: KeelSettings, args: Any) -> int:
