@@ -209,6 +209,7 @@ async def test_each_contract_review_decision_answers_the_ten_questions(
     # The re-invoked answer: the reviewer's comment is why it was asked again.
     retries = await answer(page, second["seq"], "retries")
     assert second["feedback"] and all(escape(f) in retries for f in second["feedback"])
+    assert "of the node's run 2" in retries
     approvers = await answer(page, second["seq"], "approver")
     assert approved["approvers"] == [GC, DEPUTY]
     assert all(name in approvers for name in approved["approvers"])

@@ -292,13 +292,20 @@ def _confidence_text(confidence: float | None, threshold: float | None) -> str:
 
 def _retries(facts: DecisionFacts) -> tuple[str, str]:
     e = facts.event
+    run = facts.record.node_run if facts.record is not None else 1
     why = f"this attempt was asked to address: {'; '.join(e.feedback)}" if e.feedback else ""
+    where = f"attempt {e.attempt}" + (f" of the node's run {run}" if run > 1 else "")
     if facts.retried is not None:
         failed = "; ".join(r for v in facts.validation for r in v.reasons)
         kinds = ", ".join(sorted({v.kind for v in facts.validation})) or "rejected"
-        text = f"attempt {e.attempt}, retried as attempt {facts.retried.next_attempt}"
+        text = f"{where}, retried as attempt {facts.retried.next_attempt}"
         return text, f"failed {kinds}: {failed}" + (f"; {why}" if why else "")
-    text = f"attempt {e.attempt}" + (" (first)" if e.attempt == 1 else ", a retry")
+    if e.attempt > 1:
+        text = f"{where}, a retry"
+    elif run > 1:
+        text = f"{where}: the node ran again"
+    else:
+        text = f"{where} (first)"
     if facts.validation:
         failed = "; ".join(r for v in facts.validation for r in v.reasons)
         then = (
