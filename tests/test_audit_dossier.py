@@ -236,6 +236,7 @@ def test_a_workflow_id_makes_a_file_name_that_stays_here() -> None:
     assert len(safe_name("x" * 1000)) == 120
 
 
+@pytest.mark.integration  # Playwright's driver is a process of its own
 async def test_without_chromium_the_pdf_says_what_it_needs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
