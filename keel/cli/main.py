@@ -208,8 +208,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
-    """Run the parsed command."""
-    from keel.cli import demo
+    """Run the parsed command (each branch imports what it needs: a worker loads no web
+    stack)."""
     from keel.workers import serve
 
     if args.command == "dev":
@@ -219,6 +219,8 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         services = [dev_inbox, dev_archiver]
         return await serve.run_dev(settings, apps, until_signal(), services=services)
     if args.command == "demo":
+        from keel.cli import demo  # the demo's inbox: the web stack
+
         return await demo.run_demo(settings, resolve_apps(args.app or ()))
     if args.command == "keys":
         return cmd_keys(settings, args)  # needs no server
