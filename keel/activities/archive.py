@@ -136,8 +136,9 @@ class ArchivePass:
     async def run(self) -> ArchivePassResult:
         """Retry the pending runs, then archive the listed ones; advance the watermark."""
         await self.store.ensure_schema()
+        if self.request.retry_pending:
+            await self._retry_pending()
         self._budget = self.request.batch_size
-        await self._retry_pending()
         watermark = await self.store.watermark()
         lower = watermark - timedelta(seconds=self.request.overlap_seconds) if watermark else EPOCH
         upper = self.now()
@@ -165,11 +166,13 @@ class ArchivePass:
         return self._budget <= 0 or time.monotonic() - self._started > PASS_SECONDS
 
     async def _retry_pending(self) -> None:
-        # A quarter of the batch at most: runs that stay unreadable must not starve the rest.
-        for pending in await self.store.pending(max(1, self.request.batch_size // 4)):
-            if self._spent():
-                self.result.more = True
+        """Try the pending runs again, the first closed first: a quarter of a batch of them
+        at most, beside the batch (runs that stay unreadable must not starve the rest)."""
+        self._budget = max(1, self.request.batch_size // 4)
+        for index, pending in enumerate(await self.store.pending(self._budget)):
+            if time.monotonic() - self._started > PASS_SECONDS:
                 return
+            activity_heartbeat(index, self._budget)
             try:
                 run = await self._describe(pending.workflow_id, pending.run_id)
             except Gone:

@@ -32,6 +32,9 @@ class ArchivePassInput(BaseModel):
     consistent, so a run may appear there after runs that closed later than it did."""
     max_batches: int = Field(20, ge=1, le=1_000)
     """Batches one workflow run takes at most; the next scheduled run takes the rest."""
+    retry_pending: bool = True
+    """Retry the pending runs first (the archiver asks only in its first batch, so a run
+    that stays unreadable costs one attempt per scheduled pass, not one per batch)."""
     query_timeout_seconds: float = Field(15.0, ge=0.5, le=120.0)
     """How long the ``ledger`` query of a closed run that did not complete may wait for a
     worker of its task queue to replay it (a queue that timed out is not asked again in the

@@ -40,10 +40,10 @@ class ArchiverWorkflow:
     async def run(self, request: ArchivePassInput) -> ArchivePassResult:
         """Archive batches until none is left waiting (or ``max_batches`` ran)."""
         total = ArchivePassResult()
-        for _ in range(request.max_batches):
+        for index in range(request.max_batches):
             batch = await workflow.execute_activity(
                 ARCHIVE_PASS_ACTIVITY,
-                request,
+                request.model_copy(update={"retry_pending": request.retry_pending and not index}),
                 result_type=ArchivePassResult,
                 start_to_close_timeout=timedelta(minutes=15),
                 heartbeat_timeout=timedelta(minutes=2),
