@@ -408,3 +408,29 @@ async def test_an_archiver_role_that_may_only_insert_archives_and_cannot_rewrite
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_keel_archive_status_text_names_the_lag_and_escapes_what_runs_recorded() -> None:
+    from keel.archive import ArchiveCounts, ArchiveLag
+    from keel.cli.archive import status_lines
+
+    counts = ArchiveCounts(
+        executions=2,
+        runs=4,
+        events=90,
+        failed_verification=1,
+        conflicts=0,
+        pending=1,
+        no_ledger=0,
+        watermark="2026-12-01T12:00:00.000000+00:00",
+        last_archived_at="2026-12-01T12:00:01.000000+00:00",
+        oldest_pending_close_time="2026-12-01T11:00:00.000000+00:00",
+        flagged=[("wf\x1b[31m", "run-1", "hash does not match\n<b>")],
+    )
+    lag = ArchiveLag(counts, 600.0, 3, False, "2026-12-01T11:00:00+00:00", 7200.0)
+    text = "\n".join(status_lines("SqliteStore('a.sqlite3')", lag))
+    assert "holds 2 executions, 4 runs, 90 events" in text
+    assert "watermark: 2026-12-01T12:00:00.000000+00:00, 10 min ago" in text
+    assert "lag: 3 closed runs not archived yet; the oldest closed 2.0 h ago" in text
+    assert "failed verification on insert: 1" in text and "pending (unreadable so far): 1" in text
+    assert "\x1b" not in text and "\n<b>" not in text  # control characters escaped
