@@ -27,14 +27,12 @@ from keel.cli.ledgers import RunLedger, execution_runs
 from keel.cli.main import build_parser, rpc_failure, run
 from keel.cli.node_history import HistoryLookup
 from keel.cli.output import CliError, report
-from keel.contracts import REGISTRY, AgentContract
 from keel.contracts.agent_node import AGENT_NODE_ACTIVITY
-from keel.contracts.guardrails import GuardrailConfig
 from keel.contracts.ledger import AgentDecided
 from keel.offline import OfflineFault
 from keel.progress.activities import ProgressActivities
 from keel.progress.stream import ProgressStream
-from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER, RiskClassifierInput
+from keel.scenarios.contract_review.contracts import RiskClassifierInput
 from keel.scenarios.ingestion import APP as INGESTION
 from keel.scenarios.ingestion import SupplierIngestionWorkflow
 from keel.scenarios.ingestion.fixtures import job
@@ -47,6 +45,7 @@ from tests.apps.debug_contracts import V2_PROMPT_OPENING
 from tests.conftest import codec_settings, keel_worker
 from tests.fake_model_server import FakeModelServer, Reply
 from tests.helpers import decide, review, start_review, wait_for_gate
+from tests.probe_contracts import RAW_PII
 from tests.probe_workflows import AgentNodeProbe
 from tests.samples import load_sample
 from tests.test_archive import Deployment, delete_from_temporal
@@ -60,18 +59,6 @@ OTHER_ANSWER = {
     "rationale": "The liability cap is too low for this data.",
     "confidence": 0.42,
 }
-
-
-RAW_PII = REGISTRY.register(
-    AgentContract(
-        **{
-            **{name: getattr(RISK_CLASSIFIER, name) for name in type(RISK_CLASSIFIER).model_fields},
-            "version": 96,
-            "guardrails": GuardrailConfig(scrub_pii=False),
-        }
-    )
-)
-"""The risk classifier with its PII scrubber off: the model sees the raw values."""
 
 
 @dataclass(frozen=True)

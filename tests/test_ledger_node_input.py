@@ -10,11 +10,11 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from keel.contracts import REGISTRY, AgentContract
-from keel.contracts.guardrails import GuardrailConfig
 from keel.contracts.ledger import AgentDecided, parse_ledger, verify_chain
 from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER, RiskClassifierInput
 from keel.testing import ScriptedModel, events_of
 from tests.conftest import keel_worker
+from tests.probe_contracts import RAW_PII
 from tests.probe_workflows import AgentNodeProbe
 from tests.samples import load_sample
 
@@ -25,17 +25,6 @@ GOOD = {
     "confidence": 0.95,
 }
 UNSURE = {**GOOD, "confidence": 0.1}
-
-RAW_PII = REGISTRY.register(
-    AgentContract(
-        **{
-            **{name: getattr(RISK_CLASSIFIER, name) for name in type(RISK_CLASSIFIER).model_fields},
-            "version": 95,
-            "guardrails": GuardrailConfig(scrub_pii=False),
-        }
-    )
-)
-"""The risk classifier with its PII scrubber off: the model sees the raw values."""
 
 
 async def run_probe(
