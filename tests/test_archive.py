@@ -229,6 +229,11 @@ async def test_the_archive_outlives_temporal(deployment: Deployment, tmp_path: P
         verified = await deployment.keel("verify", workflow_id)
         assert f"{workflow_id}: verified" in verified
         assert "from the ledger archive" in verified
+    export = tmp_path / "archived.jsonl"
+    await deployment.keel("archive", "export", contract.id, incident.id, "--out", str(export))
+    offline = {**deployment.cli_env, "TEMPORAL_ADDRESS": "127.0.0.1:1"}  # no server needed
+    checked = await run_keel("verify", str(export), env=offline, expect=0)
+    assert f"{contract.id}: verified" in checked and f"{incident.id}: verified" in checked
     dossier = tmp_path / "dossier.html"
     await deployment.keel("audit", incident.id, "--out", str(dossier), "--no-pdf")
     assert incident.id in dossier.read_text()

@@ -272,6 +272,11 @@ async def test_keel_archive_verify_finds_rows_changed_behind_the_triggers_back(
         "KEEL_DATA_DIR": str(tmp_path / "data"),
     }
     keys = ("--keys", str(real.keyring))
+    missing = await run_keel("archive", "export", "nope", env=env, expect=1)
+    assert "exported 0 ledger events of 0 archived executions (1 not in the archive)" in missing
+    every = await run_keel("archive", "export", "--workflow-type", "Incident", env=env, expect=0)
+    exported = [json.loads(line) for line in every.splitlines() if line.startswith("{")]
+    assert [r["event"] for r in exported] == real.events(real.incident)
     clean = await run_keel("archive", "verify", *keys, env=env, expect=0)
     assert f"{real.review_id}: verified (1 runs, {len(real.review)} events)" in clean
     assert f"{real.incident_id}: verified (3 runs, {len(real.incident)} events)" in clean

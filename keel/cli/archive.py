@@ -1,5 +1,5 @@
-"""``keel archive schedule|run|status|init|verify``: the ledger archive's schedule, a pass
-now, its lag, its tables, and a check of everything it holds.
+"""``keel archive schedule|run|status|init|export|verify``: the ledger archive's schedule, a
+pass now, its lag, its tables, what it holds as an export file, and a check of all of it.
 
 The archiver itself runs on the workers (``keel.workflows.archiver``); these commands start
 it through Temporal and read the archive (``KEEL_ARCHIVE_URL``). See docs/archive.md.
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -27,7 +28,8 @@ from keel.activities.sqlstore import StoreUnavailableError
 from keel.archive import ArchivedRun, ArchiveLag, ArchiveStore, archive_lag
 from keel.archive.schedule import ensure_archiver_schedule
 from keel.cli.connection import common_options, connected_settings, open_client
-from keel.cli.output import FAILURE, OK, CliError, wants_json
+from keel.cli.ledgers import RunLedger, export_records
+from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
 from keel.cli.render import escape
 from keel.contracts.archive import (
     ARCHIVE_SCHEDULE_ID,
@@ -77,6 +79,18 @@ def add_archive_parser(command: Callable[[str, str], argparse.ArgumentParser]) -
         help="create the archive's tables and append-only triggers (as their owner; the "
         "archiver creates them on first use otherwise)",
     )
+    export = actions.add_parser(
+        "export",
+        parents=common,
+        help="archived ledgers as keel export's JSON lines (for keel verify FILE and the "
+        "standalone verifier), without Temporal",
+    )
+    export.add_argument("workflow_ids", nargs="*", metavar="ID", help="default: every one")
+    export.add_argument("--workflow-type", metavar="TYPE", help="only executions of this type")
+    export.add_argument(
+        "--since", metavar="ISO-TIME", help="only executions with a run closed at or after"
+    )
+    export.add_argument("--out", metavar="FILE", help="file to write (default: stdout)")
     verify = actions.add_parser(
         "verify",
         parents=common,
@@ -109,6 +123,8 @@ async def cmd_archive(settings: KeelSettings, args: Any) -> int:
             return await cmd_verify_archive(settings, args)  # needs no server
         if args.archive_action == "init":
             return await cmd_init(settings, args)  # needs no server
+        if args.archive_action == "export":
+            return await cmd_export_archive(settings, args)  # needs no server
         client = await open_client(settings, args)
         settings = connected_settings(settings, client)
         action = {"schedule": cmd_schedule, "run": cmd_run, "status": cmd_status}
@@ -246,6 +262,45 @@ async def cmd_init(settings: KeelSettings, args: Any) -> int:
         where = repr(archive.store)
     print(json.dumps({"archive": where}) if wants_json(args) else f"archive ready: {where}")
     return OK
+
+
+async def cmd_export_archive(settings: KeelSettings, args: Any) -> int:
+    """Write archived executions' ledgers in ``keel export``'s format (docs/auditors.md)."""
+    since = _since(args.since)
+    try:
+        out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"cannot write {escape(args.out)}: {escape(str(exc))}", USAGE) from exc
+    counts = {"events": 0, "executions": 0, "missing": 0}
+    try:
+        async with ArchiveStore.open(settings) as archive:
+            chosen = args.workflow_ids or await archive.executions(args.workflow_type, since)
+            for workflow_id in chosen:
+                runs = await archive.runs(workflow_id)
+                counts["executions" if runs else "missing"] += 1
+                for run in runs:
+                    for record in export_records(workflow_id, RunLedger.from_archive(run)):
+                        out.write(json.dumps(record) + "\n")
+                        counts["events"] += 1
+    finally:
+        if args.out:
+            out.close()
+    summary = f"exported {counts['events']} ledger events of {counts['executions']} archived "
+    summary += "executions"
+    if counts["missing"]:
+        summary += f" ({counts['missing']} not in the archive)"
+    print(json.dumps(counts) if wants_json(args) else summary, file=sys.stderr)
+    return FAILURE if counts["missing"] else OK
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CliError(f"--since must be an ISO 8601 time: {escape(str(exc))}", USAGE) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def cmd_verify_archive(settings: KeelSettings, args: Any) -> int:
