@@ -238,7 +238,7 @@ async def test_the_archive_outlives_temporal(deployment: Deployment, tmp_path: P
     await deployment.keel("audit", incident.id, "--out", str(dossier), "--no-pdf")
     assert incident.id in dossier.read_text()
     missing = await deployment.keel("ledger", f"never-{uuid.uuid4()}", expect=1)
-    assert "is neither in namespace 'default' nor in the ledger archive" in missing
+    assert "in namespace 'default': not found, nor in the ledger archive" in missing
 
 
 async def test_runs_closed_while_no_archiver_ran_are_caught_up_in_bounded_batches(

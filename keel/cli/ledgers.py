@@ -163,7 +163,7 @@ async def _archived_runs(
     runs = await archive.runs(workflow_id)
     if not runs:
         raise CliError(
-            f"workflow {escape(workflow_id)!r} is neither in namespace {client.namespace!r} "
+            f"workflow {escape(workflow_id)!r} in namespace {client.namespace!r}: not found, "
             f"nor in the ledger archive ({escape(repr(archive.store))})",
             FAILURE,
         )
