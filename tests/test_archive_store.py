@@ -259,8 +259,9 @@ async def test_the_watermark_only_moves_forward(archive: ArchiveStore) -> None:
 async def test_keel_archive_verify_finds_rows_changed_behind_the_triggers_back(
     real: RealLedgers, keyring: Keyring, tmp_path: Path
 ) -> None:
-    """Someone who owns the database can drop the triggers; the digests and signatures
-    still give the change away, with no Temporal server (``keel archive verify``)."""
+    """With no Temporal server, ``keel ledger``/``verify --from-archive`` read the archive;
+    someone who owns the database can drop the triggers, but the digests and signatures
+    still give a change away (``keel archive verify``)."""
     path = tmp_path / "archive.sqlite3"
     async with ArchiveStore(SqliteStore(path)) as archive:
         for run in [*offered(real.review), *offered(real.incident, workflow_type="Incident")]:
@@ -277,6 +278,12 @@ async def test_keel_archive_verify_finds_rows_changed_behind_the_triggers_back(
     every = await run_keel("archive", "export", "--workflow-type", "Incident", env=env, expect=0)
     exported = [json.loads(line) for line in every.splitlines() if line.startswith("{")]
     assert [r["event"] for r in exported] == real.events(real.incident)
+    printed = await run_keel("ledger", real.incident_id, "--from-archive", env=env, expect=0)
+    assert f"read the ledger of '{real.incident_id}' from the ledger archive" in printed
+    one = await run_keel("verify", real.review_id, "--from-archive", *keys, env=env, expect=0)
+    assert f"{real.review_id}: verified" in one
+    unknown = await run_keel("verify", "nope", "--from-archive", *keys, env=env, expect=1)
+    assert "workflow 'nope' is not in the ledger archive" in unknown
     clean = await run_keel("archive", "verify", *keys, env=env, expect=0)
     assert f"{real.review_id}: verified (1 runs, {len(real.review)} events)" in clean
     assert f"{real.incident_id}: verified (3 runs, {len(real.incident)} events)" in clean

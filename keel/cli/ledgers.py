@@ -128,15 +128,20 @@ async def full_chain(client: Client, workflow_id: str) -> list[LedgerEvent]:
 
 
 async def execution_runs(
-    client: Client, settings: KeelSettings, workflow_id: str, *, from_archive: bool = False
+    client: Client | None,
+    settings: KeelSettings,
+    workflow_id: str,
+    *,
+    from_archive: bool = False,
 ) -> list[RunLedger]:
     """Each run's stored ledger of an execution, oldest first: what every reader (``keel
     ledger``, ``verify``, ``audit``, ``export``, ``trust``, ``debug``) starts from.
 
     From Temporal while it has the execution; from the ledger archive (``keel.archive``)
     when Temporal says it has no such execution (retention removed it, or it was deleted),
-    or with ``from_archive``. Each ``RunLedger`` says where it was read (``source``;
-    ``source_note`` is the line to print).
+    or with ``from_archive`` (then ``client`` may be None: no Temporal server is asked).
+    Each ``RunLedger`` says where it was read (``source``; ``source_note`` is the line to
+    print).
 
     Raises:
         CliError: as ``full_chain``; neither Temporal nor the archive has the execution;
@@ -144,7 +149,7 @@ async def execution_runs(
     """
     try:
         async with ArchiveStore.open(settings) as archive:
-            if from_archive:
+            if from_archive or client is None:
                 return await _archived_runs(archive, client, workflow_id, "asked")
             try:
                 return await chain_runs(client, workflow_id, archive=archive)
@@ -157,14 +162,17 @@ async def execution_runs(
 
 
 async def _archived_runs(
-    archive: ArchiveStore, client: Client, workflow_id: str, because: str = "gone"
+    archive: ArchiveStore, client: Client | None, workflow_id: str, because: str = "gone"
 ) -> list[RunLedger]:
     """The archive's runs of ``workflow_id``, or a ``CliError`` that says where it looked."""
     runs = await archive.runs(workflow_id)
+    where = f"the ledger archive ({escape(repr(archive.store))})"
     if not runs:
+        if client is None:
+            raise CliError(f"workflow {escape(workflow_id)!r} is not in {where}", FAILURE)
         raise CliError(
             f"workflow {escape(workflow_id)!r} in namespace {client.namespace!r}: not found, "
-            f"nor in the ledger archive ({escape(repr(archive.store))})",
+            f"nor in {where}",
             FAILURE,
         )
     return [RunLedger.from_archive(run, because) for run in runs]
@@ -367,7 +375,7 @@ def load_event_types(args: Any) -> None:
             print(f"keel: note: {escape(str(exc))}; its events print generically", file=sys.stderr)
 
 
-async def cmd_ledger(client: Client, settings: KeelSettings, args: Any) -> int:
+async def cmd_ledger(client: Client | None, settings: KeelSettings, args: Any) -> int:
     """Print the ledger and verify it as stored (hashes, types, links, signatures against the
     trusted keys); exit 1 if it does not verify."""
     load_event_types(args)

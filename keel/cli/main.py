@@ -242,6 +242,10 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return await cmd_audit(None, settings, args)  # reads the archive, not Temporal
     if args.command == "verify" and verify.is_export_file(args.target):
         return await verify.cmd_verify(None, settings, args)  # needs no server
+    if args.command == "ledger" and args.from_archive:
+        return await commands.cmd_ledger(None, settings, args)  # reads the archive only
+    if args.command == "verify" and args.from_archive:
+        return await verify.cmd_verify(None, settings, args)  # reads the archive only
     client = await open_client(settings, args)
     settings = connected_settings(settings, client)
     if args.command == "worker":

@@ -56,7 +56,7 @@ async def cmd_verify(client: Client | None, settings: KeelSettings, args: Any) -
             str(r.get("workflow_id")): str(r.get("status"))
             for r in sorted(records, key=lambda r: _seq(r["event"]))
         }
-    elif client is None:
+    elif client is None and not getattr(args, "from_archive", False):
         raise CliError("verifying by workflow id needs a reachable Temporal server", USAGE)
     else:
         from_archive = getattr(args, "from_archive", False)
