@@ -315,7 +315,7 @@ async def _run_ledger(
     archived = await archive.run(workflow_id, description.run_id) if archive and replayed else None
     if archived is not None:
         return RunLedger.from_archive(archived, "replay")
-    return RunLedger(description, await _stored_ledger(handle, description))
+    return RunLedger(description, await _stored_ledger(handle, description, workflow_id))
 
 
 async def _read_raw(
@@ -323,15 +323,14 @@ async def _read_raw(
 ) -> tuple[WorkflowExecutionDescription, list[Any]]:
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     description = await handle.describe()
-    return description, await _stored_ledger(handle, description)
+    return description, await _stored_ledger(handle, description, workflow_id)
 
 
 async def _stored_ledger(
-    handle: WorkflowHandle[Any, Any], description: WorkflowExecutionDescription
+    handle: WorkflowHandle[Any, Any], description: WorkflowExecutionDescription, workflow_id: str
 ) -> list[Any]:
     """A described run's ledger as stored: from its result when it completed, else by
     query."""
-    workflow_id = handle.id
     name = f"{escape(workflow_id)} ({escape(description.workflow_type)})"
     if description.status is WorkflowExecutionStatus.COMPLETED:
         # Every Keel result carries its ledger; read it as JSON, so this works for any app.
