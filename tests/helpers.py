@@ -126,3 +126,17 @@ async def run_keel(*args: str, env: dict[str, str], expect: int) -> str:
     text = out.decode()
     assert proc.returncode == expect, f"keel {' '.join(args)} -> {proc.returncode}:\n{text}"
     return text
+
+
+def top_level_imports(source: str) -> set[str]:
+    """The top-level package of every module ``source`` imports (for the standalone
+    verifiers: they may use only the standard library, rfc8785 and cryptography)."""
+    import ast
+
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    return imported

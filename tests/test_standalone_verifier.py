@@ -3,7 +3,6 @@ passes a real export and fails each forgery, run as a subprocess with the venv's
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
 import os
@@ -22,7 +21,7 @@ from keel.workers.apps import resolve_apps
 from keel.workers.keys import load_worker_keys
 from keel.workers.runtime import build_worker, connect
 from tests.conftest import BIN, CODEC_KEYS, codec_settings
-from tests.helpers import decide, review, start_review, wait_for_gate
+from tests.helpers import decide, review, start_review, top_level_imports, wait_for_gate
 from tests.ledger_forgeries import (
     FORGERIES,
     RealLedgers,
@@ -68,13 +67,15 @@ async def verify(export: Path, keys: Path, *options: str, expect: int) -> str:
 def test_it_is_under_100_lines_and_imports_only_stdlib_rfc8785_and_cryptography() -> None:
     source = VERIFIER.read_text()
     assert len(source.splitlines()) < 100
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0])
-    assert imported == {"argparse", "base64", "hashlib", "json", "sys", "rfc8785", "cryptography"}
+    assert top_level_imports(source) == {
+        "argparse",
+        "base64",
+        "hashlib",
+        "json",
+        "sys",
+        "rfc8785",
+        "cryptography",
+    }
     assert "assert " not in source  # python -O would skip every check
 
 

@@ -13,12 +13,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from keel.cli.archive import has_workers
 from tests.conftest import REVIEW_ENV
 
 NOT_FOR_A_WORKER = (
@@ -48,17 +45,6 @@ sys.exit(run(["worker"]))
 """
 
 
-async def polled(client: Client, queue: str) -> bool:
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    return bool(response.pollers)
-
-
 async def test_an_idle_keel_worker_loads_no_other_plane(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
@@ -77,7 +63,7 @@ async def test_an_idle_keel_worker_loads_no_other_plane(
     )
     try:
         async with asyncio.timeout(120):
-            while not await polled(dev_env.client, queue):
+            while not await has_workers(dev_env.client, queue):
                 assert process.returncode is None, "the worker exited"
                 await asyncio.sleep(0.2)
         process.send_signal(signal.SIGUSR1)
