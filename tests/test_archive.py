@@ -229,6 +229,19 @@ async def test_the_archive_outlives_temporal(deployment: Deployment, tmp_path: P
         verified = await deployment.keel("verify", workflow_id)
         assert f"{workflow_id}: verified" in verified
         assert "from the ledger archive" in verified
+    # keel export: Temporal's executions, then the archived ones Temporal no longer has.
+    exported = tmp_path / "exported.jsonl"
+    note = await deployment.keel(
+        "export", "--out", str(exported), "--workflow-type", "ContractReview"
+    )
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [
+        r["event"] for r in lines if r["workflow_id"] == contract.id
+    ] == archived_contract.events
+    assert "from the ledger archive: Temporal no longer has them" in note
+    only_temporal = tmp_path / "temporal.jsonl"
+    await deployment.keel("export", "--out", str(only_temporal), "--source", "temporal")
+    assert contract.id not in only_temporal.read_text()
     export = tmp_path / "archived.jsonl"
     await deployment.keel("archive", "export", contract.id, incident.id, "--out", str(export))
     offline = {**deployment.cli_env, "TEMPORAL_ADDRESS": "127.0.0.1:1"}  # no server needed

@@ -67,7 +67,7 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
         help="with --dataset: write each example's provenance (execution, decision, outcome) "
         "to FILE, one line per example in the same order (fine-tuning files take no extra keys)",
     )
-    add_source_options(parser, note=" (with --dataset)")
+    add_source_options(parser)
 
 
 def add_source_options(parser: argparse.ArgumentParser, *, note: str = "") -> None:

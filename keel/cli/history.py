@@ -9,24 +9,20 @@ from pathlib import Path
 from typing import IO, Any
 
 from google.protobuf.json_format import ParseError
-from temporalio.client import Client, WorkflowExecution, WorkflowHistory
+from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
-from keel.cli.ledgers import export_records, load_event_types, read_raw_ledger
+from keel.cli.ledgers import export_records, load_event_types
 from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_json
-from keel.contracts.tools import TOOL_TASK_WORKFLOW
+from keel.cli.render import escape
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.app import workflow_type_of
 from keel.workers.apps import resolve_apps, workflows_of
 from keel.workers.codec import ENCODING, HOW_TO_CONFIGURE, KEY_ID, EncryptionCodec, codec_keyring
 from keel.workers.runtime import refusing, worker_data_converter, workflow_runner
-
-DEFAULT_EXPORT_QUERY = f"WorkflowType != '{TOOL_TASK_WORKFLOW}'"
-"""Every execution but Keel's tool-task children (their parents' ledgers record them)."""
 
 
 def is_history_file(target: str) -> bool:
@@ -157,39 +153,45 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
         from keel.cli.dataset import export_dataset
 
         return await export_dataset(client, settings, args)
-    for option in ("metadata", "source", "workflow_type"):
-        if getattr(args, option, None):
-            flag = "--" + option.replace("_", "-")
-            raise CliError(f"{flag} goes with --dataset chat|preference", USAGE)
+    if getattr(args, "metadata", None):
+        raise CliError("--metadata goes with --dataset chat|preference", USAGE)
+    from keel.cli.dataset import selected_ledgers, source_of
+
     load_event_types(args)
-    out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    counts = {"events": 0, "executions": 0, "skipped": 0}
     try:
-        async for execution in client.list_workflows(args.query or DEFAULT_EXPORT_QUERY):
-            written = await _export_one(client, execution, out)
-            counts["executions" if written is not None else "skipped"] += 1
-            counts["events"] += written or 0
+        out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"cannot write {escape(args.out)}: {escape(str(exc))}", USAGE) from exc
+    counts = {"events": 0, "executions": 0, "skipped": 0, "archived": 0}
+    selection = selected_ledgers(
+        client,
+        settings,
+        source=source_of(args),
+        query=args.query,
+        workflow_type=getattr(args, "workflow_type", None),
+    )
+    try:
+        async for selected in selection:
+            if selected.problem is not None:
+                print(
+                    f"keel: skipped {escape(selected.workflow_id)}: {selected.problem}",
+                    file=sys.stderr,
+                )
+                counts["skipped"] += 1
+                continue
+            for run in selected.runs:
+                for record in export_records(selected.workflow_id, run):
+                    out.write(json.dumps(record) + "\n")
+                    counts["events"] += 1
+            counts["executions"] += 1
+            counts["archived"] += selected.origin == "archive"
     finally:
         if args.out:
             out.close()
-    summary = f"exported {counts['events']} ledger events of {counts['executions']} executions" + (
-        f" ({counts['skipped']} without a Keel ledger skipped)" if counts["skipped"] else ""
-    )
+    summary = f"exported {counts['events']} ledger events of {counts['executions']} executions"
+    if counts["archived"]:
+        summary += f" ({counts['archived']} from the ledger archive: Temporal no longer has them)"
+    if counts["skipped"]:
+        summary += f" ({counts['skipped']} without a Keel ledger skipped)"
     print(json.dumps(counts) if wants_json(args) else summary, file=sys.stderr)
     return OK
-
-
-async def _export_one(client: Client, execution: WorkflowExecution, out: IO[str]) -> int | None:
-    """Write one run's ledger, each event as stored under ``event`` beside the run's ids and
-    status (``docs/auditors.md``); ``None`` (and a note) if it has none."""
-    try:
-        run = await read_raw_ledger(client, execution.id, execution.run_id)
-    except (CliError, RPCError) as exc:
-        print(
-            f"keel: skipped {execution.id} (run {execution.run_id}): {exc.message}",
-            file=sys.stderr,
-        )
-        return None
-    for record in export_records(execution.id, run):
-        out.write(json.dumps(record) + "\n")
-    return len(run.events)
