@@ -223,3 +223,61 @@ def test_keel_verify_also_refuses_retired_and_narrow_keys(recorded: list[dict[st
     )
     _, problems = decision_problems(events, narrow)
     assert any("signs for 'gc.morgan' only" in p for p in problems)
+
+
+def test_a_decision_in_a_continued_run_that_records_no_workflow_started_holds(
+    tmp_path: Path,
+) -> None:
+    """A continued run starts with ``LedgerContinued``; an app need not record its own
+    ``WorkflowStarted``. Its decisions are signed for the new run and still hold (the run
+    check applies where the ledger names the run)."""
+    from keel.contracts.reviews import sign_fields
+    from keel.testing import kit_review_key, review_payload
+
+    def decided(run_id: str, seq: int) -> dict[str, Any]:
+        signed = sign_fields(
+            kit_review_key(),
+            {
+                "roles": [],
+                "workflow_id": "wf",
+                "run_id": run_id,
+                "issued_at": "2026-12-01T12:00:00+00:00",
+                "nonce": f"nonce-{seq}-0123456789abcdef",
+                "auth": {"method": "test"},
+                **review_payload("g", "approve", "gc.morgan"),
+            },
+        )
+        return {
+            "type": "GateDecided",
+            "seq": seq,
+            "gate": "g",
+            "decision": "approve",
+            "state": "approved",
+            "reviewer": "gc.morgan",
+            "via": "update",
+            "key_id": signed["signature"]["key_id"],
+            "signature": signed["signature"]["signature"],
+            "signed": {k: v for k, v in signed.items() if k != "signature"},
+        }
+
+    events = [
+        {"type": "WorkflowStarted", "seq": 1, "workflow_id": "wf", "run_id": "run-1"},
+        decided("run-1", 2),
+        {"type": "LedgerContinued", "seq": 3, "previous_run_id": "run-1", "run": 2},
+        decided("run-2", 4),
+    ]
+    assert decision_problems(events, kit_review_trust()) == (2, [])
+    moved = [*events[:3], decided("run-1", 4)]  # a first-run decision replayed in the second
+    assert decision_problems(moved, kit_review_trust())[0] == 2  # the run is not named here
+    forged = [*events[:1], decided("run-2", 2)]  # signed for a run this one is not
+    _, problems = decision_problems(forged, kit_review_trust())
+    assert problems and "another execution or run" in problems[0]
+    records = [
+        {"workflow_id": "wf", "run_id": "r", "status": "COMPLETED", "event": e} for e in events
+    ]
+    trust = trust_file(tmp_path / "trust.json")
+    assert "2 decisions hold" in standalone(
+        write_export(tmp_path / "c.jsonl", records), trust, expect=0
+    )
+    bad = [{**records[0], "event": e} for e in forged]
+    assert "another run" in standalone(write_export(tmp_path / "f.jsonl", bad), trust, expect=1)

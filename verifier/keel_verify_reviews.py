@@ -48,7 +48,7 @@ def problem(e, s, keys, run):
         (said in allowed[e["type"]], f"records {e.get('decision', e['type'])!r}, signed {said!r}"),
         (s.get("gate") == e.get("gate"), "records another gate than was signed"),
         (s.get("reviewer") == e.get("reviewer"), "records another reviewer than signed"),
-        ((s.get("workflow_id"), s.get("run_id")) == run, "signed for another execution or run"),
+        (run in (None, (s.get("workflow_id"), s.get("run_id"))), "signed for another run"),
         (s.get("on_behalf_of") == e.get("on_behalf_of"), "records another delegation"),
         ((s.get("comment") or None) == (e.get("comment") or None), "records another comment"),
     ]
@@ -78,8 +78,8 @@ def main():
     for wid, events in by_workflow.items():
         run, held, bad = None, 0, []
         for e in sorted(events, key=lambda e: e.get("seq") if type(e.get("seq")) is int else 0):
-            if e.get("type") == "WorkflowStarted":
-                run = (e.get("workflow_id"), e.get("run_id"))
+            if e.get("type") in ("WorkflowStarted", "LedgerContinued"):  # a new run's ids
+                run = (e.get("workflow_id"), e.get("run_id")) if "run_id" in e else None
             if e.get("type") in KINDS:
                 try:
                     why = problem(e, e.get("signed"), keys, run)

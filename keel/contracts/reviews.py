@@ -301,6 +301,8 @@ def decision_problems(raw_events: Sequence[Any], trust: ReviewerTrust) -> tuple[
             continue
         if raw.get("type") == "WorkflowStarted":
             run = (raw.get("workflow_id"), raw.get("run_id"))
+        elif raw.get("type") == "LedgerContinued":
+            run = None  # a new run: its ids come with its WorkflowStarted, if it records one
         if raw.get("type") not in DECISION_EVENTS:
             continue
         problem = _decision_problem(raw, trust) or _recorded_otherwise(raw, run)
