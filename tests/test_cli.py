@@ -7,6 +7,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,13 @@ class Cli:
                 await asyncio.sleep(0.3)
 
 
-@pytest.fixture
-async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli]:
-    task_queue = f"cli-{uuid.uuid4()}"
+@asynccontextmanager
+async def serving_cli(
+    dev_env: WorkflowEnvironment, tmp_path: Path, prefix: str = "cli"
+) -> AsyncIterator[Cli]:
+    """``keel`` in subprocesses against the dev server, with a worker of every app on a fresh
+    task queue (history encrypted under the session's keys)."""
+    task_queue = f"{prefix}-{uuid.uuid4()}"
     address = dev_env.client.service_client.config.target_host
     async with build_worker(
         await connect(codec_settings(), address=address),
@@ -77,6 +82,12 @@ async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli
         provider=OfflineProvider(),
     ):
         yield Cli(address, task_queue, tmp_path)
+
+
+@pytest.fixture
+async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli]:
+    async with serving_cli(dev_env, tmp_path) as running:
+        yield running
 
 
 async def test_start_gates_approve_and_ledger(cli: Cli) -> None:

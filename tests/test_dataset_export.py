@@ -37,12 +37,11 @@ from keel.offline import OfflineFault, OfflineProvider
 from keel.scenarios.contract_review import ContractReviewWorkflow
 from keel.scenarios.contract_review.contracts import RISK_CLASSIFIER
 from keel.settings import KeelSettings
-from keel.workers.apps import resolve_apps
-from keel.workers.runtime import build_worker, connect
+from keel.workers.runtime import connect
 from tests.conftest import codec_settings, keel_worker, offline_settings
 from tests.helpers import decide, review, start_review, wait_for_gate
 from tests.samples import load_sample
-from tests.test_cli import Cli
+from tests.test_cli import Cli, serving_cli
 from tests.test_support_workflow import Recording, start, support_worker
 
 EMAIL = "jane.doe@northwind.example"
@@ -303,16 +302,8 @@ async def test_a_ledger_that_does_not_verify_gives_no_examples(
 @pytest.fixture
 async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli]:
     """``keel`` in subprocesses against the dev server, with a worker of every app."""
-    task_queue = f"dataset-{uuid.uuid4()}"
-    address = dev_env.client.service_client.config.target_host
-    async with build_worker(
-        await connect(codec_settings(), address=address),
-        offline_settings(),
-        apps=resolve_apps(),
-        task_queue=task_queue,
-        provider=OfflineProvider(),
-    ):
-        yield Cli(address, task_queue, tmp_path)
+    async with serving_cli(dev_env, tmp_path, "dataset") as running:
+        yield running
 
 
 async def reviewed_on_dev_server(cli: Cli, prefix: str, verdicts: Sequence[str]) -> list[str]:

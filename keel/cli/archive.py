@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -28,8 +28,8 @@ from keel.activities.sqlstore import StoreUnavailableError
 from keel.archive import ArchivedRun, ArchiveLag, ArchiveStore, archive_lag
 from keel.archive.schedule import ensure_archiver_schedule
 from keel.cli.connection import common_options, connected_settings, open_client
-from keel.cli.ledgers import RunLedger, export_records
-from keel.cli.output import FAILURE, OK, USAGE, CliError, wants_json
+from keel.cli.ledgers import RunLedger, write_export
+from keel.cli.output import FAILURE, OK, USAGE, CliError, output_file, wants_json
 from keel.cli.render import escape
 from keel.contracts.archive import (
     ARCHIVE_SCHEDULE_ID,
@@ -267,24 +267,14 @@ async def cmd_init(settings: KeelSettings, args: Any) -> int:
 async def cmd_export_archive(settings: KeelSettings, args: Any) -> int:
     """Write archived executions' ledgers in ``keel export``'s format (docs/auditors.md)."""
     since = _since(args.since)
-    try:
-        out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        raise CliError(f"cannot write {escape(args.out)}: {escape(str(exc))}", USAGE) from exc
     counts = {"events": 0, "executions": 0, "missing": 0}
-    try:
+    with output_file(args.out) as out:
         async with ArchiveStore.open(settings) as archive:
             chosen = args.workflow_ids or await archive.executions(args.workflow_type, since)
             for workflow_id in chosen:
-                runs = await archive.runs(workflow_id)
+                runs = [RunLedger.from_archive(run) for run in await archive.runs(workflow_id)]
                 counts["executions" if runs else "missing"] += 1
-                for run in runs:
-                    for record in export_records(workflow_id, RunLedger.from_archive(run)):
-                        out.write(json.dumps(record) + "\n")
-                        counts["events"] += 1
-    finally:
-        if args.out:
-            out.close()
+                counts["events"] += write_export(out, workflow_id, runs)
     summary = f"exported {counts['events']} ledger events of {counts['executions']} archived "
     summary += "executions"
     if counts["missing"]:

@@ -22,6 +22,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
@@ -31,7 +32,7 @@ from temporalio.service import RPCError
 from keel.activities.sqlstore import StoreUnavailableError
 from keel.archive import ArchiveStore
 from keel.cli.ledgers import RunLedger, execution_runs, load_event_types
-from keel.cli.output import OK, USAGE, CliError, wants_json
+from keel.cli.output import OK, USAGE, CliError, output_file, wants_json
 from keel.cli.render import escape
 from keel.contracts.agent import AgentContract, canonical_json
 from keel.contracts.guardrails import PII_KINDS, pii_marker, redact_pii
@@ -453,24 +454,9 @@ async def export_dataset(client: Client | None, settings: KeelSettings, args: An
     selection = selected_ledgers(
         client, settings, source=source_of(args), query=args.query, workflow_type=args.workflow_type
     )
-    out: IO[str] = _open(args.out) if args.out else sys.stdout
-    meta: IO[str] | None = None
-    try:
-        meta = _open(args.metadata) if args.metadata else None
+    with output_file(args.out) as out, ExitStack() as closing:
+        meta = closing.enter_context(output_file(args.metadata)) if args.metadata else None
         summary = await write_dataset(selection, settings, args.dataset, out, meta)
-    finally:
-        if args.out:
-            out.close()
-        if meta is not None:
-            meta.close()
     text = json.dumps(summary.record()) if wants_json(args) else summary.text(args.dataset)
     print(text, file=sys.stderr)
     return OK
-
-
-def _open(path: str) -> IO[str]:
-    """``path`` opened to write, or a ``CliError`` that says why not (exit 2)."""
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot write {escape(path)}: {exc.strerror or exc}", USAGE) from exc

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from google.protobuf.json_format import ParseError
 from temporalio.client import Client, WorkflowHistory
@@ -14,8 +14,17 @@ from temporalio.converter import DataConverter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.worker import Replayer
 
-from keel.cli.ledgers import export_records, load_event_types
-from keel.cli.output import FAILURE, OK, USAGE, CliError, emit, report, wants_json
+from keel.cli.ledgers import load_event_types, write_export
+from keel.cli.output import (
+    FAILURE,
+    OK,
+    USAGE,
+    CliError,
+    emit,
+    output_file,
+    report,
+    wants_json,
+)
 from keel.cli.render import escape
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
@@ -158,10 +167,6 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
     from keel.cli.dataset import selected_ledgers, source_of
 
     load_event_types(args)
-    try:
-        out: IO[str] = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        raise CliError(f"cannot write {escape(args.out)}: {escape(str(exc))}", USAGE) from exc
     counts = {"events": 0, "executions": 0, "skipped": 0, "archived": 0}
     selection = selected_ledgers(
         client,
@@ -170,7 +175,7 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
         query=args.query,
         workflow_type=getattr(args, "workflow_type", None),
     )
-    try:
+    with output_file(args.out) as out:
         async for selected in selection:
             if selected.problem is not None:
                 print(
@@ -179,15 +184,9 @@ async def cmd_export(client: Client, settings: KeelSettings, args: Any) -> int:
                 )
                 counts["skipped"] += 1
                 continue
-            for run in selected.runs:
-                for record in export_records(selected.workflow_id, run):
-                    out.write(json.dumps(record) + "\n")
-                    counts["events"] += 1
+            counts["events"] += write_export(out, selected.workflow_id, selected.runs)
             counts["executions"] += 1
             counts["archived"] += selected.origin == "archive"
-    finally:
-        if args.out:
-            out.close()
     summary = f"exported {counts['events']} ledger events of {counts['executions']} executions"
     if counts["archived"]:
         summary += f" ({counts['archived']} from the ledger archive: Temporal no longer has them)"

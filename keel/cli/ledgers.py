@@ -3,10 +3,12 @@ the ``ledger`` query, as JSON, so no app code is needed."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 
 from temporalio.client import (
     Client,
@@ -99,6 +101,16 @@ class RunLedger:
         if self.description is None:
             raise ValueError("a RunLedger holds a description or an archived run")
         return self.description
+
+
+def write_export(out: IO[str], workflow_id: str, runs: Iterable[RunLedger]) -> int:
+    """Write ``runs``' lines of a ``keel export`` file to ``out``; returns how many."""
+    written = 0
+    for run in runs:
+        for record in export_records(workflow_id, run):
+            out.write(json.dumps(record) + "\n")
+            written += 1
+    return written
 
 
 def export_records(workflow_id: str, run: RunLedger) -> list[dict[str, Any]]:

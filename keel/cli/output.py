@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 from keel.cli.render import escape
 
@@ -25,6 +26,21 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+@contextmanager
+def output_file(path: str | None) -> Iterator[IO[str]]:
+    """``path`` opened to write (closed after), or stdout when None; a ``CliError`` that says
+    why (exit 2) when it cannot be opened."""
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        out = open(path, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"cannot write {escape(path)}: {exc.strerror or exc}", USAGE) from exc
+    with out:
+        yield out
 
 
 def wants_json(args: Any) -> bool:

@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -80,17 +80,7 @@ OutcomeKind = Literal[
     "default_applied",
     "failed_validation",
 ]
-OUTCOME_KINDS: tuple[OutcomeKind, ...] = (
-    "accepted",
-    "accepted_by_rule",
-    "approved",
-    "modified",
-    "rejected",
-    "expired",
-    "pending",
-    "default_applied",
-    "failed_validation",
-)
+OUTCOME_KINDS: tuple[OutcomeKind, ...] = get_args(OutcomeKind)
 MAX_LOOKBACK = 1_000
 """How many decisions back a gate's reviewed decision is looked for (a gate reviews a recent
 one; the bound keeps a ledger of a million events linear)."""
