@@ -17,6 +17,7 @@ from keel.offline import OfflineProvider
 from keel.workers.apps import resolve_apps
 from keel.workers.runtime import build_worker, connect
 from tests.conftest import BIN, CODEC_KEYS, REVIEW_ENV, codec_settings, offline_settings
+from tests.helpers import run_keel
 from tests.samples import load_sample
 
 
@@ -199,3 +200,23 @@ async def test_replay_and_export(cli: Cli) -> None:
     assert {e["workflow_id"] for e in exported} == {workflow_id}
     assert [e["event"]["type"] for e in exported][-2:] == ["WorkflowCompleted", "ChainHeadSigned"]
     assert {e["status"] for e in exported} == {"COMPLETED"}
+
+
+async def test_a_ledger_this_client_cannot_decode_is_a_clear_error_and_a_counted_skip(
+    cli: Cli,
+) -> None:
+    """Encrypted history read without its keys: ``keel ledger`` says how to configure them,
+    ``keel export`` skips the execution with that reason (no traceback either way)."""
+    workflow_id = f"c-undecodable-{uuid.uuid4().hex[:8]}"
+    contract = cli.write("contract.json", load_sample("contract-low-risk"))
+    await cli("start", "contract-review", "--input", contract, "--id", workflow_id)
+    await cli("ledger", workflow_id)  # completed: the ledger is in its result
+    keyless = {k: v for k, v in cli.env.items() if k != "KEEL_CODEC_KEYS"} | {"KEEL_CODEC": "off"}
+    out = await run_keel("ledger", workflow_id, env=keyless, expect=1)
+    assert "cannot be decoded" in out and "KEEL_CODEC_KEYS" in out and "Traceback" not in out
+    query = f"WorkflowId = '{workflow_id}'"
+    exported = await run_keel(
+        "export", "--query", query, "--source", "temporal", env=keyless, expect=0
+    )
+    assert "skipped" in exported and "cannot be decoded" in exported
+    assert "Traceback" not in exported

@@ -29,6 +29,7 @@ from keel.contracts.ledger import LedgerContinued, LedgerEvent, parse_ledger
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.apps import app_specs, load_app, resolve_apps
+from keel.workers.codec import HOW_TO_CONFIGURE
 from keel.workers.keys import trusted_keyring
 
 QUERY_TIMEOUT = timedelta(seconds=15)
@@ -346,7 +347,14 @@ async def _stored_ledger(
     name = f"{escape(workflow_id)} ({escape(description.workflow_type)})"
     if description.status is WorkflowExecutionStatus.COMPLETED:
         # Every Keel result carries its ledger; read it as JSON, so this works for any app.
-        result = await handle.result()
+        try:
+            result = await handle.result()
+        except KeyError as exc:  # the SDK's converter: a payload encoding it does not know
+            raise CliError(
+                f"the ledger of {name} cannot be decoded ({escape(str(exc))}); if its history "
+                f"is encrypted: {HOW_TO_CONFIGURE}",
+                FAILURE,
+            ) from exc
         if isinstance(result, dict) and isinstance(result.get("ledger"), list):
             ledger: list[Any] = result["ledger"]
             return ledger
@@ -357,6 +365,12 @@ async def _stored_ledger(
         )
     except WorkflowQueryFailedError as exc:
         raise CliError(f"{name} has no Keel ledger: {escape(str(exc))}", FAILURE) from exc
+    except KeyError as exc:  # as for a result: an answer this client cannot decode
+        raise CliError(
+            f"the ledger of {name} cannot be decoded ({escape(str(exc))}); if its history "
+            f"is encrypted: {HOW_TO_CONFIGURE}",
+            FAILURE,
+        ) from exc
     except RPCError as exc:
         if exc.status not in _TIMED_OUT:
             raise CliError(
