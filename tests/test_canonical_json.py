@@ -11,7 +11,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keel.contracts.canonical import canonical_bytes
+from keel.contracts.canonical import canonical_bytes, plain_canonical_bytes
+from keel.contracts.ledger import json_safe
 
 SCALARS = (
     st.none()
@@ -84,3 +85,44 @@ def test_lone_surrogates_and_odd_keys_are_rfc8785s_to_judge() -> None:
             rfc8785.dumps(value)
         with pytest.raises(type(expected.value)):
             canonical_bytes(value)
+
+
+ANY_DUMP = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(ANY_DUMP)
+def test_the_plain_path_is_taken_only_where_nothing_needs_making_safe(value: Any) -> None:
+    """``seal_event`` hashes a dump as it is when ``plain_canonical_bytes`` gives bytes: those
+    must be RFC 8785's, and ``json_safe`` (the slow path) must have had nothing to change."""
+    plain = plain_canonical_bytes(value)
+    if plain is None:
+        return
+    assert plain == rfc8785.dumps(value)
+    assert json_safe(value) == value
+    assert _all_finite(value)
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, {"a": [math.inf]}, 2**53, "\ud800", {"é": 1}, {1: 2}, 1e-5, 1e16, True.__class__],
+    ids=repr,
+)
+def test_what_needs_care_leaves_the_plain_path(value: Any) -> None:
+    assert plain_canonical_bytes(value) is None

@@ -27,13 +27,6 @@ from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from keel.activities.providers import close_provider
 from keel.activities.providers.base import ModelProvider, ModelRequest
@@ -43,10 +36,10 @@ from keel.contracts.secrets import scrub_secrets, scrub_value
 from keel.errors import KeelUserError, ProviderError, ProviderRetryableError
 
 MAX_RAW_RESPONSE_CHARS = 32_000
+"""Longer answers are cut in history (the parsed output is kept whole when it parsed)."""
 T = TypeVar("T")
 QUICK_RETRIES = 2
 """In-activity retries of a provider blip before Temporal's retry policy takes over."""
-"""Longer answers are cut in history (the parsed output is kept whole when it parsed)."""
 
 
 class AgentNodeActivities:
@@ -136,20 +129,20 @@ class AgentNodeActivities:
         )
         calls = 0
         try:
-            # tenacity owns quick retries of blips the provider gave no guidance on (no
-            # Retry-After): a few calls within a third of the time budget, no history events.
-            # Temporal's retry policy owns the rest: Retry-After (next_retry_delay) and
-            # failures that persist, durably and visibly.
-            async for try_ in AsyncRetrying(
-                retry=retry_if_exception(_blip),
-                wait=wait_exponential(multiplier=0.2, max=1.0),
-                stop=stop_after_attempt(QUICK_RETRIES + 1)
-                | stop_after_delay(contract.time_budget.total_seconds() / 3),
-                reraise=True,
-            ):
-                with try_:
-                    calls += 1
+            # Quick retries of blips the provider gave no guidance on (no Retry-After) are
+            # this activity's: a few calls within a third of the time budget, no history
+            # events. Temporal's retry policy owns the rest: Retry-After (next_retry_delay)
+            # and failures that persist, durably and visibly.
+            quick_until = time.monotonic() + contract.time_budget.total_seconds() / 3
+            while True:
+                calls += 1
+                try:
                     reply = await _heartbeating(provider.complete(model_request))
+                    break
+                except Exception as err:
+                    if not _blip(err) or calls > QUICK_RETRIES or time.monotonic() >= quick_until:
+                        raise
+                await asyncio.sleep(quick_retry_wait(calls))
         except ProviderError as err:
             retry_after = getattr(err, "retry_after", None)
             raise ApplicationError(
@@ -211,22 +204,36 @@ HEARTBEAT_EVERY_SECONDS = 2.0
 the first heartbeat comes after one interval, so a call shorter than that sends none."""
 
 
+def quick_retry_wait(calls: int) -> float:
+    """Seconds to wait after the ``calls``-th call failed with a blip: 0.2, 0.4, 0.8, then
+    1 s."""
+    return min(1.0, 0.2 * 2.0 ** (calls - 1))
+
+
 async def _heartbeating(call: Awaitable[T]) -> T:
     """Await ``call`` while heartbeating, so a worker that dies mid-call is noticed within
     the heartbeat timeout instead of the contract's whole time budget. A heartbeat is a
-    request to the server: the first waits one interval (well inside the 10 s heartbeat
-    timeout), so the short calls, most of them, cost none."""
+    request to the server: the first is sent after one interval (well inside the 10 s
+    heartbeat timeout), so the short calls, most of them, send none, and cost one timer
+    (the beating task starts only when the call outlasts the interval)."""
+    beater: asyncio.Task[None] | None = None
 
     async def beat() -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
             activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
-    beater = asyncio.create_task(beat())
+    def start() -> None:
+        nonlocal beater
+        beater = asyncio.create_task(beat())
+
+    timer = asyncio.get_running_loop().call_later(HEARTBEAT_EVERY_SECONDS, start)
     try:
         return await call
     finally:
-        beater.cancel()
+        timer.cancel()
+        if beater is not None:
+            beater.cancel()
 
 
 def _blip(error: BaseException) -> bool:

@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from keel.contracts.agent import canonical_json
-from keel.contracts.canonical import canonical_bytes
+from keel.contracts.canonical import canonical_bytes, plain_canonical_bytes
 
 GENESIS_HASH = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -745,6 +745,9 @@ def seal_event(event: E, *, seq: int, at: datetime, prev_hash: str, scheme: str 
         updates["scheme"] = scheme
     stamped = event.model_copy(update=updates)
     dumped = stamped.model_dump(mode="json", exclude={"hash"})
+    plain = plain_canonical_bytes(dumped)
+    if plain is not None:  # nothing to make safe: the dump is the body
+        return stamped.model_copy(update={"hash": hashlib.sha256(plain).hexdigest()})
     body = json_safe(dumped)
     if _has_nan(dumped) or body != dumped:
         stamped = type(stamped).model_validate(body)

@@ -39,7 +39,7 @@ _ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640
 _SPACE = re.compile(r"[^\S\n]+")
 _NEWLINES = re.compile(r" ?\n[\s]*")
 # Leetspeak inside a word that has letters: "1gn0re", "pr3vious".
-_LEET_WORD = re.compile(r"(?=\w*[a-z])(?=\w*[0-9@$])[\w@$]{3,}")
+_LEET_WORD = re.compile(r"(?<!\w)(?=\w*[a-z])(?=\w*[0-9@$])[\w@$]{3,}")
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 )

@@ -404,17 +404,20 @@ def redact_pii(value: Any, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> An
 def _scrub_value(
     value: Any, path: str, changes: list[Change], regions: Sequence[str], numbering: _Numbering
 ) -> Any:
-    if isinstance(value, str):
+    kind = type(value)  # exact types first: in the workflow sandbox isinstance is slow
+    if kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is str or isinstance(value, str):
         text, found = _scrub(value, regions, numbering)
-        for kind, _original, marker in found:
-            changes.append(Change(path=path or "$", kind=kind, after=marker))
+        for pii_kind, _original, marker in found:
+            changes.append(Change(path=path or "$", kind=pii_kind, after=marker))
         return text
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return {
             key: _scrub_value(item, _join(path, key), changes, regions, numbering)
             for key, item in value.items()
         }
-    if isinstance(value, list | tuple):
+    if kind is list or isinstance(value, list | tuple):
         items = [
             _scrub_value(item, f"{path}[{i}]", changes, regions, numbering)
             for i, item in enumerate(value)
