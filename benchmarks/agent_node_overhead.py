@@ -42,7 +42,15 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_workflows import BARE_ACTIVITY, BenchBareActivity, BenchKeelAgentNode
-from measure import percentile, process_cpu, run_and_exit, server_cpu, server_pid, system_load
+from measure import (
+    keel_client,
+    percentile,
+    process_cpu,
+    run_and_exit,
+    server_cpu,
+    server_pid,
+    system_load,
+)
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -84,6 +92,8 @@ async def bare_activity(node_input: RiskClassifierInput) -> RiskAssessment:
 class Variant:
     label: str
     run: Callable[..., Awaitable[RiskAssessment]]
+    client: Client | None = None
+    """The client that starts it (default the benchmark's): Keel's carries ``EngineMemo``."""
     seq_blocks: list[float] = field(default_factory=list)
     """Mean latency (ms) of each sequential block."""
     seq_latencies: list[float] = field(default_factory=list)
@@ -112,7 +122,7 @@ def node_input() -> RiskClassifierInput:
 async def one(client: Client, queue: str, variant: Variant, payload: RiskClassifierInput) -> float:
     """Start one workflow and wait for its result; the latency in ms."""
     started = time.perf_counter()
-    result = await client.execute_workflow(
+    result = await (variant.client or client).execute_workflow(
         variant.run,  # type: ignore[arg-type]
         payload,
         id=f"bench-{uuid.uuid4()}",
@@ -150,7 +160,7 @@ def abba(variants: tuple[Variant, Variant], blocks: int) -> list[Variant]:
 async def measure(client: Client, queue: str, args: argparse.Namespace) -> tuple[Variant, Variant]:
     payload = node_input()
     bare = Variant("bare Temporal", BenchBareActivity.run)
-    keel = Variant("Keel agent node", BenchKeelAgentNode.run)
+    keel = Variant("Keel agent node", BenchKeelAgentNode.run, keel_client(client))
     variants = (bare, keel)
 
     for variant in abba(variants, 1):  # warm-up: caches, sandbox imports, connections

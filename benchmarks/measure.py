@@ -12,6 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from temporalio.client import Client
+
+from keel.workers.engine_memo import EngineMemo
+
 
 def process_cpu() -> float:
     """CPU seconds of this process, all threads (worker, client, anything in-process)."""
@@ -70,3 +74,12 @@ def run_and_exit(run: Callable[[], object]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def keel_client(client: Client) -> Client:
+    """``client`` with the interceptor Keel's own clients carry (``EngineMemo``: its runs
+    decide the engine's patches without a marker), as ``keel.workers.runtime.connect``
+    builds them."""
+    config = client.config()
+    config["interceptors"] = [*config["interceptors"], EngineMemo()]
+    return Client(**config)

@@ -10,7 +10,8 @@ documentation says:
 * **bare activity**: ``BenchBareActivity``, one ``execute_activity`` of an activity that
   returns a constant (no model), on Keel's worker (``build_worker``);
 * **Keel**: ``BenchKeelAgentNode``, one agent node (``RISK_CLASSIFIER``) on the offline model,
-  same worker;
+  same worker, started by a client with Keel's ``EngineMemo`` interceptor (as
+  ``keel.workers.runtime.connect`` makes it);
 * **Pydantic AI**: ``BenchPydanticAI``, an ``Agent`` with the ``TemporalDurability``
   capability (``pydantic_ai.durable_exec.temporal``), client plugin ``PydanticAIPlugin``,
   worker plugin ``AgentPlugin``, model ``FunctionModel`` answering through the output tool;
@@ -52,7 +53,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from agent_node_overhead import bare_activity, node_input
 from bench_workflows import BenchBareActivity, BenchKeelAgentNode
-from measure import process_cpu, run_and_exit, server_cpu, server_pid, system_load
+from measure import keel_client, process_cpu, run_and_exit, server_cpu, server_pid, system_load
 from peer_agents import (
     OPENAI_AGENTS_AVAILABLE,
     PYDANTIC_AI_AGENT,
@@ -222,7 +223,8 @@ def report(variants: list[Variant], args: argparse.Namespace, load: str, seconds
 async def start_variants(env: WorkflowEnvironment, stack: AsyncExitStack) -> list[Variant]:
     target = env.client.service_client.config.target_host
     bare = Variant("bare activity", BenchBareActivity.run, env.client)
-    keel = Variant("Keel", BenchKeelAgentNode.run, env.client, queue=bare.queue)
+    # Keel's client (``keel.workers.runtime.connect``) carries the ``EngineMemo`` interceptor.
+    keel = Variant("Keel", BenchKeelAgentNode.run, keel_client(env.client), queue=bare.queue)
     settings = KeelSettings(_env_file=None, model="offline")  # type: ignore[call-arg]
     keel_worker = build_worker(
         env.client,

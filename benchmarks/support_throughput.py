@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 # Runnable from a checkout without installing Keel; the worker imports this file as a module.
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from measure import percentile, process_cpu, run_and_exit, server_cpu, server_pid
+from measure import keel_client, percentile, process_cpu, run_and_exit, server_cpu, server_pid
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -258,6 +258,8 @@ class Variant:
     run: Callable[..., Awaitable[SupportResult]]
     typed_input: bool
     """The bare workflow takes a ``SupportEmail``; Keel's takes the raw dict and validates it."""
+    client: Client | None = None
+    """The client that starts it (default the benchmark's): Keel's carries ``EngineMemo``."""
     throughput: list[float] = field(default_factory=list)
     """Workflows per second of each block."""
     p50: list[float] = field(default_factory=list)
@@ -282,7 +284,7 @@ def email(n: int) -> dict[str, Any]:
 
 async def start(client: Client, queue: str, variant: Variant, n: int) -> WorkflowHandle[Any, Any]:
     raw = email(n)
-    return await client.start_workflow(
+    return await (variant.client or client).start_workflow(
         variant.run,
         SupportEmail.model_validate(raw) if variant.typed_input else raw,
         id=f"bench-support-{uuid.uuid4()}",
@@ -345,7 +347,9 @@ async def measure(client: Client, queue: str, args: argparse.Namespace) -> tuple
     from support_throughput import BenchBareSupport
 
     bare = Variant("bare Temporal", BenchBareSupport.run, typed_input=True)
-    keel = Variant("Keel SupportEmail", SupportEmailWorkflow.run, typed_input=False)
+    keel = Variant(
+        "Keel SupportEmail", SupportEmailWorkflow.run, typed_input=False, client=keel_client(client)
+    )
     variants = (bare, keel)
 
     for variant in variants:

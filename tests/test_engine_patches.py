@@ -24,8 +24,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from keel.testing import offline_settings
+from keel.workers.engine_memo import EngineMemo
 from keel.workers.runtime import WORKER_DATA_CONVERTER, build_worker, workflow_runner
-from keel.workflows.patches import COVERED, ENGINE_PATCHES
+from keel.workflows import patches
+from keel.workflows.patches import COVERED, ENGINE_MEMO, ENGINE_PATCHES
 from tests.helpers import decide, review
 from tests.probe_deploys import GATE, WORKFLOW_TYPE, DeployProbeV1
 
@@ -102,3 +104,92 @@ def test_every_engine_patch_is_covered() -> None:
     imported = {"NOTIFY_PATCH": "keel-gate-notifications"}
     used = {imported.get(name, name) for name in used}
     assert used == COVERED
+
+
+async def run_to_the_end(client: Client, queue: str) -> WorkflowHandle[Any, Any]:
+    handle = await queried_until_open(client, queue)
+    await decide(handle, review(GATE.name, "approve", "deploy.reviewer"))
+    assert (await handle.result())["state"] == "approved"
+    return handle
+
+
+async def change_version_upserts(handle: WorkflowHandle[Any, Any]) -> int:
+    """Upserts of the ``TemporalChangeVersion`` search attribute (the SDK's, with a marker)."""
+    count = 0
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            count += "TemporalChangeVersion" in fields.indexed_fields
+    return count
+
+
+async def replays(handle: WorkflowHandle[Any, Any]) -> None:
+    outcome = await Replayer(
+        workflows=[DeployProbeV1],
+        data_converter=WORKER_DATA_CONVERTER,
+        workflow_runner=workflow_runner(),
+    ).replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
+    assert outcome.replay_failure is None, outcome.replay_failure
+
+
+def memo_client(client: Client) -> Client:
+    config = client.config()
+    config["interceptors"] = [*config["interceptors"], EngineMemo()]
+    return Client(**config)
+
+
+async def test_a_run_started_by_keels_client_decides_the_patches_without_a_marker(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The memo stands for the marker: no marker, no TemporalChangeVersion upsert, every
+    engine patch on (the head is signed: the patched path), and the history replays on a
+    plain Replayer and on a new worker (queried in between)."""
+    client = memo_client(dev_env.client)
+    settings = offline_settings(data_dir=tmp_path)
+    queue = f"patches-memo-{uuid.uuid4()}"
+    async with build_worker(client, settings, task_queue=queue, workflows=[DeployProbeV1]):
+        handle = await run_to_the_end(client, queue)
+        ledger = await handle.query("ledger", result_type=list[dict[str, Any]])
+        queried = await queried_until_open(client, queue)
+    described = await handle.describe()
+    assert (await described.memo())[ENGINE_MEMO] == ENGINE_PATCHES
+    assert await markers(handle) == []
+    assert await change_version_upserts(handle) == 0
+    assert any(event["type"] == "ChainHeadSigned" for event in ledger)
+    await replays(handle)
+    async with build_worker(client, settings, task_queue=queue, workflows=[DeployProbeV1]):
+        await decide(queried, review(GATE.name, "approve", "deploy.reviewer"))
+        assert (await queried.result())["state"] == "approved"
+    assert await markers(queried) == []
+    await replays(queried)
+
+
+async def test_a_run_a_worker_from_before_the_memo_marked_replays_on_this_one(
+    dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a deploy a new client's run can reach a worker that ignores the memo and
+    records the marker; this engine reads that marker on replay and finishes the run."""
+    client = memo_client(dev_env.client)
+    settings = offline_settings(data_dir=tmp_path)
+    queue = f"patches-memo-{uuid.uuid4()}"
+    with monkeypatch.context() as old_worker:
+        old_worker.setattr(patches, "started_for_this_engine", lambda: False)
+        async with build_worker(client, settings, task_queue=queue, workflows=[DeployProbeV1]):
+            handle = await queried_until_open(client, queue)
+    assert await markers(handle) == [ENGINE_PATCHES]
+    async with build_worker(client, settings, task_queue=queue, workflows=[DeployProbeV1]):
+        await decide(handle, review(GATE.name, "approve", "deploy.reviewer"))
+        assert (await handle.result())["state"] == "approved"
+    await replays(handle)
+
+
+async def test_a_plain_client_still_gets_the_marker(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    settings = offline_settings(data_dir=tmp_path)
+    queue = f"patches-memo-{uuid.uuid4()}"
+    async with build_worker(dev_env.client, settings, task_queue=queue, workflows=[DeployProbeV1]):
+        handle = await run_to_the_end(dev_env.client, queue)
+    assert await markers(handle) == [ENGINE_PATCHES]
+    assert await change_version_upserts(handle) == 1
+    await replays(handle)

@@ -15,6 +15,7 @@ from keel.contracts.names import SEARCH_ATTRIBUTES
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
 from keel.workers.codec import codec_keyring
+from keel.workers.engine_memo import EngineMemo
 from keel.workers.runtime import keel_data_converter
 from keel.workers.telemetry import tracing_interceptors
 
@@ -97,7 +98,7 @@ async def dev_server(
             *server_limit_args(),
             *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
         ],
-        interceptors=tracing_interceptors(settings),
+        interceptors=[*tracing_interceptors(settings), EngineMemo()],
         port=port,
         ui=True,
         ui_port=settings.ui_port,

@@ -48,6 +48,7 @@ from keel.workers.app import App, AppContext
 from keel.workers.apps import workflows_of
 from keel.workers.codec import REFUSED_ENCODING, CodecKeyring, EncryptionCodec, codec_keyring
 from keel.workers.deploys import deployment_config, shutdown_grace
+from keel.workers.engine_memo import EngineMemo
 from keel.workers.keys import load_worker_keys
 from keel.workers.link_key import load_link_key
 from keel.workers.model_calls import ModelCalls, separate_model_queue
@@ -76,7 +77,7 @@ async def connect(
         address: the Temporal frontend, overriding the configuration.
         namespace: the namespace, overriding the configuration.
         profile: the Temporal CLI profile to read.
-        interceptors: default: Keel's tracing.
+        interceptors: default: Keel's tracing (``EngineMemo`` is added either way).
         embedded: the server is the embedded dev server of ``keel dev`` / ``keel demo``
             (a missing dev codec key is generated; see ``keel.workers.codec.codec_keyring``).
 
@@ -90,9 +91,10 @@ async def connect(
     return await Client.connect(
         **config,
         data_converter=keel_data_converter(keyring),
-        interceptors=list(
-            interceptors if interceptors is not None else tracing_interceptors(settings)
-        ),
+        interceptors=[
+            *(interceptors if interceptors is not None else tracing_interceptors(settings)),
+            EngineMemo(),
+        ],
     )
 
 

@@ -14,6 +14,16 @@ before it (``engine_patched`` answers True for them without a marker of their ow
 recorded before has no such marker and keeps deciding each patch where it applies, as it
 was recorded. A patch added to the engine later is decided with ``workflow.patched`` again
 (its own marker) until the next ``ENGINE_PATCHES`` includes it.
+
+A run started by Keel's client needs no marker at all: the client puts ``ENGINE_PATCHES`` in
+the run's memo (``ENGINE_MEMO``, recorded in its start event, carried over by
+continue-as-new), which says as surely as a marker that the run was started for this engine
+and costs no history event (a marker costs two: the marker, and the ``TemporalChangeVersion``
+search attribute the SDK upserts with it, a visibility write on the server). A run whose memo
+says so was recorded by a worker of this engine, or, during a deploy, by one from before the
+memo that recorded the marker; on replay the marker is read if it is there, so both replay.
+Workers must be deployed before clients (a worker from before ``ENGINE_PATCHES`` would decide
+each patch lazily, which a run whose memo says otherwise does not replay); docs/deploys.md.
 """
 
 from __future__ import annotations
@@ -22,6 +32,9 @@ from temporalio import workflow
 
 ENGINE_PATCHES = "keel-engine-patches-1"
 """The marker a run records first; it covers ``COVERED``."""
+
+ENGINE_MEMO = "keel-engine"
+"""The memo key whose value ``ENGINE_PATCHES`` decides them without a marker."""
 
 COVERED = frozenset(
     {
@@ -43,8 +56,24 @@ def decide_engine_patches() -> None:
     """Decide the engine's patches for this run, now (call it before the run's first
     activity; a second call changes nothing)."""
     instance = workflow.instance()
-    if getattr(instance, _DECIDED, None) is None:
-        setattr(instance, _DECIDED, workflow.patched(ENGINE_PATCHES))
+    if getattr(instance, _DECIDED, None) is not None:
+        return
+    if started_for_this_engine():
+        if workflow.unsafe.is_replaying():
+            workflow.patched(ENGINE_PATCHES)  # a worker from before the memo marked it
+        decided = True
+    else:
+        decided = workflow.patched(ENGINE_PATCHES)
+    setattr(instance, _DECIDED, decided)
+
+
+def started_for_this_engine() -> bool:
+    """Whether the run's memo, as it started, names ``ENGINE_PATCHES`` (call it in the first
+    workflow task: later, an upserted memo could say otherwise)."""
+    try:
+        return bool(workflow.memo_value(ENGINE_MEMO, None, type_hint=str) == ENGINE_PATCHES)
+    except Exception:  # a memo this converter cannot read: not Keel's client's
+        return False
 
 
 def engine_patched(patch: str) -> bool:
