@@ -66,7 +66,7 @@ from keel.scenarios.contract_review.contracts import (
 )
 from keel.settings import KeelSettings
 from keel.workers.apps import resolve_apps
-from keel.workers.devstack import server_limit_args
+from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
 from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
@@ -304,6 +304,7 @@ def report(bare: Variant, keel: Variant, args: argparse.Namespace, seconds: floa
 async def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",

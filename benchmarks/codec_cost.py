@@ -39,6 +39,7 @@ from keel.offline import OfflineProvider
 from keel.scenarios.contract_review import APP, ContractReviewWorkflow
 from keel.settings import KeelSettings
 from keel.workers.codec import CodecKeyring, EncryptionCodec, new_key_entry
+from keel.workers.devstack import DEV_SERVER_STARTUP
 from keel.workers.runtime import build_worker, connect, ensure_search_attributes
 
 BIN = Path(sys.executable).parent
@@ -78,7 +79,9 @@ async def main(runs: int, blocks: int) -> str:
     keys = new_key_entry("bench-1")
     micro = codec_alone(EncryptionCodec(CodecKeyring.parse(keys)))
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(BIN / "temporal"), dev_server_log_level="error"
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
+        dev_server_existing_path=str(BIN / "temporal"),
+        dev_server_log_level="error",
     )
     address = env.client.service_client.config.target_host
     medians: dict[str, list[float]] = {"plaintext": [], "encrypted": []}

@@ -44,7 +44,7 @@ from temporalio.testing import WorkflowEnvironment
 from keel.offline import OfflineProvider
 from keel.scenarios.contract_review.contracts import RiskAssessment
 from keel.settings import KeelSettings
-from keel.workers.devstack import server_limit_args
+from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
 from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
@@ -137,6 +137,7 @@ async def main(args: argparse.Namespace) -> None:
     async with AsyncExitStack() as stack:
         for server in servers:
             env = await WorkflowEnvironment.start_local(
+                dev_server_startup_timeout=DEV_SERVER_STARTUP,
                 dev_server_existing_path=str(BIN / "temporal"),
                 data_converter=pydantic_data_converter,
                 dev_server_log_level="error",

@@ -35,6 +35,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keel.settings import KeelSettings
+from keel.workers.devstack import DEV_SERVER_STARTUP
 from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
@@ -59,6 +60,7 @@ async def block(client: Client, queue: str, workflow: Any, runs: int) -> tuple[l
 
 async def main(runs: int, blocks: int) -> str:
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",

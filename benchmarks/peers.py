@@ -69,7 +69,7 @@ from temporalio.worker import Worker
 from keel.offline import OfflineProvider
 from keel.scenarios.contract_review.contracts import RiskAssessment, RiskClassifierInput
 from keel.settings import KeelSettings
-from keel.workers.devstack import server_limit_args
+from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
 from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
@@ -272,6 +272,7 @@ async def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     load = f"{system_load()} at start"
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",

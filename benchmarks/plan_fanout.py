@@ -91,6 +91,7 @@ from keel.contracts.tools import (
     ToolSpec,
     tool_activity_name,
 )
+from keel.workers.devstack import DEV_SERVER_STARTUP
 from keel.workers.runtime import engine_activities, workflow_runner
 from keel.workflows.gates import GateBook
 from keel.workflows.ledger import Ledger
@@ -649,6 +650,7 @@ async def main(args: argparse.Namespace) -> None:
         "max_cached_workflows": 2 * top + 100,
     }
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",

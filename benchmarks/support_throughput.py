@@ -84,7 +84,7 @@ from keel.scenarios.support_email.workflow import SEND_RETRIES
 from keel.settings import KeelSettings
 from keel.workers import runtime
 from keel.workers.apps import resolve_apps
-from keel.workers.devstack import server_limit_args
+from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
 from keel.workers.runtime import agent_node_activities, build_worker
 from keel.workers.smtp_sink import SmtpSink
 
@@ -517,6 +517,7 @@ async def main(args: argparse.Namespace) -> None:
     context = {"load": load()}
     data_dir = Path(tempfile.mkdtemp(prefix="keel-bench-support-"))
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,

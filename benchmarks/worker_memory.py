@@ -37,7 +37,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from keel.workers.devstack import server_limit_args
+from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
 
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "results" / "worker_memory.md"
@@ -116,6 +116,7 @@ async def idle_rss(client: Client, command: list[str], queue: str, env: dict[str
 
 async def main(args: argparse.Namespace) -> None:
     server = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         dev_server_log_level="error",
         dev_server_extra_args=server_limit_args(),

@@ -90,9 +90,10 @@ def free_port() -> int:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (in memory) for integration and replay tests."""
     from keel.contracts.names import SEARCH_ATTRIBUTES
-    from keel.workers.devstack import server_limit_args
+    from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
 
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,

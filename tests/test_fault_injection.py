@@ -89,6 +89,7 @@ from keel.scenarios.support_email import SupportEmailWorkflow
 from keel.scenarios.support_email.contracts import SUPPORT_REPLY, SUPPORT_TRIAGE, SupportResult
 from keel.settings import KeelSettings
 from keel.workers.apps import resolve_apps
+from keel.workers.devstack import DEV_SERVER_STARTUP
 from keel.workers.runtime import running_worker
 from keel.workers.smtp_sink import SmtpSink, read_mailbox
 from tests.conftest import BIN, REVIEW_ENV, free_port, keel_worker
@@ -301,6 +302,7 @@ async def keel_workers(
 
 async def start_dev_server(port: int, database: Path) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         dev_server_database_filename=str(database),
         dev_server_log_level="error",

@@ -23,6 +23,7 @@ from keel.contracts.names import SEARCH_ATTRIBUTES
 from keel.offline import OfflineProvider
 from keel.testing import offline_settings
 from keel.workers.apps import resolve_apps
+from keel.workers.devstack import DEV_SERVER_STARTUP
 from keel.workers.keys import load_worker_keys
 from keel.workers.runtime import build_worker
 from tests.conftest import BIN, REVIEW_ENV, free_port
@@ -32,6 +33,7 @@ from tests.ledger_forgeries import index_of, reseal, write_keyring
 
 async def dev_server(db: Path, port: int) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,

@@ -33,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from keel.cli.commands import start
 from keel.contracts.names import SEARCH_ATTRIBUTES
+from keel.workers.devstack import DEV_SERVER_STARTUP
 from tests.conftest import free_port, keel_worker, offline_settings
 from tests.helpers import wait_for_gate
 from tests.samples import entry, load_sample
@@ -71,6 +72,7 @@ async def temporal_ui() -> AsyncIterator[TemporalUI]:
     """A dev server of our own, with its web UI on a free port."""
     ui_port = free_port()
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         ui=True,
         ui_port=ui_port,

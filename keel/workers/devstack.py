@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
@@ -18,6 +19,10 @@ from keel.workers.codec import codec_keyring
 from keel.workers.engine_memo import EngineMemo
 from keel.workers.runtime import keel_data_converter
 from keel.workers.telemetry import tracing_interceptors
+
+DEV_SERVER_STARTUP = timedelta(seconds=30)
+"""How long a dev server may take to start (the SDK's default, 5 s, is missed now and then
+by a cold start on a busy 2-core machine)."""
 
 SERVER_LIMITS = {
     # A payload (start input, signal, result) of more than 512 KiB is refused by the frontend
@@ -92,6 +97,7 @@ async def dev_server(
     _, port = split_address(settings.temporal_address)
     keyring = codec_keyring(settings, target=settings.temporal_address, embedded=True)
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         namespace=settings.temporal_namespace,
         data_converter=keel_data_converter(keyring),
         dev_server_extra_args=[
