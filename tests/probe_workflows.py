@@ -39,3 +39,15 @@ class AgentNodeProbe(KeelWorkflow):
             "ledger": [event.model_dump(mode="json") for event in self.ledger.events],
             "ledger_head": self.ledger.head_hash,
         }
+
+
+@workflow.defn(name="UnstartedAgentNodeProbe")
+class UnstartedAgentNodeProbe(KeelWorkflow):
+    """One agent node in a run that never calls ``start``: the engine's patches are decided
+    in ``KeelWorkflow.__init__`` all the same. Returns the ledger in JSON form."""
+
+    @workflow.run
+    async def run(self, node_input: RiskClassifierInput) -> list[dict[str, Any]]:
+        contract = REGISTRY.get("risk-classifier@1")
+        await self.agents.run("probe", contract, node_input)
+        return [event.model_dump(mode="json") for event in self.ledger.events]

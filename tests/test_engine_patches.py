@@ -23,6 +23,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from keel.scenarios.contract_review import APP
+from keel.scenarios.contract_review.contracts import ContractReviewInput, RiskClassifierInput
 from keel.testing import offline_settings
 from keel.workers.engine_memo import EngineMemo
 from keel.workers.runtime import WORKER_DATA_CONVERTER, build_worker, workflow_runner
@@ -30,6 +32,7 @@ from keel.workflows import patches
 from keel.workflows.patches import COVERED, ENGINE_MEMO, ENGINE_PATCHES
 from tests.helpers import decide, review
 from tests.probe_deploys import GATE, WORKFLOW_TYPE, DeployProbeV1
+from tests.probe_workflows import UnstartedAgentNodeProbe
 
 pytestmark = pytest.mark.integration
 RUNS = 4
@@ -193,3 +196,38 @@ async def test_a_plain_client_still_gets_the_marker(
     assert await markers(handle) == [ENGINE_PATCHES]
     assert await change_version_upserts(handle) == 1
     await replays(handle)
+
+
+@pytest.mark.parametrize("memo", [True, False], ids=["keel-client", "plain-client"])
+async def test_a_run_that_never_calls_start_decides_them_first(
+    dev_env: WorkflowEnvironment, tmp_path: Path, memo: bool
+) -> None:
+    """``KeelWorkflow.__init__`` decides: an app whose run method goes straight to an agent
+    node records no marker per patch (the node's input is recorded: the patched path)."""
+    client = memo_client(dev_env.client) if memo else dev_env.client
+    queue = f"patches-unstarted-{uuid.uuid4()}"
+    sample = ContractReviewInput.model_validate(APP.sample("contract-low-risk"))
+    node_input = RiskClassifierInput(
+        **sample.model_dump(include=set(RiskClassifierInput.model_fields))
+    )
+    settings = offline_settings(data_dir=tmp_path)
+    async with build_worker(
+        client, settings, task_queue=queue, workflows=[UnstartedAgentNodeProbe]
+    ):
+        handle = await client.start_workflow(
+            UnstartedAgentNodeProbe.run,
+            node_input,
+            id=f"unstarted-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        ledger = await handle.result()
+    decided = [e for e in ledger if e["type"] == "AgentDecided"]
+    assert decided and decided[0]["input"] is not None
+    assert await markers(handle) == ([] if memo else [ENGINE_PATCHES])
+    assert await change_version_upserts(handle) == (0 if memo else 1)
+    outcome = await Replayer(
+        workflows=[UnstartedAgentNodeProbe],
+        data_converter=WORKER_DATA_CONVERTER,
+        workflow_runner=workflow_runner(),
+    ).replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
+    assert outcome.replay_failure is None, outcome.replay_failure

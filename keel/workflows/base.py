@@ -54,6 +54,7 @@ class KeelWorkflow:
     """Base class of scenario workflows (not a workflow itself)."""
 
     def __init__(self) -> None:
+        decide_engine_patches(self)  # first, in every run: whichever way its run method goes
         self.ledger = Ledger()
         self.context = WorkflowContext(self.ledger)
         self.gate_book = GateBook(self.ledger)

@@ -52,10 +52,14 @@ COVERED = frozenset(
 _DECIDED = "_keel_engine_patches"
 
 
-def decide_engine_patches() -> None:
+def decide_engine_patches(instance: object | None = None) -> None:
     """Decide the engine's patches for this run, now (call it before the run's first
-    activity; a second call changes nothing)."""
-    instance = workflow.instance()
+    activity; a second call changes nothing). ``instance``: the run's workflow object, for a
+    call from its ``__init__`` (``workflow.instance()`` is not set yet); outside a workflow
+    (a unit test building the object) nothing is decided."""
+    if not workflow.in_workflow():
+        return
+    instance = instance if instance is not None else workflow.instance()
     if getattr(instance, _DECIDED, None) is not None:
         return
     if started_for_this_engine():
