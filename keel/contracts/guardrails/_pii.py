@@ -288,6 +288,16 @@ def _scrub(
 
 
 _MAX_PASSES = 4
+_ASCII_DIGIT = re.compile("[0-9]")
+
+
+def _may_hold_pii(text: str) -> bool:
+    """Whether ``text`` has an "@" or a digit (``str.isdigit``), which every PII kind has."""
+    if "@" in text:
+        return True
+    if text.isascii():  # one regex scan instead of a generator step per character
+        return _ASCII_DIGIT.search(text) is not None
+    return any(char.isdigit() for char in text)
 
 
 def _scrub_once(
@@ -306,7 +316,7 @@ def _scrub_once(
         _find_cvvs,
         lambda t: _find_phones(t, regions),
     )
-    if "@" in text or any(char.isdigit() for char in text):
+    if _may_hold_pii(text):
         for finder in finders:
             for item in finder(text):
                 if free(item):
