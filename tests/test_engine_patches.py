@@ -32,6 +32,7 @@ from keel.workflows import patches
 from keel.workflows.patches import COVERED, ENGINE_MEMO, ENGINE_PATCHES
 from tests.helpers import decide, review
 from tests.probe_deploys import GATE, WORKFLOW_TYPE, DeployProbeV1
+from tests.probe_sealed import SealedStateProbe
 from tests.probe_workflows import UnstartedAgentNodeProbe
 
 pytestmark = pytest.mark.integration
@@ -231,3 +232,24 @@ async def test_a_run_that_never_calls_start_decides_them_first(
         workflow_runner=workflow_runner(),
     ).replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
     assert outcome.replay_failure is None, outcome.replay_failure
+
+
+async def test_a_continued_run_keeps_the_memo_and_records_no_marker(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Continue-as-new carries the start memo over, so the next run decides from it too."""
+    client = memo_client(dev_env.client)
+    queue = f"patches-continued-{uuid.uuid4()}"
+    settings = offline_settings(data_dir=tmp_path)
+    async with build_worker(client, settings, task_queue=queue, workflows=[SealedStateProbe]):
+        handle = await client.start_workflow(
+            "SealedStateProbe", {"mode": "honest"}, id=f"continued-{uuid.uuid4()}", task_queue=queue
+        )
+        assert (await handle.result())["balance"] == 10
+    latest = client.get_workflow_handle(handle.id)
+    described = await latest.describe()
+    assert described.run_id != handle.result_run_id
+    assert (await described.memo())[ENGINE_MEMO] == ENGINE_PATCHES
+    for run in (handle, latest):
+        assert await markers(run) == []
+        assert await change_version_upserts(run) == 0
