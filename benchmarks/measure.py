@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from temporalio.client import Client
 
-from keel.workers.engine_memo import EngineMemo
+from keel.workers.engine_memo import with_engine_memo
 
 
 def process_cpu() -> float:
@@ -80,6 +80,4 @@ def keel_client(client: Client) -> Client:
     """``client`` with the interceptor Keel's own clients carry (``EngineMemo``: its runs
     decide the engine's patches without a marker), as ``keel.workers.runtime.connect``
     builds them."""
-    config = client.config()
-    config["interceptors"] = [*config["interceptors"], EngineMemo()]
-    return Client(**config)
+    return with_engine_memo(client)

@@ -26,7 +26,7 @@ from temporalio.worker import Replayer
 from keel.scenarios.contract_review import APP
 from keel.scenarios.contract_review.contracts import ContractReviewInput, RiskClassifierInput
 from keel.testing import offline_settings
-from keel.workers.engine_memo import EngineMemo
+from keel.workers.engine_memo import with_engine_memo
 from keel.workers.runtime import WORKER_DATA_CONVERTER, build_worker, workflow_runner
 from keel.workflows import patches
 from keel.workflows.patches import COVERED, ENGINE_MEMO, ENGINE_PATCHES
@@ -127,19 +127,13 @@ async def change_version_upserts(handle: WorkflowHandle[Any, Any]) -> int:
     return count
 
 
-async def replays(handle: WorkflowHandle[Any, Any]) -> None:
+async def replays(handle: WorkflowHandle[Any, Any], workflow: type = DeployProbeV1) -> None:
     outcome = await Replayer(
-        workflows=[DeployProbeV1],
+        workflows=[workflow],
         data_converter=WORKER_DATA_CONVERTER,
         workflow_runner=workflow_runner(),
     ).replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
     assert outcome.replay_failure is None, outcome.replay_failure
-
-
-def memo_client(client: Client) -> Client:
-    config = client.config()
-    config["interceptors"] = [*config["interceptors"], EngineMemo()]
-    return Client(**config)
 
 
 async def test_a_run_started_by_keels_client_decides_the_patches_without_a_marker(
@@ -148,7 +142,7 @@ async def test_a_run_started_by_keels_client_decides_the_patches_without_a_marke
     """The memo stands for the marker: no marker, no TemporalChangeVersion upsert, every
     engine patch on (the head is signed: the patched path), and the history replays on a
     plain Replayer and on a new worker (queried in between)."""
-    client = memo_client(dev_env.client)
+    client = with_engine_memo(dev_env.client)
     settings = offline_settings(data_dir=tmp_path)
     queue = f"patches-memo-{uuid.uuid4()}"
     async with build_worker(client, settings, task_queue=queue, workflows=[DeployProbeV1]):
@@ -173,7 +167,7 @@ async def test_a_run_a_worker_from_before_the_memo_marked_replays_on_this_one(
 ) -> None:
     """During a deploy a new client's run can reach a worker that ignores the memo and
     records the marker; this engine reads that marker on replay and finishes the run."""
-    client = memo_client(dev_env.client)
+    client = with_engine_memo(dev_env.client)
     settings = offline_settings(data_dir=tmp_path)
     queue = f"patches-memo-{uuid.uuid4()}"
     with monkeypatch.context() as old_worker:
@@ -205,7 +199,7 @@ async def test_a_run_that_never_calls_start_decides_them_first(
 ) -> None:
     """``KeelWorkflow.__init__`` decides: an app whose run method goes straight to an agent
     node records no marker per patch (the node's input is recorded: the patched path)."""
-    client = memo_client(dev_env.client) if memo else dev_env.client
+    client = with_engine_memo(dev_env.client) if memo else dev_env.client
     queue = f"patches-unstarted-{uuid.uuid4()}"
     sample = ContractReviewInput.model_validate(APP.sample("contract-low-risk"))
     node_input = RiskClassifierInput(
@@ -226,19 +220,14 @@ async def test_a_run_that_never_calls_start_decides_them_first(
     assert decided and decided[0]["input"] is not None
     assert await markers(handle) == ([] if memo else [ENGINE_PATCHES])
     assert await change_version_upserts(handle) == (0 if memo else 1)
-    outcome = await Replayer(
-        workflows=[UnstartedAgentNodeProbe],
-        data_converter=WORKER_DATA_CONVERTER,
-        workflow_runner=workflow_runner(),
-    ).replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
-    assert outcome.replay_failure is None, outcome.replay_failure
+    await replays(handle, UnstartedAgentNodeProbe)
 
 
 async def test_a_continued_run_keeps_the_memo_and_records_no_marker(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     """Continue-as-new carries the start memo over, so the next run decides from it too."""
-    client = memo_client(dev_env.client)
+    client = with_engine_memo(dev_env.client)
     queue = f"patches-continued-{uuid.uuid4()}"
     settings = offline_settings(data_dir=tmp_path)
     async with build_worker(client, settings, task_queue=queue, workflows=[SealedStateProbe]):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import (
+    Client,
     Interceptor,
     OutboundInterceptor,
     StartWorkflowInput,
@@ -31,3 +32,11 @@ class _EngineMemoOutbound(OutboundInterceptor):
         memo.setdefault(ENGINE_MEMO, ENGINE_PATCHES)
         input.memo = memo
         return await super().start_workflow(input)
+
+
+def with_engine_memo(client: Client) -> Client:
+    """``client`` (same connection and converter) with ``EngineMemo`` added to its
+    interceptors, as ``keel.workers.runtime.connect`` builds Keel's clients."""
+    config = client.config()
+    config["interceptors"] = [*config["interceptors"], EngineMemo()]
+    return Client(**config)

@@ -66,7 +66,6 @@ class KeelWorkflow:
         """Record ``WorkflowStarted`` with a digest of the input as received. An input with
         no JSON form (bytes sent as ``binary/plain``, say) is recorded as such and fails the
         run, non-retryably."""
-        decide_engine_patches()
         info = workflow.info()
         try:
             digest = hashlib.sha256(canonical_json(raw_input).encode()).hexdigest()
@@ -91,7 +90,6 @@ class KeelWorkflow:
         A run started with a forged or replayed state records ``WorkflowStarted`` and
         ``InputRejected`` and fails, non-retryably, before acting on any of it.
         """
-        decide_engine_patches()  # before the seal's check, a local activity
         if not isinstance(raw_input, dict) or CONTINUED_KEY not in raw_input:
             return None
         state, problem = await open_sealed_state(raw_input[CONTINUED_KEY])
