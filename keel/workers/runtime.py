@@ -407,9 +407,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         # phonenumbers (the guardrails' PII scrubber) loads a region's metadata module on
         # first use, maybe mid-workflow: passed through, that import is the real one.
         # cryptography: review signatures are checked in workflow code; its native extension
-        # loads once, outside the sandbox.
+        # loads once, outside the sandbox; so does ahocorasick's (the injection check's).
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "keel", "phonenumbers", "cryptography"
+            "keel", "phonenumbers", "cryptography", "ahocorasick"
         )
     )
 

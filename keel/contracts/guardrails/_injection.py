@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import ahocorasick
 
 from keel.contracts.guardrails._models import GuardrailDecision, GuardrailState
 from keel.contracts.guardrails._normalise import views
@@ -63,9 +65,13 @@ _IGNORE = (
     r"pay\s+no\s+(?:attention|heed)\s+to|take\s+no\s+notice\s+of|never\s*mind|"
     r"let\s+go\s+of|forgo|neglect)"
 )
+# Needles are what every match must hold, read with line breaks as spaces; two words are
+# one space apart once the text is normalised. Common words ("follow", "notice", "mind")
+# would have the patterns tried on most ordinary text: the phrases they occur in instead.
 _IGNORE_NEEDLES = (
-    "ignor|disregard|forget|bypass|overr|aside|discard|abandon|drop|scrap|"
-    "throw|skip|follow|obey|no attention|no heed|notice|mind|let go|forgo|neglect"
+    "ignor|disregard|forget|bypass|overr|aside|discard|abandon|drop|scrap|throw|skip|"
+    "stop follow|longer follow|t follow|never follow|t obey|never obey|no attention|"
+    "no heed|no notice|nevermind|never mind|let go|forgo|neglect"
 )
 _EN: tuple[_Rule, ...] = (
     _rule(
@@ -108,7 +114,8 @@ _EN: tuple[_Rule, ...] = (
     _rule(
         "ignore-instructions",
         "latin",
-        "instruction|rule|prompt|guidance|directive|guideline",
+        "instruction|rule|prompt|guidance|directive|guideline|command|programming|context|"
+        "constraint|restriction|direction|guardrail",
         rf"\b(?:the\s+|your\s+|all\s+)?(?:previous|prior|earlier|above|original|initial|system|"
         rf"old|existing)\s+{_RULES}\s+(?:are|is|were|was|have\s+been|has\s+been)\s+(?:now\s+)?"
         r"(?:void|cancell?ed|obsolete|outdated|revoked|lifted|suspended|no\s+longer\s+"
@@ -118,7 +125,7 @@ _EN: tuple[_Rule, ...] = (
     _rule(
         "ignore-instructions",
         "latin",
-        "instruction|directive|order|rule|prompt|task",
+        "instruction|directive|order|rule|prompt|task|new system|your new",
         r"\b(?:new|updated|real|actual|true|revised|secret|hidden|priority|urgent|override)\s+"
         r"(?:instructions?|directives?|orders|rules|system\s+prompt|task)\s+(?:from|by)\s+"
         r"(?:the\s+|your\s+)?(?:system|admin|administrator|developers?|openai|anthropic|"
@@ -165,7 +172,9 @@ _EN: tuple[_Rule, ...] = (
     _rule(
         "role-override",
         "latin",
-        "ai|llm|model|assistant|automated|chatbot|bot",
+        "if you are|note to|note for|message to|message for|attention to|attention for|"
+        "instruction to|instruction for|instructions to|instructions for|memo to|memo for|"
+        "reading this|processing this|reviewing this",
         r"\bif\s+you\s+are\s+(?:an?\s+)?(?:ai|llm|large\s+language\s+model|language\s+model|"
         r"automated\s+(?:system|assistant|reviewer|agent|classifier)|chatbot|bot|"
         r"ai\s+(?:system|assistant|agent|model|reviewer))\b"
@@ -210,7 +219,7 @@ _EN: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "latin",
-        "repeat|above|words",
+        "repeat|above|words|instruction|directive",
         r"\brepeat\s+(?:everything|all|the\s+(?:text|words|message))\s+(?:above|before)\b"
         r"|\b(?:what|which)\s+(?:were|are)\s+your\s+(?:exact\s+|original\s+|initial\s+)?"
         r"(?:instructions|directives)\b",
@@ -234,7 +243,8 @@ _EN: tuple[_Rule, ...] = (
     _rule(
         "role-play-jailbreak",
         "latin",
-        "as |without|play|role",
+        "act as|behave as|respond as|answer as|reply as|roleplay as|role-play as|operate as|"
+        "function as|without|play|role",
         r"\b(?:act|behave|respond|answer|reply|roleplay|role-play|operate|function)\s+as\s+"
         r"(?:if\s+you\s+were\s+|though\s+you\s+were\s+)?(?:(?:a|an|the|my)\s+)?"
         r"(?:[\w-]+\s+){0,2}?(?:unrestricted|uncensored|unfiltered|jailbroken|evil|dan|rogue)\b"
@@ -269,7 +279,7 @@ _STRUCTURE: tuple[_Rule, ...] = (
     _rule(
         "role-header",
         "plain",
-        "system|assistant|developer|admin|sys]|sys>|human|user",
+        "system|assistant|developer|admin|sys|human|user",
         # ### SYSTEM / ## Assistant message: a markdown header that is only a role
         r"^[ \t]*#{1,6}[ \t]*(?:system|assistant|developer|admin|administrator)"
         r"(?:[ \t]+(?:prompt|message|instructions?|override|note|notice))?[ \t]*:?[ \t]*$"
@@ -305,7 +315,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "ignore-instructions",
         "latin",
-        "ignor|olvid|omit|descart|caso omiso|salta",
+        "ignor|olvid|omit|descart|caso omiso|salta|no hagas caso",
         r"\b(?:ignora|ignore|ignorad|ignoren|olvida|olvide|olvidad|olviden|omite|omita|"
         r"descarta|descarte|haz\s+caso\s+omiso\s+de|no\s+hagas\s+caso\s+a|saltate)\s+"
         r"(?:(?:todas?|todo|cualquier|las|los|tus|sus|de|lo|el|la)\s+){0,3}"
@@ -325,7 +335,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "latin",
-        "prompt|instruccion|mensaje",
+        "prompt|instruccion|mensaje|regla",
         r"\b(?:prompt|mensaje|instrucciones?)\s+(?:del|de)\s+sistema\b"
         r"|\b(?:revela|revele|muestra|muestrame|muestre|dime|digame|imprime|repite|escribe)\s+"
         r"(?:[\w-]+\s+){0,2}?(?:instrucciones|prompt|reglas)\s+(?:ocultas?|secretas?|internas?|"
@@ -335,7 +345,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "ignore-instructions",
         "latin",
-        "ignor|oubli|neglig|tiens pas|tenez pas|fais abstraction|faites abstraction",
+        "ignor|oubli|neglig|pas compte|fais abstraction|faites abstraction",
         r"\b(?:ignore|ignorez|ignorer|oublie|oubliez|oublier|neglige|negligez|ne\s+tiens?\s+"
         r"pas\s+compte|ne\s+tenez\s+pas\s+compte|fais\s+abstraction|faites\s+abstraction)"
         r"\s+(?:(?:toutes?|tous|les|tes|vos|ces|des|de|d'|du|la|le)\s*){0,3}"
@@ -356,7 +366,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "latin",
-        "prompt|instruction|consigne",
+        "prompt|instruction|consigne|systeme",
         r"\b(?:prompt|invite|instructions|consignes|message)\s+(?:du\s+)?systeme\b"
         r"|\b(?:revele|revelez|montre|montrez|affiche|affichez|donne|donnez|repete|repetez|"
         r"dis-moi|dites-moi|ecris|ecrivez)\s+(?:[\w'-]+\s+){0,3}?(?:instructions|consignes|"
@@ -366,7 +376,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "ignore-instructions",
         "latin",
-        "ignorier|vergiss|vergessen|missacht|uberg",
+        "ignorier|vergiss|verges|missacht|uberg",
         r"\b(?:ignoriere|ignorier|ignoriert|ignorieren(?:\s+sie)?|vergiss|vergesst|"
         r"vergessen(?:\s+sie)?|missachte|missachten(?:\s+sie)?|ubergehe|ubergehen(?:\s+sie)?)"
         r"\s+(?:bitte\s+)?(?:(?:alle|alles|die|deine|ihre|eure|sämtliche|samtliche|"
@@ -378,7 +388,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "role-override",
         "latin",
-        "du bist|ab jetzt|ab sofort|sie sind",
+        "du bist|ab jetzt|ab sofort|sie sind|von nun an|bist du|sind sie",
         r"\b(?:(?:du\s+bist|sie\s+sind)\s+(?:jetzt|nun|ab\s+sofort|ab\s+jetzt|von\s+nun\s+an)"
         r"|(?:ab\s+jetzt|ab\s+sofort|von\s+nun\s+an),?\s+(?:bist\s+du|sind\s+sie))"
         r"\s+(?:(?:ein|eine|der|die|das)\s+)?(?:[\w-]+\s+){0,2}?(?:ki|ai|assistent|modell|bot|"
@@ -388,7 +398,8 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "latin",
-        "systemprompt|system-prompt|systemanweisung|anweisungen",
+        "systemprompt|system-prompt|systemanweisung|anweisungen|systemnachricht|instruktionen|"
+        "regeln",
         r"\bsystem-?prompts?\b|\bsystemanweisungen\b|\bsystemnachricht\b"
         r"|\b(?:zeige?|verrate|gib|nenne|wiederhole|enthulle|offenbare)\s+(?:mir\s+)?"
         r"(?:[\w-]+\s+){0,2}?(?:versteckten|geheimen|internen|ursprunglichen|"
@@ -417,7 +428,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "latin",
-        "prompt|istruzioni",
+        "prompt|istruzioni|messaggio|regole",
         r"\b(?:prompt|istruzioni|messaggio)\s+(?:di|del)\s+sistema\b"
         r"|\b(?:rivela|rivelami|mostra|mostrami|dimmi|stampa|ripeti|scrivi)\s+(?:[\w'-]+\s+)"
         r"{0,2}?(?:istruzioni|prompt|regole)\s+(?:nascost[ei]|segret[ei]|intern[ei]|"
@@ -445,7 +456,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "latin",
-        "prompt|instruc|mensagem",
+        "prompt|instruc|mensagem|regras",
         r"\b(?:prompt|instrucoes|mensagem)\s+(?:do|de)\s+sistema\b"
         r"|\b(?:revele|revela|mostre|mostra|diga|imprima|repita|escreva)\s+(?:[\w-]+\s+){0,2}?"
         r"(?:instrucoes|prompt|regras)\s+(?:ocultas|secretas|internas|iniciais|originais)\b",
@@ -463,7 +474,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "role-override",
         "latin",
-        "bent nu|ben je|ben jij",
+        "bent nu|bent vanaf|ben je|ben jij|ben u",
         r"\b(?:(?:je|jij|u)\s+bent\s+(?:nu|vanaf\s+nu)|vanaf\s+nu,?\s+ben\s+(?:je|jij|u))\s+"
         r"(?:(?:een|de|het)\s+)?(?:[\w-]+\s+){0,2}?(?:ai|ki|assistent|model|bot|dan|chatbot|"
         r"beheerder|vrij|zonder\s+(?:beperkingen|regels|filters|grenzen))\b",
@@ -471,7 +482,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "latin",
-        "systeem|instructies",
+        "systeem|instructies|regels|prompt",
         r"\bsysteem-?(?:prompt|instructies|bericht)\b"
         r"|\b(?:onthul|toon|laat|geef|herhaal|print|vertel)\s+(?:me\s+|mij\s+)?(?:[\w-]+\s+)"
         r"{0,2}?(?:verborgen|geheime|interne|oorspronkelijke|originele)\s+(?:instructies|"
@@ -499,7 +510,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "plain",
-        "系统|系統|指令|提示",
+        "系统|系統|指令|提示|规则|規則",
         r"系统提示|系統提示|系统指令|系統指令|系统消息|系統訊息"
         r"|(?:告诉我|告訴我|显示|顯示|输出|輸出|透露|泄露|洩露|重复|重複|打印)(?:一下)?"
         r"(?:你|您)?(?:的)?(?:隐藏|隱藏|原始|初始|内部|內部|秘密|全部)(?:的)?"
@@ -526,7 +537,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "plain",
-        "システム|指示|プロンプト",
+        "システム|指示|プロンプト|ルール",
         r"システムプロンプト|システム・プロンプト|システムメッセージ|システム指示"
         r"|(?:隠された|秘密の|内部の|元の|最初の)(?:指示|プロンプト|ルール)(?:を|は)?"
         r"(?:教えて|表示|見せて|出力|繰り返|書いて)",
@@ -579,7 +590,7 @@ _MULTILINGUAL: tuple[_Rule, ...] = (
     _rule(
         "reveal-instructions",
         "plain",
-        "النظام|المخفية|السرية|الأصلية",
+        "النظام|المخفية|السرية|الأصلية|الاصلية|الداخلية",
         r"(?:موجه|تعليمات|رسالة|أوامر|اوامر)\s+النظام"
         r"|(?:اكشف|أظهر|اظهر|اعرض|كرر|أخبرني|اخبرني)\s+(?:\S+\s+){0,3}?(?:التعليمات|الموجه|"
         r"القواعد)\s+(?:المخفية|السرية|الأصلية|الاصلية|الداخلية)",
@@ -627,6 +638,26 @@ _NEEDLES_BY_SCRIPT = {
     script: tuple(sorted({n for rule in rules for n in rule.needles}))
     for script, rules in _RULES_BY_SCRIPT.items()
 }
+
+
+def _needle_finder(needles: Iterable[str]) -> ahocorasick.Automaton:
+    finder = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+    for needle in needles:
+        finder.add_word(needle, needle)
+    finder.make_automaton()
+    return finder
+
+
+# One pass over the text finds every needle in it (Aho-Corasick), where a substring test
+# per needle scanned the text some 160 times: about 7x less CPU on every view.
+_NEEDLE_FINDERS = {script: _needle_finder(n) for script, n in _NEEDLES_BY_SCRIPT.items()}
+
+
+def needles_in(text: str, script: str) -> set[str]:
+    """The needles of ``script``'s rules that ``text`` holds (overlapping ones included):
+    the same set as ``{n for n in needles if n in text}``, in one pass."""
+    return {needle for _end, needle in _NEEDLE_FINDERS[script].iter(text)}
+
 
 _PATTERN_DESCRIPTIONS = {
     "ignore-instructions": "an instruction to ignore the model's instructions",
@@ -681,14 +712,15 @@ def _cached_hits(text: str) -> tuple[tuple[str, str], ...]:
 
 def _hits(text: str) -> list[tuple[str, str]]:
     hits: list[tuple[str, str]] = []
-    without_flags = _FLAG_TAGS.sub("", text)
-    invisible = _INVISIBLE.search(without_flags)
+    # Flag tags and invisible characters are all outside ASCII.
+    invisible = None if text.isascii() else _INVISIBLE.search(_FLAG_TAGS.sub("", text))
     if invisible:
         codes = " ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(invisible.group(0)))
         hits.append(("invisible-unicode", codes))
     seen: set[str] = set()
     for view in views(text):
-        present = {n for n in _NEEDLES_BY_SCRIPT[view.script] if n in view.text}
+        # Line breaks read as spaces: a needle of two words still shows across one.
+        present = needles_in(view.text.replace("\n", " "), view.script)
         if not present:
             continue
         for rule in _RULES_BY_SCRIPT[view.script]:
