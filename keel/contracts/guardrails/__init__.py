@@ -13,10 +13,11 @@ fixed order and stops at the first denial:
    estimate must stay within the budget.
 
 Everything here is pure and deterministic (no randomness, no clock, no I/O; ``re``,
-``unicodedata``, ``phonenumbers``, pydantic and tables of its own), so it runs in workflow
-code: checking a call costs no activity, and replay reaches the same decisions. A contract
-may also name a classifier (``GuardrailConfig.classifier``): that one is I/O, so the agent
-node asks it through an activity (``CLASSIFIER_ACTIVITY``), after the patterns allow.
+``unicodedata``, ``phonenumbers``, ``ahocorasick``, pydantic and tables of its own), so it
+runs in workflow code: checking a call costs no activity, and replay reaches the same
+decisions. A contract may also name a classifier (``GuardrailConfig.classifier``): that one
+is I/O, so the agent node asks it through an activity (``CLASSIFIER_ACTIVITY``), after the
+patterns allow.
 
 The checks are heuristics. The PII patterns find the common shapes (see ``PiiScrubber``),
 not every way to write a value; the injection patterns catch the well-known attacks and
