@@ -694,7 +694,11 @@ def _plain_as_first_written(text: str) -> str:
 @given(
     text=st.one_of(
         st.text(max_size=60),
-        st.text(alphabet=st.sampled_from("aB1 \t\n\r\x0b\x0c\u00a0\u2003\u200bé"), max_size=60),
+        st.text(
+            alphabet=st.sampled_from("aB1 \t\n\r\x0b\x0c\x1c\x1f\x85\u00a0\u2003\u2028\u200bé"),
+            max_size=60,
+        ),
+        st.text(alphabet=st.sampled_from("ab \n\t\r"), max_size=60),
         st.text(alphabet=st.characters(max_codepoint=127), max_size=60),
     )
 )

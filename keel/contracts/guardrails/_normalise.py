@@ -40,6 +40,8 @@ _ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640
 # and replacing each by itself is what made this slow), which changes no result.
 _SPACE = re.compile(r"[^\S\n]{2,}|[^\S\n ]")
 _NEWLINES = re.compile(r" ?\n[\s]*")
+_LINE_BREAK_RUN = re.compile(r"\n\s*")
+_ODD_ASCII_SPACE = re.compile("[\t\r\x0b\x0c\x1c-\x1f]")
 # Leetspeak inside a word that has letters: "1gn0re", "pr3vious".
 _LEET_WORD = re.compile(r"(?<!\w)(?=\w*[a-z])(?=\w*[0-9@$])[\w@$]{3,}")
 _LEET = str.maketrans(
@@ -82,7 +84,19 @@ def plain(text: str) -> str:
         text = _INVISIBLE_CHARS.sub("", text)
         text = unicodedata.normalize("NFKC", text).casefold()
         text = _ARABIC_MARKS.sub("", text)
-    return _NEWLINES.sub("\n", _SPACE.sub(" ", text)).strip()
+    return _collapse_whitespace(text)
+
+
+def _collapse_whitespace(text: str) -> str:
+    r"""``_NEWLINES.sub("\n", _SPACE.sub(" ", text)).strip()``, without the scans that
+    would change nothing: most text has single spaces only and few line breaks."""
+    if not text.isascii() or "  " in text or _ODD_ASCII_SPACE.search(text):
+        text = _SPACE.sub(" ", text)
+    if "\n" in text:
+        # Runs are single spaces now: a space before a line break, then the break and the
+        # whitespace after it, become one line break (a literal-led pattern: a fast scan).
+        text = _LINE_BREAK_RUN.sub("\n", text.replace(" \n", "\n"))
+    return text.strip()
 
 
 def skeleton(plain_text: str) -> str:
