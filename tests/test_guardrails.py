@@ -30,6 +30,7 @@ from keel.contracts.guardrails import (
     luhn_valid,
     pii_marker,
     prompt_overhead_tokens,
+    redact_pii,
     run_policies,
     scrub_text,
 )
@@ -643,6 +644,16 @@ def test_an_embedded_email_never_survives_and_never_reaches_the_record(
     assert decision.modified is not None
     assert email not in decision.modified["t"]
     assert email not in decision.model_dump_json()
+
+
+@settings(max_examples=500, deadline=None)
+@given(payload=payloads)
+def test_what_the_scrubber_finds_nothing_in_redact_pii_leaves_as_it_is(
+    payload: dict[str, Any],
+) -> None:
+    # The agent node records such a payload as it is, without redact_pii's second walk.
+    if SCRUB(payload, STATE).action == "allow":
+        assert redact_pii(payload) == payload
 
 
 @settings(max_examples=300, deadline=None)

@@ -39,12 +39,14 @@ with workflow.unsafe.imports_passed_through():
         CLASSIFIER_ACTIVITY,
         CLASSIFIER_NOT_CONFIGURED_ERROR,
         CLASSIFIER_POLICY,
+        DEFAULT_PHONE_REGIONS,
         MAX_CLASSIFIER_TEXT,
         ClassifierRequest,
         ClassifierVerdict,
         GuardrailDecision,
         GuardrailOutcome,
         GuardrailState,
+        PiiScrubber,
         apply_guardrails,
         classifier_decision,
         estimate_tokens,
@@ -191,6 +193,7 @@ class AgentNodes:
                     attempt,
                     models[0],
                     record_input=not input_recorded,
+                    pii_free=_scrubbed_nothing(contract, guarded),
                 )
                 input_recorded = True
             except ActivityError as err:
@@ -391,6 +394,7 @@ class AgentNodes:
         model: str | None,
         *,
         record_input: bool = False,
+        pii_free: bool = False,
     ) -> AgentDecision:
         decision: AgentDecision = await workflow.execute_activity(
             AGENT_NODE_ACTIVITY,
@@ -418,9 +422,10 @@ class AgentNodes:
             summary=f"{node}: {contract.key}, try {attempt} of {contract.max_attempts}",
         )
         self.tokens_used += (decision.input_tokens or 0) + (decision.output_tokens or 0)
-        recorded_input = (
-            redact_pii(payload) if record_input and engine_patched(NODE_INPUT_PATCH) else None
-        )
+        recorded_input = None
+        if record_input and engine_patched(NODE_INPUT_PATCH):
+            # What the scrubber found nothing in, redact_pii leaves as it is: no second walk.
+            recorded_input = payload if pii_free else redact_pii(payload)
         self._ledger.record(
             AgentDecided(
                 node=node,
@@ -623,3 +628,12 @@ def _human_problems(
     except ValidationError:
         return []  # the gate's own schema check reports these
     return check(output)
+
+
+def _scrubbed_nothing(contract: AgentContract[Any, Any], guarded: GuardrailOutcome) -> bool:
+    """Whether the contract's PII scrubber, with ``redact_pii``'s phone regions, ran on this
+    payload and found nothing: then ``redact_pii(payload)`` equals ``payload``."""
+    config = contract.guardrails
+    return tuple(config.phone_regions) == DEFAULT_PHONE_REGIONS and any(
+        d.policy == PiiScrubber.name and d.action == "allow" for d in guarded.decisions
+    )

@@ -384,7 +384,7 @@ class PiiScrubber:
 
     def __call__(self, payload: dict[str, Any], state: GuardrailState) -> GuardrailDecision:
         changes: list[Change] = []
-        scrubbed = _scrub_value(payload, "", changes, self.regions, _Numbering())
+        scrubbed = _scrub_under(payload, (), changes, self.regions, _Numbering())
         if not changes:
             return GuardrailDecision(
                 policy=self.name,
@@ -408,32 +408,49 @@ def redact_pii(value: Any, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> An
     """``value`` (any JSON value) with the PII in its strings replaced by numbered markers,
     as the scrubber does before a model call: for what the ledger records of a payload
     (a gate's context) when it must keep no raw PII."""
-    return _scrub_value(value, "", [], regions, _Numbering())
+    return _scrub_under(value, (), [], regions, _Numbering())
 
 
-def _scrub_value(
-    value: Any, path: str, changes: list[Change], regions: Sequence[str], numbering: _Numbering
+def _scrub_under(
+    value: Any,
+    parts: tuple[str | int, ...],
+    changes: list[Change],
+    regions: Sequence[str],
+    numbering: _Numbering,
 ) -> Any:
+    # ``parts``: keys (as text) and list indices down to ``value``; the path is written out
+    # only for a change (most strings have none, and writing each path cost more than
+    # reading its string).
     kind = type(value)  # exact types first: in the workflow sandbox isinstance is slow
     if kind is int or kind is float or kind is bool or value is None:
         return value
     if kind is str or isinstance(value, str):
         text, found = _scrub(value, regions, numbering)
-        for pii_kind, _original, marker in found:
-            changes.append(Change(path=path or "$", kind=pii_kind, after=marker))
+        if found:
+            path = _path(parts)
+            for pii_kind, _original, marker in found:
+                changes.append(Change(path=path or "$", kind=pii_kind, after=marker))
         return text
     if kind is dict or isinstance(value, Mapping):
         return {
-            key: _scrub_value(item, _join(path, key), changes, regions, numbering)
+            key: _scrub_under(item, (*parts, str(key)), changes, regions, numbering)
             for key, item in value.items()
         }
     if kind is list or isinstance(value, list | tuple):
         items = [
-            _scrub_value(item, f"{path}[{i}]", changes, regions, numbering)
+            _scrub_under(item, (*parts, i), changes, regions, numbering)
             for i, item in enumerate(value)
         ]
         return items if isinstance(value, list) else tuple(items)
     return value
+
+
+def _path(parts: tuple[str | int, ...]) -> str:
+    """The path ``parts`` lead down, e.g. ``a.b[0]["odd key"]`` (an int is a list index)."""
+    path = ""
+    for part in parts:
+        path = f"{path}[{part}]" if type(part) is int else _join(path, part)
+    return path
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
