@@ -14,13 +14,15 @@ Two kinds of serialization:
   session-level advisory lock on the session's connection; SQLite: ``flock`` on one of 256
   lock files next to the database). The side-effect record holds one while a provider acts.
 
-SQLite connections are kept open between sessions (up to ``max_idle_connections``): opening
-one costs about 3 ms, a fifth of a whole effect's record. PostgreSQL connections come from
-two ``psycopg_pool.AsyncConnectionPool`` (one for sessions that hold a lock while a provider
-acts, one for short transactions, so a session waiting for a transaction's connection can
-never starve the pool it holds one of). Each connection is checked when it is taken, so a
-connection the server or the network cut is replaced, not handed out. A database that
-cannot be reached (refused, cut, timed out, SQLite locked past its busy timeout) raises
+SQLite connections are kept open between transactions (up to ``max_idle_connections``):
+opening one costs about 3 ms, a fifth of a whole effect's record. A session holds no
+connection of its own, so a session waiting on a provider ties none up. PostgreSQL
+connections come from two ``psycopg_pool.AsyncConnectionPool`` (one for sessions that hold a
+lock while a provider acts, one for short transactions, so a session waiting for a
+transaction's connection can never starve the pool it holds one of). Each connection is
+checked when it is taken, so a connection the server or the network cut is replaced, not
+handed out. A database that cannot be reached (refused, cut, timed out, SQLite locked past
+its busy timeout) raises
 ``StoreUnavailableError``: transient, retry later.
 """
 
@@ -176,40 +178,59 @@ class SqlStore(ABC):
 
 
 class _SqliteTx(Tx):
+    """Statements inside a ``BEGIN IMMEDIATE`` transaction.
+
+    The write lock is held and WAL readers never wait, so a statement that touches a row or
+    a few (``execute``, ``fetchone``: the effect record's, the archive's inserts) runs on the
+    event loop: a thread hop costs more than the statement. ``fetchall``, which may return
+    many rows, runs in a thread.
+    """
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
     async def fetchall(self, sql: str, *params: Any) -> list[Row]:
         return await asyncio.to_thread(lambda: self.conn.execute(sql, params).fetchall())
 
+    async def fetchone(self, sql: str, *params: Any) -> Row | None:
+        row: Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        self.conn.execute(sql, params).close()
+
 
 class _SqliteSession(Session):
-    def __init__(self, conn: sqlite3.Connection, writer: asyncio.Lock) -> None:
-        self.conn = conn
-        self.writer = writer
-        self.broken = False
-        """The database failed under this session: its connection is not reused."""
+    """Transactions of one session; each takes an idle connection of the store and gives it
+    back (the session's named lock is a file lock, not a connection's)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
 
     async def transaction(self, fn: Callable[[Tx], Awaitable[T]], *, lock: str | None = None) -> T:
         # One writer per process at a time (SQLite has one writer anyway), so at most one
         # thread waits in BEGIN IMMEDIATE and the thread pool cannot fill with waiters.
-        async with self.writer:
+        async with self.store._writer:
+            conn = await self.store._take()
+            broken = False
             try:
-                await asyncio.to_thread(self.conn.execute, "BEGIN IMMEDIATE")
-                result = await fn(_SqliteTx(self.conn))
-                await asyncio.to_thread(self.conn.commit)
+                await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+                result = await fn(_SqliteTx(conn))
+                await asyncio.to_thread(conn.commit)
             except BaseException as err:
                 if not isinstance(err, Exception):
                     # Cancelled: a thread may still be running a statement on the connection.
-                    self.broken = True
+                    broken = True
                 try:
-                    self.conn.rollback()
+                    conn.rollback()
                 except sqlite3.Error:
-                    self.broken = True
+                    broken = True
                 if _sqlite_unavailable(err):
-                    self.broken = True
+                    broken = True
                     raise StoreUnavailableError(f"SQLite database unavailable: {err}") from err
                 raise
+            finally:
+                self.store._give_back(conn, reusable=not broken)
             return result
 
 
@@ -219,8 +240,10 @@ class SqliteStore(SqlStore):
     Args:
         path: the database file.
         busy_timeout_seconds: how long a statement waits for another process's write lock.
-        max_idle_connections: connections kept open for the next sessions (a session takes
-            one, or opens one when none is idle, and gives it back when it ends cleanly).
+        max_idle_connections: connections kept open for the next transactions (a
+            transaction takes one, or opens one when none is idle, and gives it back when it
+            ends cleanly; a process runs its transactions one at a time, so one connection
+            is usually all it opens).
     """
 
     def __init__(
@@ -237,6 +260,7 @@ class SqliteStore(SqlStore):
         self._writer = asyncio.Lock()
         self._wal = False
         self._idle: list[sqlite3.Connection] = []
+        self._locks_made = False
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -279,12 +303,7 @@ class SqliteStore(SqlStore):
     async def _open(self, hold: str | None) -> AsyncIterator[Session]:
         lock_file = await self._flock(hold) if hold is not None else None
         try:
-            conn = await self._take()
-            session = _SqliteSession(conn, self._writer)
-            try:
-                yield session
-            finally:
-                self._give_back(conn, reusable=not session.broken)
+            yield _SqliteSession(self)
         finally:
             if lock_file is not None:
                 lock_file.close()  # releases the flock
@@ -317,9 +336,15 @@ class SqliteStore(SqlStore):
     async def _flock(self, name: str) -> IO[bytes]:
         """Exclusive ``flock`` on the lock file of ``name``'s stripe, polled without a thread."""
         directory = self.path.with_name(self.path.name + ".locks")
-        directory.mkdir(parents=True, exist_ok=True)
+        if not self._locks_made:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._locks_made = True
         stripe = hashlib.sha256(name.encode()).hexdigest()[:2]
-        lock_file = open(directory / f"{stripe}.lock", "ab")  # noqa: SIM115 (returned open)
+        try:
+            lock_file = open(directory / f"{stripe}.lock", "ab")  # noqa: SIM115 (returned open)
+        except FileNotFoundError:  # the directory was removed since: make it again
+            directory.mkdir(parents=True, exist_ok=True)
+            lock_file = open(directory / f"{stripe}.lock", "ab")  # noqa: SIM115
         delay = 0.002
         try:
             while True:
