@@ -296,7 +296,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--sequential", type=int, default=60, help="sequential runs per variant")
     parser.add_argument("--concurrent", type=int, default=100, help="workflows in flight at once")
-    parser.add_argument("--blocks", type=int, default=4, help="rotating blocks per scenario")
+    parser.add_argument("--blocks", type=int, default=8, help="rotating blocks per scenario")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up runs per variant")
     args = parser.parse_args(argv)
     if min(args.sequential, args.concurrent, args.blocks) < 1 or args.warmup < 0:

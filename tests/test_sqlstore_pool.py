@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,4 +128,32 @@ async def test_effects_recorded_through_pooled_connections_replay(tmp_path: Path
         ]
     assert calls == 5
     assert all(r.replayed for r in receipts)
+    await record.aclose()
+
+
+async def test_an_effect_takes_only_the_lock_waits_and_the_commits_to_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # BEGIN IMMEDIATE (it may wait for another process's lock) and COMMIT (fsync) run in a
+    # thread; the single-row statements between them run on the event loop, where a hop
+    # to a thread would cost more than they do.
+    record = SqliteEffectRecord(tmp_path / "effects.sqlite3")
+
+    async def act(key: str) -> tuple[str, dict[str, str]]:
+        return f"sent-{key}", {"to": "a@example.com"}
+
+    await record.perform_once("warm", "send_email", {"i": 0}, act)  # schema, connection
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    receipt, result = await record.perform_once("k", "send_email", {"i": 1}, act)
+    assert (receipt.replayed, receipt.recorded, result) == (False, True, {"to": "a@example.com"})
+    assert hops == ["execute", "commit", "execute", "commit"]
+    again, _ = await record.perform_once("k", "send_email", {"i": 1}, act)
+    assert again.replayed
     await record.aclose()
