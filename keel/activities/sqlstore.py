@@ -193,7 +193,11 @@ class _SqliteTx(Tx):
         return await asyncio.to_thread(lambda: self.conn.execute(sql, params).fetchall())
 
     async def fetchone(self, sql: str, *params: Any) -> Row | None:
-        row: Row | None = self.conn.execute(sql, params).fetchone()
+        cursor = self.conn.execute(sql, params)
+        try:
+            row: Row | None = cursor.fetchone()
+        finally:
+            cursor.close()  # the statement is done before the commit, not when collected
         return row
 
     async def execute(self, sql: str, *params: Any) -> None:
