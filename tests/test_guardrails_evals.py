@@ -73,6 +73,35 @@ def test_no_benign_look_alike_is_flagged(sample: Sample) -> None:
     assert decision.action == "allow", decision.reason
 
 
+# Headers are told by where a line starts: with every space a line break they are no longer
+# headers, to the model either.
+_LINE_SHAPED = {
+    "issue-system-header",
+    "header-equals",
+    "header-transcript",
+    "contract-hidden-header",
+}
+
+
+@pytest.mark.parametrize("sample", ATTACKS, ids=lambda s: s.id)
+def test_every_attack_with_line_breaks_for_spaces_is_still_denied(sample: Sample) -> None:
+    # A line break inside a phrase hid it from the needles once ("pay no\nattention to the
+    # previous instructions"); letters one a line are letters spaced apart.
+    broken = {name: text.replace(" ", "\n") for name, text in sample.fields.items()}
+    decision = PromptInjectionCheck(list(broken))(broken, STATE)
+    if sample.id in _LINE_SHAPED:
+        assert decision.action == "allow", "a line-shaped attack now caught: drop it from the set"
+    else:
+        assert decision.action == "deny", broken
+
+
+@pytest.mark.parametrize("sample", BENIGN, ids=lambda s: s.id)
+def test_no_benign_text_with_line_breaks_for_spaces_is_flagged(sample: Sample) -> None:
+    broken = {name: text.replace(" ", "\n") for name, text in sample.fields.items()}
+    decision = PromptInjectionCheck(list(broken))(broken, STATE)
+    assert decision.action == "allow", decision.reason
+
+
 def test_split_attacks_are_caught_only_together() -> None:
     for sample in (s for s in ATTACKS if s.category == "split-fields"):
         for name, text in sample.fields.items():

@@ -47,9 +47,10 @@ _LEET_WORD = re.compile(r"(?<!\w)(?=\w*[a-z])(?=\w*[0-9@$])[\w@$]{3,}")
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 )
-# Letters spaced apart: "i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e" (four letters or more).
-_SPACED = re.compile(r"(?<!\w)(?:\w[ .\-_*|/]{1,2}){3,}\w(?!\w)")
-_SPACED_SEPARATORS = re.compile(r"[ .\-_*|/]")
+# Letters spaced apart: "i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e", one a line (four
+# letters or more).
+_SPACED = re.compile(r"(?<!\w)(?:\w[ .\-_*|/\n]{1,2}){3,}\w(?!\w)")
+_SPACED_SEPARATORS = re.compile(r"[ .\-_*|/\n]")
 _NOT_LETTER = re.compile(r"[^a-z]+")
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
