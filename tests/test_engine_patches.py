@@ -102,8 +102,8 @@ def test_every_engine_patch_is_covered() -> None:
     used = set()
     for path in KEEL.rglob("*.py"):
         source = path.read_text()
-        constants = dict(re.findall(r'^([A-Z_]+) = "(keel-[a-z-]+)"', source, re.M))
-        for name in re.findall(r"engine_patched\(([A-Z_]+|\"keel-[a-z-]+\")\)", source):
+        constants = dict(re.findall(r'^([A-Z_]+) = "(keel-[a-z0-9-]+)"', source, re.M))
+        for name in re.findall(r"engine_patched\(([A-Z_]+|\"keel-[a-z0-9-]+\")\)", source):
             used.add(name.strip('"') if name.startswith('"') else constants.get(name, name))
     imported = {"NOTIFY_PATCH": "keel-gate-notifications"}
     used = {imported.get(name, name) for name in used}
@@ -171,7 +171,7 @@ async def test_a_run_a_worker_from_before_the_memo_marked_replays_on_this_one(
     settings = offline_settings(data_dir=tmp_path)
     queue = f"patches-memo-{uuid.uuid4()}"
     with monkeypatch.context() as old_worker:
-        old_worker.setattr(patches, "started_for_this_engine", lambda: False)
+        old_worker.setattr(patches, "started_for_this_engine", lambda: None)
         async with build_worker(client, settings, task_queue=queue, workflows=[DeployProbeV1]):
             handle = await queried_until_open(client, queue)
     assert await markers(handle) == [ENGINE_PATCHES]

@@ -88,6 +88,11 @@ NODE_INPUT_PATCH = "keel-ledger-node-input"
 """Runs recorded before node inputs were in the ledger replay without them (their signed
 heads cover ledgers without ``AgentDecided.input``); every run since records the input."""
 
+GUARDRAIL_NEEDLES_PATCH = "keel-guardrail-needles-2"
+"""The injection check with every pattern's needles covering it and line breaks read as
+spaces (it denies what slipped past before): a run recorded before it replays the verdicts
+it ran with."""
+
 NODE_FAILED = "AgentNodeFailed"
 """``ApplicationError.type`` of a run an agent node failed for a reason not the agent's."""
 
@@ -258,7 +263,8 @@ class AgentNodes:
             prompt_tokens_estimate=contract.prompt_overhead_tokens
             + sum(estimate_tokens(item) for item in feedback),
         )
-        outcome = apply_guardrails(payload, contract.guardrails, state)
+        legacy = not engine_patched(GUARDRAIL_NEEDLES_PATCH)
+        outcome = apply_guardrails(payload, contract.guardrails, state, legacy=legacy)
         for decision in outcome.decisions:
             if attempt == 1 or decision.action != "allow":
                 self._ledger.record(

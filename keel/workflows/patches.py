@@ -13,7 +13,10 @@ marker, recorded in the run's first workflow task, stands for every engine patch
 before it (``engine_patched`` answers True for them without a marker of their own). A run
 recorded before has no such marker and keeps deciding each patch where it applies, as it
 was recorded. A patch added to the engine later is decided with ``workflow.patched`` again
-(its own marker) until the next ``ENGINE_PATCHES`` includes it.
+(its own marker) until the next ``ENGINE_PATCHES`` includes it. Each version covers what
+``COVERED_BY`` says, and a run keeps the version it started with: one marked
+``keel-engine-patches-1`` (or started with it in its memo) decides the patches added since
+on their own.
 
 A run started by Keel's client needs no marker at all: the client puts ``ENGINE_PATCHES`` in
 the run's memo (``ENGINE_MEMO``, recorded in its start event, carried over by
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-ENGINE_PATCHES = "keel-engine-patches-1"
+ENGINE_PATCHES = "keel-engine-patches-2"
 """The marker a run records first; it covers ``COVERED``."""
 
 ENGINE_MEMO = "keel-engine"
 """The memo key whose value ``ENGINE_PATCHES`` decides them without a marker."""
 
-COVERED = frozenset(
+_FIRST = frozenset(
     {
         "keel-ledger-signed-heads",
         "keel-signed-reviews",
@@ -47,6 +50,14 @@ COVERED = frozenset(
         "keel-tool-task-seal",
     }
 )
+COVERED_BY: dict[str, frozenset[str]] = {
+    "keel-engine-patches-1": _FIRST,
+    "keel-engine-patches-2": _FIRST | {"keel-guardrail-needles-2"},
+}
+"""What each version of the early decision covers: a run keeps the version it started
+with (its marker or its memo), so a patch added later is decided on its own for it."""
+
+COVERED = COVERED_BY[ENGINE_PATCHES]
 """Every engine patch ``ENGINE_PATCHES`` decides at once."""
 
 _DECIDED = "_keel_engine_patches"
@@ -62,27 +73,42 @@ def decide_engine_patches(instance: object | None = None) -> None:
     instance = instance if instance is not None else workflow.instance()
     if getattr(instance, _DECIDED, None) is not None:
         return
-    if started_for_this_engine():
-        if workflow.unsafe.is_replaying():
-            workflow.patched(ENGINE_PATCHES)  # a worker from before the memo marked it
-        decided = True
+    version = started_for_this_engine()
+    replaying = workflow.unsafe.is_replaying()
+    if version is not None:
+        decided = version
+        if replaying:
+            # A worker from before the memo, or from before this version, marked the
+            # version it decided: the run replays with that one.
+            decided = next((v for v in _NEWEST_FIRST if workflow.patched(v)), version)
+    elif workflow.patched(ENGINE_PATCHES):
+        decided = ENGINE_PATCHES
     else:
-        decided = workflow.patched(ENGINE_PATCHES)
+        # On replay: a run recorded with an earlier version's marker, or before the early
+        # decision ("": each patch decided where it applies, as it was recorded).
+        older = (v for v in _NEWEST_FIRST[1:] if replaying and workflow.patched(v))
+        decided = next(older, "")
     setattr(instance, _DECIDED, decided)
 
 
-def started_for_this_engine() -> bool:
-    """Whether the run's memo, as it started, names ``ENGINE_PATCHES`` (call it in the first
-    workflow task: later, an upserted memo could say otherwise)."""
+_NEWEST_FIRST = tuple(reversed(COVERED_BY))
+
+
+def started_for_this_engine() -> str | None:
+    """The version of the early decision the run's memo names as it started, if it names
+    one this engine knows (call it in the first workflow task: later, an upserted memo
+    could say otherwise)."""
     try:
-        return bool(workflow.memo_value(ENGINE_MEMO, None, type_hint=str) == ENGINE_PATCHES)
+        version = workflow.memo_value(ENGINE_MEMO, None, type_hint=str)
     except Exception:  # a memo this converter cannot read: not Keel's client's
-        return False
+        return None
+    return version if version in COVERED_BY else None
 
 
 def engine_patched(patch: str) -> bool:
     """``workflow.patched(patch)`` for an engine patch, answered by the run's early decision
-    when it made one."""
-    if patch in COVERED and getattr(workflow.instance(), _DECIDED, None):
+    when it made one that covers it."""
+    decided = getattr(workflow.instance(), _DECIDED, None)
+    if decided and patch in COVERED_BY[decided]:
         return True
     return workflow.patched(patch)

@@ -94,11 +94,12 @@ def run_policies(
     return GuardrailOutcome(payload=current, decisions=decisions)
 
 
-def guardrail_chain(config: GuardrailConfig) -> list[GuardrailPolicy]:
-    """The policies ``config`` turns on, in their fixed order."""
+def guardrail_chain(config: GuardrailConfig, *, legacy: bool = False) -> list[GuardrailPolicy]:
+    """The policies ``config`` turns on, in their fixed order (``legacy``: the injection
+    check as before ``keel-guardrail-needles-2``, for runs recorded before it)."""
     chain: list[GuardrailPolicy] = []
     if config.untrusted_fields:
-        chain.append(PromptInjectionCheck(config.untrusted_fields))
+        chain.append(PromptInjectionCheck(config.untrusted_fields, legacy=legacy))
     if config.scrub_pii:
         chain.append(PiiScrubber(config.phone_regions))
     if config.token_budget is not None:
@@ -107,15 +108,20 @@ def guardrail_chain(config: GuardrailConfig) -> list[GuardrailPolicy]:
 
 
 def apply_guardrails(
-    payload: dict[str, Any], config: GuardrailConfig, state: GuardrailState
+    payload: dict[str, Any],
+    config: GuardrailConfig,
+    state: GuardrailState,
+    *,
+    legacy: bool = False,
 ) -> GuardrailOutcome:
     """Judge one model call: prompt-injection check on the raw untrusted text, then PII
     scrubbing, then the token budget on the scrubbed payload; stop at the first denial.
 
     Policies that ``config`` turns off are not run and leave no decision. ``payload`` is
-    not mutated; ``outcome.payload`` is what to send to the model.
+    not mutated; ``outcome.payload`` is what to send to the model. ``legacy``: judge as
+    before ``keel-guardrail-needles-2`` (a run recorded before it must replay its verdicts).
     """
-    return run_policies(payload, guardrail_chain(config), state)
+    return run_policies(payload, guardrail_chain(config, legacy=legacy), state)
 
 
 __all__ = [

@@ -11,6 +11,7 @@ fields are read one by one and then all together (an instruction split across fi
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import ahocorasick
 
+from keel.contracts.guardrails._injection_legacy import LEGACY_NEEDLES
 from keel.contracts.guardrails._models import GuardrailDecision, GuardrailState
 from keel.contracts.guardrails._normalise import views
 from keel.contracts.guardrails._pii import _join, scrub_text
@@ -33,10 +35,21 @@ class _Rule:
     """Substrings one of which the text must hold for the pattern to be tried (speed: a
     substring test is much cheaper than the pattern)."""
     pattern: re.Pattern[str]
+    legacy_needles: frozenset[str]
+    """The needles before ``keel-guardrail-needles-2`` (``_injection_legacy``), for runs
+    recorded before it."""
 
 
 def _rule(name: str, script: Script, needles: str, pattern: str) -> _Rule:
-    return _Rule(name, script, frozenset(needles.split("|")), re.compile(pattern, re.MULTILINE))
+    current = frozenset(needles.split("|"))
+    legacy = LEGACY_NEEDLES.get(hashlib.sha256(pattern.encode()).hexdigest()[:16])
+    return _Rule(
+        name,
+        script,
+        current,
+        re.compile(pattern, re.MULTILINE),
+        frozenset(legacy.split("|")) if legacy is not None else current,
+    )
 
 
 # --- English (and the shared vocabulary), read on the latin skeleton -----------------------
@@ -638,6 +651,10 @@ _NEEDLES_BY_SCRIPT = {
     script: tuple(sorted({n for rule in rules for n in rule.needles}))
     for script, rules in _RULES_BY_SCRIPT.items()
 }
+_LEGACY_NEEDLES_BY_SCRIPT = {
+    script: tuple(sorted({n for rule in rules for n in rule.legacy_needles}))
+    for script, rules in _RULES_BY_SCRIPT.items()
+}
 
 
 def _needle_finder(needles: Iterable[str]) -> ahocorasick.Automaton:
@@ -689,28 +706,29 @@ def _excerpt(text: str, start: int, end: int) -> str:
     return scrub_text(snippet)[0]
 
 
-def injection_hits(text: str) -> list[tuple[str, str]]:
+def injection_hits(text: str, *, legacy: bool = False) -> list[tuple[str, str]]:
     """``(pattern, excerpt)`` for every injection pattern ``text`` matches, in a fixed order.
 
     Each pattern is reported once, from the first form of the text it matched in (the text
     itself before its decodings); an excerpt from a decoding names it, e.g.
-    ``(base64-decoded) ignore all previous instructions``.
+    ``(base64-decoded) ignore all previous instructions``. ``legacy``: read as before
+    ``keel-guardrail-needles-2`` (the runs recorded before it).
     """
     if len(text) <= _CACHED_LENGTH:  # short strings repeat (object keys, field names)
-        return list(_cached_hits(text))
-    return _hits(text)
+        return list(_cached_hits(text, legacy))
+    return _hits(text, legacy)
 
 
 _CACHED_LENGTH = 200
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_hits(text: str) -> tuple[tuple[str, str], ...]:
+def _cached_hits(text: str, legacy: bool = False) -> tuple[tuple[str, str], ...]:
     # A pure function of the text: caching it changes no decision, on any worker.
-    return tuple(_hits(text))
+    return tuple(_hits(text, legacy))
 
 
-def _hits(text: str) -> list[tuple[str, str]]:
+def _hits(text: str, legacy: bool = False) -> list[tuple[str, str]]:
     hits: list[tuple[str, str]] = []
     # Flag tags and invisible characters are all outside ASCII.
     invisible = None if text.isascii() else _INVISIBLE.search(_FLAG_TAGS.sub("", text))
@@ -718,13 +736,17 @@ def _hits(text: str) -> list[tuple[str, str]]:
         codes = " ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(invisible.group(0)))
         hits.append(("invisible-unicode", codes))
     seen: set[str] = set()
-    for view in views(text):
-        # Line breaks read as spaces: a needle of two words still shows across one.
-        present = needles_in(view.text.replace("\n", " "), view.script)
+    for view in views(text, legacy=legacy):
+        if legacy:
+            present = {n for n in _LEGACY_NEEDLES_BY_SCRIPT[view.script] if n in view.text}
+        else:
+            # Line breaks read as spaces: a needle of two words still shows across one.
+            present = needles_in(view.text.replace("\n", " "), view.script)
         if not present:
             continue
         for rule in _RULES_BY_SCRIPT[view.script]:
-            if rule.name in seen or rule.needles.isdisjoint(present):
+            needles = rule.legacy_needles if legacy else rule.needles
+            if rule.name in seen or needles.isdisjoint(present):
                 continue
             match = rule.pattern.search(view.text)
             if match:
@@ -755,8 +777,10 @@ class PromptInjectionCheck:
 
     name = "prompt-injection"
 
-    def __init__(self, fields: Sequence[str]) -> None:
+    def __init__(self, fields: Sequence[str], *, legacy: bool = False) -> None:
         self.fields = tuple(fields)
+        self.legacy = legacy
+        """Read as before ``keel-guardrail-needles-2`` (for runs recorded before it)."""
 
     def __call__(self, payload: dict[str, Any], state: GuardrailState) -> GuardrailDecision:
         found: list[str] = []
@@ -769,13 +793,13 @@ class PromptInjectionCheck:
         together: dict[str, str] = {}
         if len(texts) > 1:
             for joined in ("\n".join(texts), "".join(texts)):
-                for pattern, excerpt in injection_hits(joined):
+                for pattern, excerpt in injection_hits(joined, legacy=self.legacy):
                     together.setdefault(pattern, excerpt)
         matched: set[str] = set()
         for path, text in strings:
             if len(texts) > 1 and not together and not _needs_own_reading(text):
                 continue
-            for pattern, excerpt in injection_hits(text):
+            for pattern, excerpt in injection_hits(text, legacy=self.legacy):
                 matched.add(pattern)
                 found.append(
                     f"field '{path}' matched {pattern} "

@@ -51,6 +51,9 @@ _LEET = str.maketrans(
 # letters or more).
 _SPACED = re.compile(r"(?<!\w)(?:\w[ .\-_*|/\n]{1,2}){3,}\w(?!\w)")
 _SPACED_SEPARATORS = re.compile(r"[ .\-_*|/\n]")
+# As they were before ``keel-guardrail-needles-2`` (no line breaks), for runs recorded before.
+_SPACED_LEGACY = re.compile(r"(?<!\w)(?:\w[ .\-_*|/]{1,2}){3,}\w(?!\w)")
+_SPACED_SEPARATORS_LEGACY = re.compile(r"[ .\-_*|/]")
 _NOT_LETTER = re.compile(r"[^a-z]+")
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
@@ -110,9 +113,13 @@ def skeleton(plain_text: str) -> str:
     return _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), plain_text)
 
 
-def unspaced(latin: str) -> str:
-    """Runs of letters spaced apart joined up: ``i g n o r e`` -> ``ignore``."""
-    return _SPACED.sub(lambda m: _SPACED_SEPARATORS.sub("", m.group(0)), latin)
+def unspaced(latin: str, *, legacy: bool = False) -> str:
+    """Runs of letters spaced apart joined up: ``i g n o r e`` -> ``ignore``; ``legacy``:
+    as before ``keel-guardrail-needles-2`` (letters one a line not joined)."""
+    spaced, separators = (
+        (_SPACED_LEGACY, _SPACED_SEPARATORS_LEGACY) if legacy else (_SPACED, _SPACED_SEPARATORS)
+    )
+    return spaced.sub(lambda m: separators.sub("", m.group(0)), latin)
 
 
 def squashed(latin: str) -> str:
@@ -182,7 +189,7 @@ def decodings(text: str) -> list[tuple[str, str]]:
     return found
 
 
-def views(text: str) -> list[View]:
+def views(text: str, *, legacy: bool = False) -> list[View]:
     """Every form of ``text`` the patterns read, the text itself first.
 
     For the text and each decoding (nested up to ``MAX_DECODE_DEPTH``): its ``plain`` form
@@ -206,7 +213,7 @@ def views(text: str) -> list[View]:
             add(base, how, "plain")
             add(latin, how, "latin")
         if depth == 0:
-            joined = unspaced(latin)
+            joined = unspaced(latin, legacy=legacy)
             if joined != latin:  # letters spaced apart: read them also with nothing between
                 add(joined, "letters-joined", "latin")
                 add(squashed(latin), "letters-only", "squashed")
