@@ -22,7 +22,7 @@ from temporalio.api.workflowservice.v1 import (
     DescribeWorkerDeploymentResponse,
 )
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
@@ -274,8 +274,18 @@ async def build_polls(client: Client, deployment: str, build_id: str) -> bool:
     return any(v.deployment_version.build_id == build_id for v in info.version_summaries)
 
 
+# What the dev server answers a describe with while the deployment's own workflow is busy
+# (the routing change in progress): ask again.
+_TRANSIENT = {RPCStatusCode.CANCELLED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+
+
 async def routed_to(client: Client, deployment: str, build_id: str) -> bool:
-    info = (await describe(client, deployment)).worker_deployment_info
+    try:
+        info = (await describe(client, deployment)).worker_deployment_info
+    except RPCError as err:
+        if err.status in _TRANSIENT:
+            return False
+        raise
     return (
         info.routing_config.current_deployment_version.build_id == build_id
         and info.routing_config_update_state
