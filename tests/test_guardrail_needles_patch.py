@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
@@ -41,6 +42,22 @@ def attacked_contract() -> dict[str, Any]:
 def answering(patched: bool) -> Any:
     """``engine_patched`` with the guardrail patch answered ``patched``, unasked."""
     return lambda patch: patched if patch == GUARDRAIL_NEEDLES_PATCH else REAL_ENGINE_PATCHED(patch)
+
+
+async def review_attacked(
+    client: Client, memo: dict[str, str] | None
+) -> tuple[WorkflowHandle[Any, Any], Any]:
+    """Run the contract review of ``attacked_contract()`` on a fresh Keel worker, started
+    with ``memo``; its handle and result."""
+    async with keel_worker(client) as tq:
+        handle = await client.start_workflow(
+            ContractReviewWorkflow.run,
+            attacked_contract(),
+            id=f"review-{uuid.uuid4()}",
+            task_queue=tq,
+            memo=memo,
+        )
+        return handle, await handle.result()
 
 
 def replayer() -> Replayer:
@@ -80,15 +97,7 @@ async def test_a_run_recorded_before_the_patch_replays_the_verdict_it_ran_with(
             client, memo = with_engine_memo(client), {}
             before.setattr(patches, "ENGINE_PATCHES", "keel-engine-patches-1")
             before.setattr(patches, "started_for_this_engine", lambda: None)
-        async with keel_worker(client) as tq:
-            handle = await client.start_workflow(
-                ContractReviewWorkflow.run,
-                attacked_contract(),
-                id=f"review-{uuid.uuid4()}",
-                task_queue=tq,
-                memo=memo,
-            )
-            result = await handle.result()
+        handle, result = await review_attacked(client, memo)
     if client_of == "this version":
         assert await markers(handle) == ["keel-engine-patches-1"]
     assert result.outcome == "approved"  # the old check let the attack through to the model
@@ -112,15 +121,8 @@ async def test_a_run_since_is_judged_by_the_fixed_check(
 ) -> None:
     keel_client = memo == "keel client"
     client = with_engine_memo(dev_env.client) if keel_client else dev_env.client
-    async with keel_worker(client) as tq:
-        handle = await client.start_workflow(
-            ContractReviewWorkflow.run,
-            attacked_contract(),
-            id=f"review-{uuid.uuid4()}",
-            task_queue=tq,
-            memo=None if keel_client else {ENGINE_MEMO: "keel-engine-patches-1"},
-        )
-        result = await handle.result()
+    memo_of = None if keel_client else {ENGINE_MEMO: "keel-engine-patches-1"}
+    handle, result = await review_attacked(client, memo_of)
     assert (result.outcome, result.decided_by) == ("rejected", "guardrail")
     assert events_of(result.ledger, AgentDecided) == []
     denied = [e for e in events_of(result.ledger, PolicyApplied) if e.action == "deny"]
