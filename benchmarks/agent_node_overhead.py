@@ -43,6 +43,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_workflows import BARE_ACTIVITY, BenchBareActivity, BenchKeelAgentNode
 from measure import (
+    bare_on_stock,
     keel_client,
     percentile,
     process_cpu,
@@ -314,14 +315,15 @@ async def main(args: argparse.Namespace) -> None:
         queue = f"bench-{uuid.uuid4()}"
         # Keel's own worker (its sandbox runner, concurrency bounds and model queue), with
         # the two benchmark workflows and the bare activity on the same task queue.
-        worker = build_worker(
-            env.client,
-            KeelSettings(_env_file=None, apps=resolve_apps(), model="offline"),  # type: ignore[call-arg]
-            task_queue=queue,
-            provider=OfflineProvider(),
-            activities=[bare_activity],
-            workflows=[BenchBareActivity, BenchKeelAgentNode],
-        )
+        with bare_on_stock("BenchBareActivity"):  # the bare workflow on Temporal's own sandbox
+            worker = build_worker(
+                env.client,
+                KeelSettings(_env_file=None, apps=resolve_apps(), model="offline"),  # type: ignore[call-arg]
+                task_queue=queue,
+                provider=OfflineProvider(),
+                activities=[bare_activity],
+                workflows=[BenchBareActivity, BenchKeelAgentNode],
+            )
         async with worker:
             bare, keel = await measure(env.client, queue, args)
     finally:

@@ -3,17 +3,25 @@ percentiles, the load average, and a clean exit."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import resource
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
+from unittest import mock
 
+from temporalio import workflow
 from temporalio.client import Client
+from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from keel.workers import runtime
 from keel.workers.engine_memo import with_engine_memo
 
 
@@ -81,3 +89,43 @@ def keel_client(client: Client) -> Client:
     decide the engine's patches without a marker), as ``keel.workers.runtime.connect``
     builds them."""
     return with_engine_memo(client)
+
+
+@dataclass(frozen=True)
+class BareOnStockRunner(WorkflowRunner):
+    """One worker's runner for both variants: Keel's (``keel.workers.sandbox``) for Keel's
+    workflows, and for the bare ones (``bare``, workflow type names) Temporal's stock
+    ``SandboxedWorkflowRunner`` with the same restrictions and pass-through modules, so the
+    bare variant is what a plain Temporal worker runs."""
+
+    keel: SandboxedWorkflowRunner
+    bare: frozenset[str]
+
+    @functools.cached_property
+    def stock(self) -> SandboxedWorkflowRunner:
+        return SandboxedWorkflowRunner(restrictions=self.keel.restrictions)
+
+    def _for(self, name: str | None) -> WorkflowRunner:
+        return self.stock if name in self.bare else self.keel
+
+    def prepare_workflow(self, defn: workflow._Definition) -> None:
+        self._for(defn.name).prepare_workflow(defn)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return self._for(det.defn.name).create_instance(det)
+
+    def set_worker_level_failure_exception_types(
+        self, types: Sequence[type[BaseException]]
+    ) -> None:
+        self.keel.set_worker_level_failure_exception_types(types)
+        self.stock.set_worker_level_failure_exception_types(types)
+
+
+def bare_on_stock(*bare: str) -> AbstractContextManager[object]:
+    """While building a worker (``build_worker``) in this block, its runner is a
+    ``BareOnStockRunner``: Keel's for Keel's workflows, the stock one for the workflow
+    types ``bare``."""
+    keel_runner = runtime.workflow_runner
+    return mock.patch.object(
+        runtime, "workflow_runner", lambda: BareOnStockRunner(keel_runner(), frozenset(bare))
+    )

@@ -53,7 +53,15 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from agent_node_overhead import bare_activity, node_input
 from bench_workflows import BenchBareActivity, BenchKeelAgentNode
-from measure import keel_client, process_cpu, run_and_exit, server_cpu, server_pid, system_load
+from measure import (
+    bare_on_stock,
+    keel_client,
+    process_cpu,
+    run_and_exit,
+    server_cpu,
+    server_pid,
+    system_load,
+)
 from peer_agents import (
     OPENAI_AGENTS_AVAILABLE,
     PYDANTIC_AI_AGENT,
@@ -226,14 +234,15 @@ async def start_variants(env: WorkflowEnvironment, stack: AsyncExitStack) -> lis
     # Keel's client (``keel.workers.runtime.connect``) carries the ``EngineMemo`` interceptor.
     keel = Variant("Keel", BenchKeelAgentNode.run, keel_client(env.client), queue=bare.queue)
     settings = KeelSettings(_env_file=None, model="offline")  # type: ignore[call-arg]
-    keel_worker = build_worker(
-        env.client,
-        settings,
-        task_queue=bare.queue,
-        provider=OfflineProvider(),
-        activities=[bare_activity],
-        workflows=[BenchBareActivity, BenchKeelAgentNode],
-    )
+    with bare_on_stock("BenchBareActivity"):  # the bare workflow on Temporal's own sandbox
+        keel_worker = build_worker(
+            env.client,
+            settings,
+            task_queue=bare.queue,
+            provider=OfflineProvider(),
+            activities=[bare_activity],
+            workflows=[BenchBareActivity, BenchKeelAgentNode],
+        )
     await stack.enter_async_context(keel_worker)
     variants = [bare, keel]
 

@@ -53,14 +53,21 @@ HERE = Path(__file__).resolve().parent
 # Runnable from a checkout without installing Keel; the worker imports this file as a module.
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from measure import keel_client, percentile, process_cpu, run_and_exit, server_cpu, server_pid
+from measure import (
+    BareOnStockRunner,
+    keel_client,
+    percentile,
+    process_cpu,
+    run_and_exit,
+    server_cpu,
+    server_pid,
+)
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from keel.activities.providers import close_provider
 from keel.activities.tools.email import EmailSender, build_message, smtp_send
@@ -502,14 +509,16 @@ def report(
 KEEL_RUNNER = runtime.workflow_runner
 
 
-def bench_runner() -> SandboxedWorkflowRunner:
+def bench_runner() -> BareOnStockRunner:
     """Keel's sandbox runner, with this module passed through as well as ``keel``: neither
     variant's workflow module is re-imported for each run (a bare module re-imported per run
-    would pay for this whole script, and Keel's never does)."""
+    would pay for this whole script, and Keel's never does). The bare workflow runs on
+    Temporal's stock sandbox with the same pass-through modules (``BareOnStockRunner``)."""
     runner = KEEL_RUNNER()
-    return dataclasses.replace(
+    keel = dataclasses.replace(
         runner, restrictions=runner.restrictions.with_passthrough_modules(MODULE)
     )
+    return BareOnStockRunner(keel, frozenset({"BenchBareSupport"}))
 
 
 async def main(args: argparse.Namespace) -> None:

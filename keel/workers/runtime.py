@@ -52,6 +52,7 @@ from keel.workers.engine_memo import EngineMemo
 from keel.workers.keys import load_worker_keys
 from keel.workers.link_key import load_link_key
 from keel.workers.model_calls import ModelCalls, separate_model_queue
+from keel.workers.sandbox import KeelSandboxedWorkflowRunner
 from keel.workers.scrubbing import ScrubbingInterceptor, configured_secrets
 from keel.workers.telemetry import tracing_interceptors
 from keel.workflows.archiver import ArchiverWorkflow
@@ -396,14 +397,15 @@ def agent_node_activities(
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox Keel's workflows run in, with the ``keel`` package passed through.
+    """The sandbox Keel's workflows run in (``keel.workers.sandbox``: Temporal's, entered
+    only to run workflow code), with the ``keel`` package passed through.
 
-    Without this the sandbox re-imports every ``keel`` module on every workflow run (about
-    16 ms of CPU each on our machines, growing with each scenario). Keel's modules are
-    deterministic workflow code and pure models with no mutable module state, so sharing
-    them across runs is safe; the replay tests guard determinism.
+    Without the pass-through the sandbox re-imports every ``keel`` module on every workflow
+    run (about 16 ms of CPU each on our machines, growing with each scenario). Keel's
+    modules are deterministic workflow code and pure models with no mutable module state,
+    so sharing them across runs is safe; the replay tests guard determinism.
     """
-    return SandboxedWorkflowRunner(
+    return KeelSandboxedWorkflowRunner(
         # phonenumbers (the guardrails' PII scrubber) loads a region's metadata module on
         # first use, maybe mid-workflow: passed through, that import is the real one.
         # cryptography: review signatures are checked in workflow code; its native extension
