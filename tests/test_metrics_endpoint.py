@@ -16,7 +16,14 @@ import keel.workflows.metrics as metrics_module
 from keel.contracts.ledger import ValidationFailed
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings
-from keel.workers.metrics import metrics_address, metrics_note, metrics_runtime, telemetry_config
+from keel.workers.metrics import (
+    metrics_address,
+    metrics_client,
+    metrics_note,
+    metrics_runtime,
+    telemetry_config,
+)
+from keel.workers.runtime import connect
 from keel.workflows.ledger import Ledger
 from keel.workflows.metrics import (
     CONFIDENCE_BUCKETS,
@@ -35,6 +42,21 @@ def test_the_default_endpoint_is_localhost_9464_and_port_zero_turns_it_off() -> 
     assert metrics_address(off) is None and metrics_runtime(off) is None
     assert "no Prometheus endpoint" in metrics_note(off)
     assert metrics_address(offline_settings(metrics_host="::1", metrics_port=9000)) == "[::1]:9000"
+
+
+async def test_a_worker_client_made_on_the_metrics_runtime_is_kept_not_reconnected(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    # keel worker connects on the runtime that serves /metrics, so the process holds one
+    # runtime and one connection; a client on another runtime gets a connection on it.
+    settings = offline_settings(metrics_port=free_port())
+    runtime = metrics_runtime(settings)
+    address = dev_env.client.service_client.config.target_host
+    client = await connect(settings, address=address, runtime=runtime)
+    assert client.service_client.config.runtime is runtime
+    assert await metrics_client(client, settings) is client
+    moved = await metrics_client(dev_env.client, settings)
+    assert moved is not dev_env.client and moved.service_client.config.runtime is runtime
 
 
 async def test_one_runtime_per_address_serves_metrics_there() -> None:

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from keel.cli.output import UNREACHABLE, USAGE, CliError
 from keel.errors import KeelUserError
@@ -76,8 +77,9 @@ def target(settings: KeelSettings, args: Any) -> str:
     return f"{config['target_host']} (namespace {config['namespace']})"
 
 
-async def open_client(settings: KeelSettings, args: Any) -> Client:
-    """A client connected as the options and the environment say.
+async def open_client(settings: KeelSettings, args: Any, runtime: Runtime | None = None) -> Client:
+    """A client connected as the options and the environment say, on ``runtime`` (default:
+    the SDK's default runtime).
 
     Raises:
         CliError: the configuration cannot be read (exit 2) or no server answered (exit 3).
@@ -89,6 +91,7 @@ async def open_client(settings: KeelSettings, args: Any) -> Client:
                 address=getattr(args, "address", None),
                 namespace=getattr(args, "namespace", None),
                 profile=getattr(args, "profile", None),
+                runtime=runtime,
             ),
             timeout=CONNECT_TIMEOUT_SECONDS,
         )

@@ -30,6 +30,7 @@ from keel.cli.trust import add_trust_parser, cmd_trust
 from keel.errors import KeelUserError
 from keel.settings import KeelSettings, get_settings
 from keel.workers.apps import resolve_apps
+from keel.workers.metrics import metrics_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +247,9 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
         return await commands.cmd_ledger(None, settings, args)  # reads the archive only
     if args.command == "verify" and args.from_archive:
         return await verify.cmd_verify(None, settings, args)  # reads the archive only
-    client = await open_client(settings, args)
+    # A worker connects on the runtime that serves its /metrics: one runtime per process.
+    runtime = metrics_runtime(settings) if args.command == "worker" else None
+    client = await open_client(settings, args, runtime)
     settings = connected_settings(settings, client)
     if args.command == "worker":
         return await serve.run_worker(

@@ -103,9 +103,10 @@ def metrics_runtime(settings: KeelSettings) -> Runtime | None:
 async def metrics_client(client: Client, settings: KeelSettings) -> Client:
     """``client`` (same server, namespace, converter, interceptors) on a new connection
     made with ``metrics_runtime(settings)``: workers built on it serve their metrics there.
-    ``client`` itself when there is no endpoint."""
+    ``client`` itself when there is no endpoint, or when it was made with that runtime
+    (``keel worker`` connects with it: one runtime, one connection per process)."""
     runtime = metrics_runtime(settings)
-    if runtime is None:
+    if runtime is None or client.service_client.config.runtime is runtime:
         return client
     connect = dataclasses.replace(client.service_client.config, runtime=runtime)
     config = client.config()

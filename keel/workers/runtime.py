@@ -27,6 +27,7 @@ from temporalio.contrib.pydantic import (
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -68,6 +69,7 @@ async def connect(
     profile: str | None = None,
     interceptors: Sequence[Interceptor] | None = None,
     embedded: bool = False,
+    runtime: Runtime | None = None,
 ) -> Client:
     """A client with Keel's pydantic data converter, history encryption and tracing,
     connected as ``connect_config`` says (Temporal CLI profiles, TLS, API key,
@@ -81,6 +83,7 @@ async def connect(
         interceptors: default: Keel's tracing (``EngineMemo`` is added either way).
         embedded: the server is the embedded dev server of ``keel dev`` / ``keel demo``
             (a missing dev codec key is generated; see ``keel.workers.codec.codec_keyring``).
+        runtime: the SDK runtime to connect on (default: the SDK's default runtime).
 
     Raises:
         KeelUserError: the Temporal client configuration cannot be read, or history
@@ -96,6 +99,7 @@ async def connect(
             *(interceptors if interceptors is not None else tracing_interceptors(settings)),
             EngineMemo(),
         ],
+        runtime=runtime,
     )
 
 
