@@ -3,6 +3,7 @@ percentiles, the load average, and a clean exit."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -19,7 +20,7 @@ from unittest import mock
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from keel.workers import runtime
 from keel.workers.engine_memo import with_engine_memo
@@ -121,11 +122,30 @@ class BareOnStockRunner(WorkflowRunner):
         self.stock.set_worker_level_failure_exception_types(types)
 
 
+BENCH_MODULES = ("bench_workflows", "peer_workflows", "peer_agents")
+"""The benchmarks' workflow modules, passed through every variant's sandbox: Keel's own
+workflow modules are (``keel``), and without it every run of every variant would re-import
+its module and re-apply ``@workflow.defn`` to its classes, a cost of the benchmark's file
+layout, larger for a class with more members."""
+
+
+def bench_sandbox() -> SandboxedWorkflowRunner:
+    """Temporal's stock sandbox with the benchmarks' modules passed through (for the
+    peers' workers; their plugins add their own pass-through modules to it)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*BENCH_MODULES)
+    )
+
+
 def bare_on_stock(*bare: str) -> AbstractContextManager[object]:
     """While building a worker (``build_worker``) in this block, its runner is a
     ``BareOnStockRunner``: Keel's for Keel's workflows, the stock one for the workflow
-    types ``bare``."""
+    types ``bare``, both with ``BENCH_MODULES`` passed through."""
     keel_runner = runtime.workflow_runner
-    return mock.patch.object(
-        runtime, "workflow_runner", lambda: BareOnStockRunner(keel_runner(), frozenset(bare))
-    )
+
+    def runner() -> BareOnStockRunner:
+        keel = keel_runner()
+        passed = keel.restrictions.with_passthrough_modules(*BENCH_MODULES)
+        return BareOnStockRunner(dataclasses.replace(keel, restrictions=passed), frozenset(bare))
+
+    return mock.patch.object(runtime, "workflow_runner", runner)

@@ -55,6 +55,7 @@ from agent_node_overhead import bare_activity, node_input
 from bench_workflows import BenchBareActivity, BenchKeelAgentNode
 from measure import (
     bare_on_stock,
+    bench_sandbox,
     keel_client,
     process_cpu,
     run_and_exit,
@@ -253,6 +254,7 @@ async def start_variants(env: WorkflowEnvironment, stack: AsyncExitStack) -> lis
             pydantic_ai.client,
             task_queue=pydantic_ai.queue,
             workflows=[BenchPydanticAI],
+            workflow_runner=bench_sandbox(),
             plugins=[AgentPlugin(PYDANTIC_AI_AGENT)],
         )
     )
@@ -270,7 +272,10 @@ async def start_variants(env: WorkflowEnvironment, stack: AsyncExitStack) -> lis
         openai_agents.client = await Client.connect(target, plugins=[plugin])
         await stack.enter_async_context(
             Worker(
-                openai_agents.client, task_queue=openai_agents.queue, workflows=[BenchOpenAIAgents]
+                openai_agents.client,
+                task_queue=openai_agents.queue,
+                workflows=[BenchOpenAIAgents],
+                workflow_runner=bench_sandbox(),
             )
         )
         variants.append(openai_agents)
