@@ -314,7 +314,8 @@ async def main(args: argparse.Namespace) -> None:
     try:
         queue = f"bench-{uuid.uuid4()}"
         # Keel's own worker (its sandbox runner, concurrency bounds and model queue), with
-        # the two benchmark workflows and the bare activity on the same task queue.
+        # the two benchmark workflows and the bare activity on the same task queue; the bare
+        # workflow runs on Temporal's stock sandbox (measure.BareOnStockRunner).
         with bare_on_stock("BenchBareActivity"):  # the bare workflow on Temporal's own sandbox
             worker = build_worker(
                 env.client,

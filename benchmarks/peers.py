@@ -8,7 +8,8 @@ each variant runs one agent call per workflow, on the low-risk sample's input, r
 documentation says:
 
 * **bare activity**: ``BenchBareActivity``, one ``execute_activity`` of an activity that
-  returns a constant (no model), on Keel's worker (``build_worker``);
+  returns a constant (no model), on Keel's worker (``build_worker``) but in Temporal's stock
+  sandbox (``measure.BareOnStockRunner``);
 * **Keel**: ``BenchKeelAgentNode``, one agent node (``RISK_CLASSIFIER``) on the offline model,
   same worker, started by a client with Keel's ``EngineMemo`` interceptor (as
   ``keel.workers.runtime.connect`` makes it);
@@ -23,6 +24,8 @@ Latency sequentially (mean of each block, median of blocks) and with N workflows
 (wall time / N), the CPU per workflow of this process (the workers and clients) and of the
 dev server during the concurrent blocks, and the size of one workflow's history (events,
 bytes). Blocks rotate the order of the variants, so drift on a shared machine favours none.
+Every sandbox passes the benchmarks' workflow modules through (``measure.BENCH_MODULES``):
+no variant re-imports its module for each run.
 The table goes to stdout and ``benchmarks/results/peers.md``. The process ends with
 ``os._exit`` once the workers and the server are shut down and the table is written: an SDK
 teardown crash at interpreter exit (seen in 2 of 14 runs) cannot fail the run.

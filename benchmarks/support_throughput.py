@@ -3,7 +3,8 @@
 Usage: ``.venv/bin/python benchmarks/support_throughput.py [--batch N] [--blocks B] [--warmup W]``
 
 On one local dev server, one worker (``build_worker``'s concurrency settings, Keel's sandbox
-runner, pydantic data converter, one task queue) and one local SMTP sink (``SmtpSink``), it
+runner for Keel's workflow and Temporal's stock one for the bare workflow, pydantic data
+converter, one task queue) and one local SMTP sink (``SmtpSink``), it
 starts batches of N order-status emails at once (variants of ``support-injection.json`` with
 the benign body "Where is my order AB-104871?" from tom.okafor@example.com, each with its own
 Message-ID) and waits for every result, for two workflows:
