@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -152,13 +153,40 @@ class KeelWorker:
     async def __aenter__(self) -> KeelWorker:
         await self._stack.enter_async_context(self.main)
         await self._stack.enter_async_context(self.models)
+        _freeze_startup_heap()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         # Both stop polling at once and drain side by side, so a stop takes one grace
         # period (KEEL_SHUTDOWN_GRACE_SECONDS), not one per worker.
-        await asyncio.gather(self.main.shutdown(), self.models.shutdown())
-        await self._stack.aclose()
+        try:
+            await asyncio.gather(self.main.shutdown(), self.models.shutdown())
+            await self._stack.aclose()
+        finally:
+            _unfreeze_startup_heap()
+
+
+_running_workers = 0
+"""Keel workers running in this process (``_freeze_startup_heap``)."""
+
+
+def _freeze_startup_heap() -> None:
+    """Move what the process holds once its worker has started (modules, contracts, the
+    workers) out of the garbage collector's generations (``gc.freeze``), so a full
+    collection walks only what workflow runs allocated: with the modules a Keel worker
+    imports it took 60 to 80 ms, about once per 200 agent-node runs under load. Undone
+    when the last worker of the process stops (``gc.unfreeze``), so what was frozen can be
+    collected again."""
+    global _running_workers
+    _running_workers += 1
+    gc.freeze()
+
+
+def _unfreeze_startup_heap() -> None:
+    global _running_workers
+    _running_workers -= 1
+    if _running_workers == 0:
+        gc.unfreeze()
 
 
 def build_worker(
