@@ -68,7 +68,7 @@ from keel.scenarios.contract_review.contracts import (
 from keel.settings import KeelSettings
 from keel.workers.apps import resolve_apps
 from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
-from keel.workers.runtime import build_worker
+from keel.workers.runtime import KeelWorker, build_worker
 
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "results" / "agent_node_overhead.md"
@@ -106,6 +106,21 @@ class Variant:
     """CPU time (ms) of this process (worker + client) per workflow, each concurrent block."""
     conc_server_cpu: list[float] = field(default_factory=list)
     """CPU time (ms) of the dev server per workflow, each concurrent block (Linux only)."""
+
+
+def bench_worker(client: Client, settings: KeelSettings, queue: str) -> KeelWorker:
+    """Keel's own worker (its sandbox runner, concurrency bounds and model queue) with both
+    benchmark workflows and the bare activity on ``queue``; the bare workflow runs on
+    Temporal's stock sandbox (``measure.BareOnStockRunner``)."""
+    with bare_on_stock("BenchBareActivity"):
+        return build_worker(
+            client,
+            settings,
+            task_queue=queue,
+            provider=OfflineProvider(),
+            activities=[bare_activity],
+            workflows=[BenchBareActivity, BenchKeelAgentNode],
+        )
 
 
 def node_input() -> RiskClassifierInput:
@@ -313,18 +328,8 @@ async def main(args: argparse.Namespace) -> None:
     )
     try:
         queue = f"bench-{uuid.uuid4()}"
-        # Keel's own worker (its sandbox runner, concurrency bounds and model queue), with
-        # the two benchmark workflows and the bare activity on the same task queue; the bare
-        # workflow runs on Temporal's stock sandbox (measure.BareOnStockRunner).
-        with bare_on_stock("BenchBareActivity"):  # the bare workflow on Temporal's own sandbox
-            worker = build_worker(
-                env.client,
-                KeelSettings(_env_file=None, apps=resolve_apps(), model="offline"),  # type: ignore[call-arg]
-                task_queue=queue,
-                provider=OfflineProvider(),
-                activities=[bare_activity],
-                workflows=[BenchBareActivity, BenchKeelAgentNode],
-            )
+        settings = KeelSettings(_env_file=None, apps=resolve_apps(), model="offline")  # type: ignore[call-arg]
+        worker = bench_worker(env.client, settings, queue)
         async with worker:
             bare, keel = await measure(env.client, queue, args)
     finally:

@@ -6,8 +6,9 @@ It starts two Temporal dev servers side by side (the pinned binary in ``.venv/bi
 **default** one (``temporal server start-dev`` with no dynamic config) and **Keel's** (the
 arguments of ``keel.workers.devstack.server_limit_args``, which ``keel dev``, ``keel demo``
 and the tests' dev servers use: the transfer-queue read cap raised from 20/s). One worker
-per server (Keel's ``build_worker``) runs, one after another, two workflows: a one-activity
-bare workflow (``BenchBareActivity``) and one Keel agent node on the offline model
+per server (``agent_node_overhead.bench_worker``: Keel's ``build_worker``, the bare workflow
+in Temporal's stock sandbox) runs, one after another, two workflows: a one-activity bare
+workflow (``BenchBareActivity``) and one Keel agent node on the offline model
 (``BenchKeelAgentNode``). Blocks alternate the servers (A B B A ...), so drift on a shared
 machine favours neither; figures are the median of the blocks' mean latencies. The table goes
 to stdout and to ``benchmarks/results/dev_server_speed.md``.
@@ -34,18 +35,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from agent_node_overhead import bare_activity, node_input
+from agent_node_overhead import bench_worker, node_input
 from bench_workflows import BenchBareActivity, BenchKeelAgentNode
 from measure import percentile, run_and_exit, system_load
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from keel.offline import OfflineProvider
 from keel.scenarios.contract_review.contracts import RiskAssessment
 from keel.settings import KeelSettings
 from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
-from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "results" / "dev_server_speed.md"
@@ -145,14 +144,7 @@ async def main(args: argparse.Namespace) -> None:
             )
             stack.push_async_callback(env.shutdown)
             server.client = env.client
-            worker = build_worker(
-                env.client,
-                settings,
-                task_queue=server.queue,
-                provider=OfflineProvider(),
-                activities=[bare_activity],
-                workflows=[BenchBareActivity, BenchKeelAgentNode],
-            )
+            worker = bench_worker(env.client, settings, server.queue)
             await stack.enter_async_context(worker)
         await measure(servers, args)
     text = report(servers, args, f"{load_before} at start, {system_load()} at end")

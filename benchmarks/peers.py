@@ -54,10 +54,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from agent_node_overhead import bare_activity, node_input
+from agent_node_overhead import bench_worker, node_input
 from bench_workflows import BenchBareActivity, BenchKeelAgentNode
 from measure import (
-    bare_on_stock,
     bench_sandbox,
     keel_client,
     process_cpu,
@@ -78,11 +77,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from keel.offline import OfflineProvider
 from keel.scenarios.contract_review.contracts import RiskAssessment, RiskClassifierInput
 from keel.settings import KeelSettings
 from keel.workers.devstack import DEV_SERVER_STARTUP, server_limit_args
-from keel.workers.runtime import build_worker
 
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "results" / "peers.md"
@@ -238,15 +235,7 @@ async def start_variants(env: WorkflowEnvironment, stack: AsyncExitStack) -> lis
     # Keel's client (``keel.workers.runtime.connect``) carries the ``EngineMemo`` interceptor.
     keel = Variant("Keel", BenchKeelAgentNode.run, keel_client(env.client), queue=bare.queue)
     settings = KeelSettings(_env_file=None, model="offline")  # type: ignore[call-arg]
-    with bare_on_stock("BenchBareActivity"):  # the bare workflow on Temporal's own sandbox
-        keel_worker = build_worker(
-            env.client,
-            settings,
-            task_queue=bare.queue,
-            provider=OfflineProvider(),
-            activities=[bare_activity],
-            workflows=[BenchBareActivity, BenchKeelAgentNode],
-        )
+    keel_worker = bench_worker(env.client, settings, bare.queue)
     await stack.enter_async_context(keel_worker)
     variants = [bare, keel]
 
