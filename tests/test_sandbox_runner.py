@@ -11,12 +11,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from temporalio.api.common.v1 import Payload
+from temporalio import workflow
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.converter import PayloadCodec, SerializationContext, WithSerializationContext
+from temporalio.converter import (
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker import Worker, WorkflowInstanceDetails, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox._runner import _fake_info
 
 from keel.workers.runtime import workflow_runner
 from keel.workers.sandbox import KeelSandboxedWorkflowRunner
@@ -135,3 +143,36 @@ async def test_workflow_code_is_still_held_to_the_sandbox(dev_env: WorkflowEnvir
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     assert "Cannot access __builtins__.open" in str(failure.value.cause)
+
+
+def details(workflow_class: type) -> WorkflowInstanceDetails:
+    """What a worker hands a runner to make an instance of ``workflow_class`` (the SDK's
+    own validation details: fake run info, no interceptors)."""
+    converter = DataConverter.default
+    return WorkflowInstanceDetails(
+        payload_converter_factory=converter._new_payload_converter,
+        failure_converter_class=converter.failure_converter_class,
+        interceptor_classes=[],
+        defn=workflow._Definition.from_class(workflow_class),  # type: ignore[arg-type]
+        info=_fake_info,
+        randomness_seed=-1,
+        extern_functions={},
+        disable_eager_activity_execution=False,
+        worker_level_failure_exception_types=[],
+        patch_activation_callback=None,
+        last_completion_result=Payloads(),
+        last_failure=Failure(),
+    )
+
+
+async def test_the_context_answers_outside_a_command_are_the_stock_runners() -> None:
+    # The external-store context is asked for only with external payload storage, which no
+    # worker here configures: compare the answers of the two kinds of instance directly.
+    keel_runner = workflow_runner()
+    stock = SandboxedWorkflowRunner(restrictions=keel_runner.restrictions)
+    ours = keel_runner.create_instance(details(SandboxProbeContexts))
+    theirs = stock.create_instance(details(SandboxProbeContexts))
+    assert type(ours).__name__ == "_QuickInstance" and type(theirs).__name__ == "_Instance"
+    assert ours.get_serialization_context(None) == theirs.get_serialization_context(None)
+    assert ours.get_external_store_context(None) == theirs.get_external_store_context(None)
+    assert ours.get_external_store_context(None).target is not None
