@@ -170,6 +170,9 @@ class KeelSettings(BaseSettings):
     progress_port: int = 8235
     """Port of the progress server ``keel dev`` starts (SSE with ``Last-Event-ID``; 0: any
     free port)."""
+    progress_max_streams: int = Field(256, ge=1, le=10_000)
+    """Streams the progress server serves at once (each holds a Redis connection while it
+    waits); one more is answered 503 with ``Retry-After``."""
     progress_url: str = "http://127.0.0.1:8235"
     """Base URL of the progress server, for ``keel watch``."""
     offline_faults: list[OfflineFault] = Field(default_factory=list)

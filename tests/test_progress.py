@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import cast
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from keel.progress.stream import ProgressGapError, ProgressStream
 from keel.scenarios.ingestion import APP, SupplierIngestionWorkflow
 from keel.scenarios.ingestion.fixtures import job
 from keel.testing import keel_worker
-from tests.test_ingestion import assert_complete_stream, settings_for, stream
+from tests.test_ingestion import REDIS_URL, assert_complete_stream, settings_for, stream
 
 __all__ = ["stream"]  # the fixture, shared with tests.test_ingestion
 
@@ -165,3 +167,108 @@ async def test_a_taken_port_gives_a_server_on_another_one(stream: ProgressStream
             async with httpx.AsyncClient() as client:
                 answer = await client.get(f"{running.url}/healthz")
     assert answer.text == "ok"
+
+
+@asynccontextmanager
+async def held_stream(url: str) -> AsyncIterator[int]:
+    """A stream kept open for the block (its first line read): yields the status."""
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", url) as response,
+    ):
+        # Read the first line (the retry: line, sent at once) through an iterator held for
+        # the block: a ``break`` out of ``aiter_lines`` would close the connection as soon
+        # as the abandoned generator is collected.
+        lines = cast(AsyncGenerator[str, None], response.aiter_lines())
+        try:
+            if response.status_code == 200:
+                assert (await anext(lines)).startswith("retry:")
+            yield response.status_code
+        finally:
+            await lines.aclose()
+
+
+async def status_when_free(url: str, seconds: float = 10.0) -> int:
+    """The status of a stream opened once the server has a place for it (it gives a place
+    back when it notices the client is gone, a moment after); the stream is closed at once."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        async with (
+            httpx.AsyncClient(timeout=30) as client,
+            client.stream("GET", url) as response,
+        ):
+            status = response.status_code
+        if status != 503 or asyncio.get_running_loop().time() > deadline:
+            return status
+        await asyncio.sleep(0.1)
+
+
+async def both_open(urls: list[str], seconds: float = 10.0) -> bool:
+    """Whether two streams are open at once within ``seconds`` (places come back a moment
+    after their clients are gone)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        async with held_stream(urls[0]) as first, held_stream(urls[1]) as second:
+            if (first, second) == (200, 200):
+                return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_server_serves_its_limit_of_streams_and_a_flood_cannot_hold_redis(
+    stream: ProgressStream,
+) -> None:
+    """Each waiting stream holds a Redis connection: past the limit, a client gets 503 with
+    Retry-After, and no connection; a stream's place comes back however it ends."""
+    name = f"keel-progress-test-{uuid.uuid4().hex[:8]}"
+    served = ProgressStream.open(
+        REDIS_URL, prefix=stream.prefix, max_connections=4, client_name=name
+    )
+    finished = f"done-{uuid.uuid4().hex[:6]}"
+    await stream.append(finished, events(finished, range(1, 4), final_at=3))
+    try:
+        async with ProgressServer(served, keepalive_seconds=0.2, max_streams=2) as server:
+            waiting = [f"{server.url}/progress/never-{i}" for i in range(3)]
+            async with held_stream(waiting[0]) as first, held_stream(waiting[1]) as second:
+                assert (first, second) == (200, 200)
+                async with httpx.AsyncClient(timeout=30) as client:
+                    refused = await client.get(waiting[2])
+                assert refused.status_code == 503
+                assert refused.headers["retry-after"] == "5"
+                assert "KEEL_PROGRESS_MAX_STREAMS" in refused.text
+                # A flood while both places are taken: every one refused, no connection.
+                flood = await asyncio.gather(*(status_when_free(waiting[2], 0) for _ in range(40)))
+                assert set(flood) == {503}
+                names = [c.get("name") for c in await stream.redis.client_list()]
+                assert 2 <= names.count(name) <= 4
+            assert await both_open(waiting[:2])
+            # Clients gone before their stream's first byte give their places back too.
+            for _ in range(5):
+                _, writer = await asyncio.open_connection(server.host, server.port)
+                writer.write(
+                    f"GET /progress/never-0 HTTP/1.1\r\nHost: {server.host}\r\n\r\n".encode()
+                )
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+            # Every place is back: two streams at once again, and one to the end of a run.
+            assert await both_open(waiting[:2])
+            seen, status = await read_sse(f"{server.url}/progress/{finished}")
+            assert (status, [e.seq for e in seen]) == (200, [1, 2, 3])
+    finally:
+        await served.aclose()
+
+
+async def test_a_workflow_id_with_slashes_is_served_as_keel_watch_asks_for_it(
+    stream: ProgressStream, server: ProgressServer
+) -> None:
+    from urllib.parse import quote
+
+    wid = f"team/q4 batch%{uuid.uuid4().hex[:6]}/?#"
+    await stream.append(wid, events(wid, range(1, 5), final_at=4))
+    url = f"{server.url}/progress/{quote(wid, safe='')}"  # as keel watch builds it
+    seen, status = await read_sse(url)
+    assert status == 200 and [e.seq for e in seen] == [1, 2, 3, 4]
+    assert {e.workflow_id for e in seen} == {wid}
+    rest, _ = await read_sse(url, last_event_id=seen[1].id)
+    assert [e.seq for e in rest] == [3, 4]

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from keel.progress.server import ProgressServer
@@ -94,3 +95,44 @@ async def test_watch_gives_up_when_no_server_answers_for_the_time_it_was_given(
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 3
     assert "no progress from http://127.0.0.1:" in err.decode()
+
+
+async def test_watch_waits_out_a_busy_server_and_then_prints_the_stream(
+    stream: ProgressStream, tmp_path: Path
+) -> None:
+    """A server serving its limit of streams answers 503 with Retry-After: keel watch waits
+    that long and connects again, and still prints every event once."""
+    from tests.test_progress import held_stream
+
+    wid = f"ingest-busy-{uuid.uuid4().hex[:8]}"
+    await stream.append(wid, events(wid, range(1, 11), final_at=10))
+    async with ProgressServer(stream, keepalive_seconds=0.5, max_streams=1) as server:
+        async with held_stream(f"{server.url}/progress/someone-else") as status:
+            assert status == 200
+            proc = await start_watch(tmp_path, wid, "--url", server.url, "-o", "json")
+            assert proc.stderr is not None
+            note = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
+            assert b"the server is busy" in note and b"KEEL_PROGRESS_MAX_STREAMS" in note
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == list(range(1, 11))
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [
+        ("5", 5.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),
+        ("86400", 30.0),
+        ("nan", 0.0),
+        ("inf", 30.0),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", 0.0),
+        ("", 0.0),
+    ],
+)
+def test_a_servers_retry_after_is_taken_within_bounds(given: str, seconds: float) -> None:
+    """A hostile or odd ``Retry-After`` can neither park keel watch for a day nor spin it."""
+    from keel.cli.watch import _retry_after
+
+    assert _retry_after(httpx.Response(503, headers={"Retry-After": given})) == seconds

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,17 @@ WAIT_HINT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 60.0
 """The server sends a keepalive every 15 s: this long without a byte is a dead connection."""
 MAX_BACKOFF_SECONDS = 5.0
+MAX_BUSY_WAIT_SECONDS = 30.0
+"""The longest a server's ``Retry-After`` (it serves its limit of streams) is taken at its word."""
 BAR_WIDTH = 30
+
+
+class _ServerBusy(Exception):
+    """The server answered 503 (every one of its streams is taken): wait, then again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 async def cmd_watch(settings: KeelSettings, args: Any) -> int:
@@ -62,6 +73,9 @@ async def cmd_watch(settings: KeelSettings, args: Any) -> int:
                 problem = "the server ended the stream before the final event"
             except httpx.TransportError as err:
                 problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            except _ServerBusy as busy:
+                problem = str(busy)
+                backoff = max(backoff, busy.retry_after)
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since > args.reconnect_for:
@@ -83,11 +97,24 @@ async def _events(
     if last_id:
         headers["Last-Event-ID"] = last_id
     async with client.stream("GET", url, headers=headers) as response:
+        if response.status_code == 503:
+            body = (await response.aread()).decode(errors="replace")[:300]
+            raise _ServerBusy(f"the server is busy: {escape(body)}", _retry_after(response))
         if response.status_code != 200:
             body = (await response.aread()).decode(errors="replace")[:300]
             raise CliError(f"{escape(url)}: HTTP {response.status_code} {escape(body)}", USAGE)
         async for data in sse_data(response.aiter_lines()):
             yield ProgressEvent.model_validate_json(data)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a ``Retry-After`` asks for (a number; a date or nonsense: the backoff)."""
+    given = response.headers.get("retry-after", "")
+    try:
+        seconds = float(given)
+    except ValueError:
+        return 0.0
+    return 0.0 if math.isnan(seconds) else min(max(seconds, 0.0), MAX_BUSY_WAIT_SECONDS)
 
 
 async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:

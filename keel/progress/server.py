@@ -8,13 +8,20 @@ last id it saw and gets exactly the events it missed: the stream is the Redis St
 workflow's activities append to, so nothing depends on this process staying up either.
 While nothing happens, a comment line every ``keepalive_seconds`` keeps proxies from
 closing the connection. ``GET /healthz`` answers ``ok``.
+
+Each open stream holds a Redis connection while it waits, so one server serves at most
+``max_streams`` at once (``KEEL_PROGRESS_MAX_STREAMS``); one more is answered ``503`` with
+``Retry-After`` instead of opening a connection, and a stream's place is given back however
+it ends (the final event, the client gone, the server stopping). Without the bound, anyone
+who can reach the port could hold Redis's every client slot, and the workflows' appends
+would fail with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -23,12 +30,17 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from keel.progress.events import ProgressEvent, seq_of
 from keel.progress.stream import ProgressStream
 
 RETRY_MS = 2000
 """What the server tells EventSource clients to wait before reconnecting."""
+MAX_STREAMS = 256
+"""Streams one server serves at once by default (``KEEL_PROGRESS_MAX_STREAMS``)."""
+BUSY_RETRY_SECONDS = 5
+"""The ``Retry-After`` of a ``503`` when every stream is taken."""
 
 
 def sse_frame(event: ProgressEvent) -> str:
@@ -36,8 +48,35 @@ def sse_frame(event: ProgressEvent) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
 
 
-def progress_app(stream: ProgressStream, *, keepalive_seconds: float = 15.0) -> Starlette:
-    """The ASGI app serving ``stream``."""
+class _HeldStream(StreamingResponse):
+    """A streaming response that gives its place back when it ends, however it ends (also
+    when the client is gone before its first byte, and its body never starts)."""
+
+    def __init__(self, body: AsyncIterator[str], release: Callable[[], None]) -> None:
+        super().__init__(
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def progress_app(
+    stream: ProgressStream, *, keepalive_seconds: float = 15.0, max_streams: int = MAX_STREAMS
+) -> Starlette:
+    """The ASGI app serving ``stream``, at most ``max_streams`` streams at once."""
+    if max_streams < 1:
+        raise ValueError(f"max_streams must be at least 1, not {max_streams}")
+    serving = [0]
+
+    def release() -> None:
+        serving[0] -= 1
 
     async def events(request: Request) -> Response:
         workflow_id = request.path_params["workflow_id"]
@@ -46,18 +85,23 @@ def progress_app(stream: ProgressStream, *, keepalive_seconds: float = 15.0) -> 
             after = seq_of(given, workflow_id)
         except ValueError as err:
             return PlainTextResponse(str(err), status_code=400)
-        return StreamingResponse(
-            _frames(stream, workflow_id, after, keepalive_seconds),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        if serving[0] >= max_streams:
+            return PlainTextResponse(
+                f"this progress server already serves {max_streams} streams, its limit "
+                f"(KEEL_PROGRESS_MAX_STREAMS); try again in {BUSY_RETRY_SECONDS} s",
+                status_code=503,
+                headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
+            )
+        serving[0] += 1
+        return _HeldStream(_frames(stream, workflow_id, after, keepalive_seconds), release)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     return Starlette(
         routes=[
-            Route("/progress/{workflow_id:str}", events),
+            # ``path``: a workflow id may hold slashes (``keel watch`` sends them escaped).
+            Route("/progress/{workflow_id:path}", events),
             Route("/healthz", healthz),
         ]
     )
@@ -101,12 +145,13 @@ class ProgressServer:
         host: str = "127.0.0.1",
         port: int = 0,
         keepalive_seconds: float = 15.0,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         self.stream = stream
         self.host = host
         self.port = port
         config = uvicorn.Config(
-            progress_app(stream, keepalive_seconds=keepalive_seconds),
+            progress_app(stream, keepalive_seconds=keepalive_seconds, max_streams=max_streams),
             host=host,
             port=port,
             log_level="warning",
@@ -142,17 +187,17 @@ class ProgressServer:
 
 @asynccontextmanager
 async def progress_server(
-    stream: ProgressStream, *, port: int, host: str = "127.0.0.1"
+    stream: ProgressStream, *, port: int, host: str = "127.0.0.1", max_streams: int = MAX_STREAMS
 ) -> AsyncIterator[ProgressServer]:
     """A ``ProgressServer`` on ``port``, or on any free port when that one is taken (a
     second ``keel dev`` on the machine); its ``port`` says which."""
-    server = ProgressServer(stream, host=host, port=port)
+    server = ProgressServer(stream, host=host, port=port, max_streams=max_streams)
     try:
         await server.__aenter__()
     except OSError:
         if port == 0:
             raise
-        server = ProgressServer(stream, host=host, port=0)
+        server = ProgressServer(stream, host=host, port=0, max_streams=max_streams)
         await server.__aenter__()
     try:
         yield server

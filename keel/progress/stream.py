@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
 from keel.progress.events import DEFAULT_STREAM_PREFIX, ProgressEvent, stream_key
@@ -77,14 +77,30 @@ class ProgressStream:
 
     @classmethod
     def open(
-        cls, url: str, *, prefix: str = DEFAULT_STREAM_PREFIX, retention_seconds: int = 7 * 86400
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_STREAM_PREFIX,
+        retention_seconds: int = 7 * 86400,
+        max_connections: int | None = None,
+        client_name: str | None = None,
     ) -> ProgressStream:
-        """A stream store over the Redis at ``url`` (connections are made on first use)."""
-        return cls(
-            Redis.from_url(url, socket_connect_timeout=5, health_check_interval=15),
-            prefix=prefix,
-            retention_seconds=retention_seconds,
+        """A stream store over the Redis at ``url`` (connections are made on first use).
+
+        With ``max_connections``, it never holds more connections than that: a caller
+        waits for one to be free (the progress server's readers, which each hold one while
+        they wait for events). ``client_name`` names its connections in ``CLIENT LIST``."""
+        options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 15}
+        if client_name is not None:
+            options["client_name"] = client_name
+        if max_connections is None:
+            return cls(
+                Redis.from_url(url, **options), prefix=prefix, retention_seconds=retention_seconds
+            )
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=None, **options
         )
+        return cls(Redis.from_pool(pool), prefix=prefix, retention_seconds=retention_seconds)
 
     async def problem(self, timeout: float = 2.0) -> str | None:
         """Why Redis cannot be used right now (unreachable, refused), or None."""

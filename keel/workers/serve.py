@@ -121,9 +121,18 @@ async def _progress_server(settings: KeelSettings) -> AsyncIterator[ProgressServ
     from keel.progress.server import progress_server
     from keel.progress.stream import ProgressStream
 
-    stream = ProgressStream.open(settings.redis_url, prefix=settings.progress_stream_prefix)
+    limit = settings.progress_max_streams
+    # A connection for each stream, and two for the check each new stream makes first.
+    stream = ProgressStream.open(
+        settings.redis_url,
+        prefix=settings.progress_stream_prefix,
+        max_connections=limit + 2,
+        client_name="keel-progress-server",
+    )
     try:
-        async with progress_server(stream, port=settings.progress_port) as server:
+        async with progress_server(
+            stream, port=settings.progress_port, max_streams=limit
+        ) as server:
             if settings.progress_port and server.port != settings.progress_port:
                 print(
                     f"progress: port {settings.progress_port} is taken; serving on "
