@@ -117,7 +117,8 @@ async def test_a_client_that_disconnects_mid_run_resumes_without_a_gap_or_a_dupl
     assert_complete_stream(union, workflow_id, 120)
     assert union == await stream.all(workflow_id)
     # Reconnecting after the final event ends at once; a bad id is refused.
-    assert await read_sse(url, last_event_id=union[-1].id) == ([], 200)
+    # After the final event: 204, so that an EventSource stops reconnecting.
+    assert await read_sse(url, last_event_id=union[-1].id) == ([], 204)
     assert (await read_sse(url, last_event_id=f"{workflow_id}:zz"))[1] == 400
     # From an id in the middle: exactly the rest.
     tail, _ = await read_sse(url, last_event_id=union[99].id)

@@ -136,3 +136,26 @@ def test_a_servers_retry_after_is_taken_within_bounds(given: str, seconds: float
     from keel.cli.watch import _retry_after
 
     assert _retry_after(httpx.Response(503, headers={"Retry-After": given})) == seconds
+
+
+async def test_watch_after_the_final_event_ends_at_once_with_nothing_to_show(
+    stream: ProgressStream, tmp_path: Path
+) -> None:
+    """The server answers 204 to a client that has seen the end; keel watch stops there
+    (before, it took the empty stream for a dropped connection and reconnected for 300 s)."""
+    wid = f"ingest-ended-{uuid.uuid4().hex[:8]}"
+    await stream.append(wid, events(wid, range(1, 6), final_at=5))
+    async with ProgressServer(stream, keepalive_seconds=0.5) as server:
+        proc = await start_watch(
+            tmp_path, wid, "--url", server.url, "--last-event-id", f"{wid}:5", "-o", "json"
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, err.decode()
+        assert out == b"" and f"nothing after {wid}:5" in err.decode()
+        assert "reconnecting" not in err.decode()
+        proc = await start_watch(
+            tmp_path, wid, "--url", server.url, "--last-event-id", f"{wid}:3", "-o", "json"
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == [4, 5]

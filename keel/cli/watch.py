@@ -35,6 +35,10 @@ MAX_BUSY_WAIT_SECONDS = 30.0
 BAR_WIDTH = 30
 
 
+class _Ended(Exception):
+    """The server answered 204: the events the client asked for after were the last."""
+
+
 class _ServerBusy(Exception):
     """The server answered 503 (every one of its streams is taken): wait, then again."""
 
@@ -73,6 +77,12 @@ async def cmd_watch(settings: KeelSettings, args: Any) -> int:
                 problem = "the server ended the stream before the final event"
             except httpx.TransportError as err:
                 problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            except _Ended:
+                hint.cancel()
+                after = last_id or "the start"
+                view.note(f"nothing after {after}: the workflow's progress has ended")
+                view.close()
+                return OK
             except _ServerBusy as busy:
                 problem = str(busy)
                 backoff = max(backoff, busy.retry_after)
@@ -97,6 +107,8 @@ async def _events(
     if last_id:
         headers["Last-Event-ID"] = last_id
     async with client.stream("GET", url, headers=headers) as response:
+        if response.status_code == 204:
+            raise _Ended
         if response.status_code == 503:
             body = (await response.aread()).decode(errors="replace")[:300]
             raise _ServerBusy(f"the server is busy: {escape(body)}", _retry_after(response))

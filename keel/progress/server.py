@@ -7,7 +7,8 @@ after the workflow's final event. A client that loses the connection reconnects 
 last id it saw and gets exactly the events it missed: the stream is the Redis Stream the
 workflow's activities append to, so nothing depends on this process staying up either.
 While nothing happens, a comment line every ``keepalive_seconds`` keeps proxies from
-closing the connection. ``GET /healthz`` answers ``ok``.
+closing the connection. A client that has seen the final event already gets ``204 No
+Content``, which tells it to stop reconnecting. ``GET /healthz`` answers ``ok``.
 
 Each open stream holds a Redis connection while it waits, so one server serves at most
 ``max_streams`` at once (``KEEL_PROGRESS_MAX_STREAMS``); one more is answered ``503`` with
@@ -93,6 +94,16 @@ def progress_app(
                 headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
             )
         serving[0] += 1
+        try:
+            last = await stream.last(workflow_id)
+        except BaseException:
+            release()
+            raise
+        if last is not None and last.final and last.seq <= after:
+            # The client has seen the end already: 204 tells an EventSource (and keel
+            # watch) to stop reconnecting, where an empty 200 would bring it back forever.
+            release()
+            return Response(status_code=204)
         return _HeldStream(_frames(stream, workflow_id, after, keepalive_seconds), release)
 
     async def healthz(request: Request) -> Response:
@@ -111,9 +122,6 @@ async def _frames(
     stream: ProgressStream, workflow_id: str, after: int, keepalive_seconds: float
 ) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
-    last = await stream.last(workflow_id)
-    if last is not None and last.final and last.seq <= after:
-        return  # the client has seen the end already
     seq = after
     while True:
         found = await stream.read(workflow_id, seq, block_ms=int(keepalive_seconds * 1000))
