@@ -10,9 +10,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from keel.progress.server import ProgressServer
 from keel.progress.stream import ProgressStream
@@ -159,3 +162,119 @@ async def test_watch_after_the_final_event_ends_at_once_with_nothing_to_show(
         out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0, err.decode()
     assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == [4, 5]
+
+
+async def workflow_without_worker(env: WorkflowEnvironment, wid: str) -> WorkflowHandle[Any, Any]:
+    """A workflow that will never run (no worker polls its queue): RUNNING until ended."""
+    return await env.client.start_workflow(
+        "NoWorkerRunsThis", id=wid, task_queue=f"nobody-{uuid.uuid4().hex[:8]}"
+    )
+
+
+def temporal_of(env: WorkflowEnvironment) -> list[str]:
+    return ["--address", env.client.service_client.config.target_host, "--namespace", "default"]
+
+
+async def test_watch_stops_when_the_workflow_closed_without_its_final_event(
+    dev_env: WorkflowEnvironment, stream: ProgressStream, tmp_path: Path
+) -> None:
+    """A terminated (failed, cancelled) workflow never sends its final event: keel watch
+    asks Temporal after a silence and ends, exit 1, saying how it closed and where the
+    stream stops; before, it waited for ever, kept alive by the keepalives."""
+    wid = f"ingest-killed-{uuid.uuid4().hex[:8]}"
+    handle = await workflow_without_worker(dev_env, wid)
+    await stream.append(wid, events(wid, range(1, 4), final_at=10))
+    await handle.terminate("operator")
+    async with ProgressServer(stream, keepalive_seconds=0.2) as server:
+        proc = await start_watch(
+            tmp_path,
+            wid,
+            "--url",
+            server.url,
+            "-o",
+            "json",
+            "--check-after",
+            "0.5",
+            *temporal_of(dev_env),
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1, err.decode()
+    assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == [1, 2, 3]
+    assert "has closed (TERMINATED) without its final progress event" in err.decode()
+    assert f"stops after {wid}:3" in err.decode()
+
+    # Its stream gone too (expired): the same, said so.
+    gone = f"ingest-expired-{uuid.uuid4().hex[:8]}"
+    await (await workflow_without_worker(dev_env, gone)).terminate("operator")
+    async with ProgressServer(stream, keepalive_seconds=0.2) as server:
+        proc = await start_watch(
+            tmp_path, gone, "--url", server.url, "--check-after", "0.5", *temporal_of(dev_env)
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1 and out == b"", err.decode()
+    assert "has closed (TERMINATED) and its progress stream holds no events" in err.decode()
+
+
+async def test_watch_of_a_running_workflow_without_events_waits_and_says_why(
+    dev_env: WorkflowEnvironment, stream: ProgressStream, tmp_path: Path
+) -> None:
+    """Running, or not started yet: not over. keel watch says so once and keeps waiting;
+    the events, when they come, are shown to the final one."""
+    wid = f"ingest-slow-{uuid.uuid4().hex[:8]}"
+    later = f"ingest-later-{uuid.uuid4().hex[:8]}"
+    handle = await workflow_without_worker(dev_env, wid)
+    async with ProgressServer(stream, keepalive_seconds=0.2) as server:
+        procs = [
+            await start_watch(
+                tmp_path,
+                w,
+                "--url",
+                server.url,
+                "-o",
+                "json",
+                "--check-after",
+                "0.5",
+                *temporal_of(dev_env),
+            )
+            for w in (wid, later)
+        ]
+        notes = []
+        for proc in procs:
+            assert proc.stderr is not None
+            notes.append(await asyncio.wait_for(proc.stderr.readline(), timeout=30))
+        assert b"is running and has written no progress yet; still waiting" in notes[0]
+        assert f"no workflow {later} in namespace default (yet)".encode() in notes[1]
+        await asyncio.sleep(2.0)  # several more checks: still waiting, nothing said twice
+        assert [proc.returncode for proc in procs] == [None, None]
+        for w in (wid, later):
+            await stream.append(w, events(w, range(1, 4), final_at=3))
+        results = [await asyncio.wait_for(proc.communicate(), timeout=30) for proc in procs]
+    await handle.terminate("test over")
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err.decode()
+        assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == [1, 2, 3]
+        assert b"still waiting" not in err  # said once, read above
+
+
+async def test_watch_does_not_call_a_closed_workflow_over_while_the_server_is_out_of_reach(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Closed in Temporal, but no stream open: the final event may be in Redis, unread. The
+    watch gives up only as an unreachable server does (exit 3), never with 'closed without
+    its final event'."""
+    wid = f"ingest-unread-{uuid.uuid4().hex[:8]}"
+    await (await workflow_without_worker(dev_env, wid)).terminate("operator")
+    proc = await start_watch(
+        tmp_path,
+        wid,
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        "--check-after",
+        "0.3",
+        "--reconnect-for",
+        "3",
+        *temporal_of(dev_env),
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 3, err.decode()
+    assert "no progress from" in err.decode() and "has closed" not in err.decode()

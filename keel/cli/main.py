@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long without reaching the server (default: 300)",
     )
+    p.add_argument(
+        "--check-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="ask Temporal about the workflow after this long without an event, and stop "
+        "when it closed without its final event (default: 10; 0: never ask)",
+    )
     return parser
 
 

@@ -4,7 +4,9 @@ It reads the progress server's SSE stream (``keel.progress.server``; ``KEEL_PROG
 and, when the connection drops or the server restarts, reconnects with the ``Last-Event-ID``
 of the last event it showed, so it shows every event exactly once, in order, and stops after
 the workflow's final event. On a terminal it draws a progress bar; otherwise (a pipe, a log)
-one plain line per event; with ``-o json``, each event as one JSON object per line.
+one plain line per event; with ``-o json``, each event as one JSON object per line. A
+workflow that closed without its final event (failed, terminated, its stream expired) is
+found out by asking Temporal after a silence (``keel.cli.watch_status``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from urllib.parse import quote
 
 import httpx
 
-from keel.cli.output import OK, UNREACHABLE, USAGE, CliError, wants_json
+from keel.cli.output import FAILURE, OK, UNREACHABLE, USAGE, CliError, wants_json
 from keel.cli.render import escape
+from keel.cli.watch_status import StreamState, ended_without_final_event
 from keel.progress.events import ProgressEvent
 from keel.settings import KeelSettings
 
 WAIT_HINT_SECONDS = 10.0
-"""Without a first event by then, say what may be wrong (a mistyped id waits for ever)."""
+"""Without a first event by then (and Temporal not asked), say what may be wrong."""
 READ_TIMEOUT_SECONDS = 60.0
 """The server sends a keepalive every 15 s: this long without a byte is a dead connection."""
 MAX_BACKOFF_SECONDS = 5.0
@@ -48,64 +51,102 @@ class _ServerBusy(Exception):
 
 
 async def cmd_watch(settings: KeelSettings, args: Any) -> int:
-    """Show ``args.workflow_id``'s progress until its final event."""
+    """Show ``args.workflow_id``'s progress until its final event (or until Temporal says
+    the workflow closed without one: ``keel.cli.watch_status``)."""
     base = (args.url or settings.progress_url).rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise CliError(f"the progress URL must be http(s)://...: {escape(base)}", USAGE)
     url = f"{base}/progress/{quote(args.workflow_id, safe='')}"
     view = _view(args)
-    last_id: str | None = args.last_event_id
-    failing_since: float | None = None
-    backoff = 0.2
+    state = StreamState(last_id=args.last_event_id)
     timeout = httpx.Timeout(READ_TIMEOUT_SECONDS, connect=5.0)
-    hint = asyncio.get_running_loop().call_later(
-        WAIT_HINT_SECONDS,
-        view.note,
-        f"no events for {args.workflow_id} yet: is the id right? (a workflow's stream starts "
-        "with its first event; still waiting)",
+    loop = asyncio.get_running_loop()
+    hint = (
+        None
+        if args.check_after > 0
+        else loop.call_later(WAIT_HINT_SECONDS, _hint, view, args, state)
     )
     async with httpx.AsyncClient(timeout=timeout) as client:
-        while True:
-            try:
-                async for event in _events(client, url, last_id):
-                    hint.cancel()
-                    last_id, failing_since, backoff = event.id, None, 0.2
-                    view.show(event)
-                    if event.final:
-                        view.close()
-                        return OK
-                problem = "the server ended the stream before the final event"
-            except httpx.TransportError as err:
-                problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-            except _Ended:
+        reader = asyncio.create_task(_follow(client, url, args, view, state))
+        tasks: set[asyncio.Task[Any]] = {reader}
+        if args.check_after > 0:
+            tasks.add(
+                asyncio.create_task(ended_without_final_event(settings, args, state, view.note))
+            )
+        try:
+            while True:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    view.close()
+                    return reader.result()  # OK, or the CliError it raised
+                (check,) = done
+                if check.exception() is None:
+                    view.close()
+                    raise CliError(str(check.result()), FAILURE)
+                # A bug in the check must not end the watch: the stream alone decides now.
+                view.note(f"cannot ask Temporal any more: {check.exception()!r}")
+                tasks = {reader}
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if hint is not None:
                 hint.cancel()
-                after = last_id or "the start"
-                view.note(f"nothing after {after}: the workflow's progress has ended")
-                view.close()
-                return OK
-            except _ServerBusy as busy:
-                problem = str(busy)
-                backoff = max(backoff, busy.retry_after)
-            now = time.monotonic()
-            failing_since = failing_since or now
-            if now - failing_since > args.reconnect_for:
-                view.close()
-                raise CliError(
-                    f"no progress from {escape(url)} for {args.reconnect_for:.0f} s ({problem})",
-                    UNREACHABLE,
-                )
-            view.note(f"connection lost ({problem}); reconnecting after {last_id or 'the start'}")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+def _hint(view: _Lines, args: Any, state: StreamState) -> None:
+    if not state.shown:
+        view.note(
+            f"no events for {args.workflow_id} yet: is the id right? (a workflow's stream "
+            "starts with its first event; still waiting)"
+        )
+
+
+async def _follow(
+    client: httpx.AsyncClient, url: str, args: Any, view: _Lines, state: StreamState
+) -> int:
+    """Read the stream until its final event, reconnecting after the last event shown."""
+    failing_since: float | None = None
+    backoff = 0.2
+    while True:
+        try:
+            async for event in _events(client, url, state):
+                state.saw(event.id)
+                failing_since, backoff = None, 0.2
+                view.show(event)
+                if event.final:
+                    return OK
+            problem = "the server ended the stream before the final event"
+        except httpx.TransportError as err:
+            problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        except _Ended:
+            after = state.last_id or "the start"
+            view.note(f"nothing after {after}: the workflow's progress has ended")
+            return OK
+        except _ServerBusy as busy:
+            problem = str(busy)
+            backoff = max(backoff, busy.retry_after)
+        finally:
+            state.open = False
+        now = time.monotonic()
+        failing_since = failing_since or now
+        if now - failing_since > args.reconnect_for:
+            raise CliError(
+                f"no progress from {escape(url)} for {args.reconnect_for:.0f} s ({problem})",
+                UNREACHABLE,
+            )
+        view.note(f"connection lost ({problem}); reconnecting after {state.last_id or 'the start'}")
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
 
 async def _events(
-    client: httpx.AsyncClient, url: str, last_id: str | None
+    client: httpx.AsyncClient, url: str, state: StreamState
 ) -> AsyncIterator[ProgressEvent]:
-    """The events of one connection."""
+    """The events of one connection (``state.open`` while the server streams them)."""
     headers = {"Accept": "text/event-stream"}
-    if last_id:
-        headers["Last-Event-ID"] = last_id
+    if state.last_id:
+        headers["Last-Event-ID"] = state.last_id
     async with client.stream("GET", url, headers=headers) as response:
         if response.status_code == 204:
             raise _Ended
@@ -115,6 +156,7 @@ async def _events(
         if response.status_code != 200:
             body = (await response.aread()).decode(errors="replace")[:300]
             raise CliError(f"{escape(url)}: HTTP {response.status_code} {escape(body)}", USAGE)
+        state.open = True
         async for data in sse_data(response.aiter_lines()):
             yield ProgressEvent.model_validate_json(data)
 
