@@ -242,7 +242,7 @@ async def dispatch(args: argparse.Namespace, settings: KeelSettings) -> int:
     if args.command == "watch":
         from keel.cli.watch import cmd_watch
 
-        return await cmd_watch(settings, args)  # reads the progress server, not Temporal
+        return await cmd_watch(settings, args)  # the progress server; Temporal after a silence
     if args.command == "replay" and history.is_history_file(args.target):
         return await history.cmd_replay(None, settings, args)  # needs no server
     if args.command == "trust":
