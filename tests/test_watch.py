@@ -115,7 +115,7 @@ async def test_watch_waits_out_a_busy_server_and_then_prints_the_stream(
             proc = await start_watch(tmp_path, wid, "--url", server.url, "-o", "json")
             assert proc.stderr is not None
             note = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
-            assert b"the server is busy" in note and b"KEEL_PROGRESS_MAX_STREAMS" in note
+            assert b"HTTP 503" in note and b"KEEL_PROGRESS_MAX_STREAMS" in note
         out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0, err.decode()
     assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == list(range(1, 11))
@@ -278,3 +278,31 @@ async def test_watch_does_not_call_a_closed_workflow_over_while_the_server_is_ou
     _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 3, err.decode()
     assert "no progress from" in err.decode() and "has closed" not in err.decode()
+
+
+async def test_watch_waits_out_a_server_whose_redis_is_out_of_reach(tmp_path: Path) -> None:
+    """The server answers 503 while its Redis is gone (before, a 500 that ended keel watch
+    with a usage error); keel watch takes any 5xx for a passing fault and gives up only as
+    for an unreachable server."""
+    gone = ProgressStream.open(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        async with ProgressServer(gone, keepalive_seconds=0.2) as server:
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.get(f"{server.url}/progress/anything")
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+            assert "the progress store is out of reach" in answer.text
+            proc = await start_watch(
+                tmp_path,
+                "anything",
+                "--url",
+                server.url,
+                "--reconnect-for",
+                "1",
+                "--check-after",
+                "0",
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        await gone.aclose()
+    assert proc.returncode == 3, err.decode()
+    assert "HTTP 503: the progress store is out of reach" in err.decode()

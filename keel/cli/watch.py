@@ -43,7 +43,8 @@ class _Ended(Exception):
 
 
 class _ServerBusy(Exception):
-    """The server answered 503 (every one of its streams is taken): wait, then again."""
+    """The server (or a proxy before it) answered 5xx: every stream taken, its Redis out of
+    reach, restarting. Wait (its ``Retry-After``, if any), then again."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -150,13 +151,15 @@ async def _events(
     async with client.stream("GET", url, headers=headers) as response:
         if response.status_code == 204:
             raise _Ended
-        if response.status_code == 503:
+        if response.status_code >= 500:  # busy, its Redis out of reach, a proxy's 502
             body = (await response.aread()).decode(errors="replace")[:300]
-            raise _ServerBusy(f"the server is busy: {escape(body)}", _retry_after(response))
+            raise _ServerBusy(
+                f"HTTP {response.status_code}: {escape(body)}", _retry_after(response)
+            )
         if response.status_code != 200:
             body = (await response.aread()).decode(errors="replace")[:300]
             raise CliError(f"{escape(url)}: HTTP {response.status_code} {escape(body)}", USAGE)
-        state.open = True
+        state.opened()
         async for data in sse_data(response.aiter_lines()):
             yield ProgressEvent.model_validate_json(data)
 

@@ -32,8 +32,14 @@ class StreamState:
     last_id: str | None = None
     open: bool = False
     """The progress server answered 200 and the connection is still up."""
+    opened_at: float = 0.0
+    """When that connection was opened (the server hands over what Redis holds at once)."""
     last_change: float = field(default_factory=time.monotonic)
     """When an event last arrived (or the check last asked): silence is measured from it."""
+
+    def opened(self) -> None:
+        """The progress server answered 200."""
+        self.open, self.opened_at = True, time.monotonic()
 
     def saw(self, event_id: str) -> None:
         """An event was shown."""
@@ -77,9 +83,10 @@ async def ended_without_final_event(
             if not state.shown:
                 once(_waiting(workflow_id, status, client.namespace))
             continue
-        shown = state.shown
+        shown, began = state.shown, time.monotonic()
         await asyncio.sleep(ENDED_GRACE_SECONDS)
-        if state.open and state.shown == shown:
+        # Silent on one connection open for the whole grace period: nothing is left unread.
+        if state.open and state.opened_at <= began and state.shown == shown:
             return _ended(workflow_id, status, state)
 
 

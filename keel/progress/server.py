@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import uvicorn
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -96,6 +97,14 @@ def progress_app(
         serving[0] += 1
         try:
             last = await stream.last(workflow_id)
+        except RedisError as err:
+            release()
+            return PlainTextResponse(
+                f"the progress store is out of reach ({type(err).__name__}); try again in "
+                f"{BUSY_RETRY_SECONDS} s",
+                status_code=503,
+                headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
+            )
         except BaseException:
             release()
             raise
