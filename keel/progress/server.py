@@ -42,7 +42,7 @@ RETRY_MS = 2000
 MAX_STREAMS = 256
 """Streams one server serves at once by default (``KEEL_PROGRESS_MAX_STREAMS``)."""
 BUSY_RETRY_SECONDS = 5
-"""The ``Retry-After`` of a ``503`` when every stream is taken."""
+"""The ``Retry-After`` of a ``503`` (every stream taken, or Redis out of reach)."""
 
 
 def sse_frame(event: ProgressEvent) -> str:
