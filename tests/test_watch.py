@@ -171,8 +171,12 @@ async def workflow_without_worker(env: WorkflowEnvironment, wid: str) -> Workflo
     )
 
 
-def temporal_of(env: WorkflowEnvironment) -> list[str]:
-    return ["--address", env.client.service_client.config.target_host, "--namespace", "default"]
+async def start_checked_watch(
+    tmp: Path, wid: str, url: str, env: WorkflowEnvironment, *more: str
+) -> asyncio.subprocess.Process:
+    """``keel watch`` asking ``env``'s Temporal about ``wid`` after half a second of silence."""
+    temporal = ["--address", env.client.service_client.config.target_host, "--namespace", "default"]
+    return await start_watch(tmp, wid, "--url", url, "--check-after", "0.5", *temporal, *more)
 
 
 async def test_watch_stops_when_the_workflow_closed_without_its_final_event(
@@ -186,17 +190,7 @@ async def test_watch_stops_when_the_workflow_closed_without_its_final_event(
     await stream.append(wid, events(wid, range(1, 4), final_at=10))
     await handle.terminate("operator")
     async with ProgressServer(stream, keepalive_seconds=0.2) as server:
-        proc = await start_watch(
-            tmp_path,
-            wid,
-            "--url",
-            server.url,
-            "-o",
-            "json",
-            "--check-after",
-            "0.5",
-            *temporal_of(dev_env),
-        )
+        proc = await start_checked_watch(tmp_path, wid, server.url, dev_env, "-o", "json")
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 1, err.decode()
     assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == [1, 2, 3]
@@ -207,9 +201,7 @@ async def test_watch_stops_when_the_workflow_closed_without_its_final_event(
     gone = f"ingest-expired-{uuid.uuid4().hex[:8]}"
     await (await workflow_without_worker(dev_env, gone)).terminate("operator")
     async with ProgressServer(stream, keepalive_seconds=0.2) as server:
-        proc = await start_watch(
-            tmp_path, gone, "--url", server.url, "--check-after", "0.5", *temporal_of(dev_env)
-        )
+        proc = await start_checked_watch(tmp_path, gone, server.url, dev_env)
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 1 and out == b"", err.decode()
     assert "has closed (TERMINATED) and its progress stream holds no events" in err.decode()
@@ -225,17 +217,7 @@ async def test_watch_of_a_running_workflow_without_events_waits_and_says_why(
     handle = await workflow_without_worker(dev_env, wid)
     async with ProgressServer(stream, keepalive_seconds=0.2) as server:
         procs = [
-            await start_watch(
-                tmp_path,
-                w,
-                "--url",
-                server.url,
-                "-o",
-                "json",
-                "--check-after",
-                "0.5",
-                *temporal_of(dev_env),
-            )
+            await start_checked_watch(tmp_path, w, server.url, dev_env, "-o", "json")
             for w in (wid, later)
         ]
         notes = []
@@ -264,17 +246,8 @@ async def test_watch_does_not_call_a_closed_workflow_over_while_the_server_is_ou
     its final event'."""
     wid = f"ingest-unread-{uuid.uuid4().hex[:8]}"
     await (await workflow_without_worker(dev_env, wid)).terminate("operator")
-    proc = await start_watch(
-        tmp_path,
-        wid,
-        "--url",
-        f"http://127.0.0.1:{free_port()}",
-        "--check-after",
-        "0.3",
-        "--reconnect-for",
-        "3",
-        *temporal_of(dev_env),
-    )
+    nobody = f"http://127.0.0.1:{free_port()}"
+    proc = await start_checked_watch(tmp_path, wid, nobody, dev_env, "--reconnect-for", "3")
     _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 3, err.decode()
     assert "no progress from" in err.decode() and "has closed" not in err.decode()

@@ -24,7 +24,7 @@ import httpx
 
 from keel.cli.output import FAILURE, OK, UNREACHABLE, USAGE, CliError, wants_json
 from keel.cli.render import escape
-from keel.cli.watch_status import StreamState, ended_without_final_event
+from keel.cli.watch_status import StreamState, ended_without_final_event, no_events_yet
 from keel.progress.events import ProgressEvent
 from keel.settings import KeelSettings
 
@@ -42,7 +42,7 @@ class _Ended(Exception):
     """The server answered 204: the events the client asked for after were the last."""
 
 
-class _ServerBusy(Exception):
+class _ServerFault(Exception):
     """The server (or a proxy before it) answered 5xx: every stream taken, its Redis out of
     reach, restarting. Wait (its ``Retry-After``, if any), then again."""
 
@@ -97,10 +97,7 @@ async def cmd_watch(settings: KeelSettings, args: Any) -> int:
 
 def _hint(view: _Lines, args: Any, state: StreamState) -> None:
     if not state.shown:
-        view.note(
-            f"no events for {args.workflow_id} yet: is the id right? (a workflow's stream "
-            "starts with its first event; still waiting)"
-        )
+        view.note(no_events_yet(args.workflow_id))
 
 
 async def _follow(
@@ -124,9 +121,9 @@ async def _follow(
             after = state.last_id or "the start"
             view.note(f"nothing after {after}: the workflow's progress has ended")
             return OK
-        except _ServerBusy as busy:
-            problem = str(busy)
-            backoff = max(backoff, busy.retry_after)
+        except _ServerFault as fault:
+            problem = str(fault)
+            backoff = max(backoff, fault.retry_after)
         finally:
             state.open = False
         now = time.monotonic()
@@ -153,7 +150,7 @@ async def _events(
             raise _Ended
         if response.status_code >= 500:  # busy, its Redis out of reach, a proxy's 502
             body = (await response.aread()).decode(errors="replace")[:300]
-            raise _ServerBusy(
+            raise _ServerFault(
                 f"HTTP {response.status_code}: {escape(body)}", _retry_after(response)
             )
         if response.status_code != 200:

@@ -72,11 +72,7 @@ async def ended_without_final_event(
             client, problem = await _client(settings, args)
             if client is None:
                 if not state.shown:
-                    once(
-                        f"no events for {workflow_id} yet: is the id right? (a workflow's "
-                        f"stream starts with its first event; Temporal not asked: {problem}; "
-                        "still waiting)"
-                    )
+                    once(no_events_yet(workflow_id, f"Temporal not asked: {problem}"))
                 continue
         status = await _status(client, workflow_id)
         if status in ("RUNNING", None) or status.startswith("cannot"):
@@ -88,6 +84,15 @@ async def ended_without_final_event(
         # Silent on one connection open for the whole grace period: nothing is left unread.
         if state.open and state.opened_at <= began and state.shown == shown:
             return _ended(workflow_id, status, state)
+
+
+def no_events_yet(workflow_id: str, detail: str | None = None) -> str:
+    """What to say when a stream is still empty and nobody knows why."""
+    more = f"; {detail}" if detail else ""
+    return (
+        f"no events for {workflow_id} yet: is the id right? (a workflow's stream starts "
+        f"with its first event{more}; still waiting)"
+    )
 
 
 def _waiting(workflow_id: str, status: str | None, namespace: str) -> str:

@@ -88,23 +88,16 @@ def progress_app(
         except ValueError as err:
             return PlainTextResponse(str(err), status_code=400)
         if serving[0] >= max_streams:
-            return PlainTextResponse(
+            return _unavailable(
                 f"this progress server already serves {max_streams} streams, its limit "
-                f"(KEEL_PROGRESS_MAX_STREAMS); try again in {BUSY_RETRY_SECONDS} s",
-                status_code=503,
-                headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
+                "(KEEL_PROGRESS_MAX_STREAMS)"
             )
         serving[0] += 1
         try:
             last = await stream.last(workflow_id)
         except RedisError as err:
             release()
-            return PlainTextResponse(
-                f"the progress store is out of reach ({type(err).__name__}); try again in "
-                f"{BUSY_RETRY_SECONDS} s",
-                status_code=503,
-                headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
-            )
+            return _unavailable(f"the progress store is out of reach ({type(err).__name__})")
         except BaseException:
             release()
             raise
@@ -124,6 +117,15 @@ def progress_app(
             Route("/progress/{workflow_id:path}", events),
             Route("/healthz", healthz),
         ]
+    )
+
+
+def _unavailable(why: str) -> Response:
+    """``503`` with ``Retry-After``: a passing fault, for the client to come back after."""
+    return PlainTextResponse(
+        f"{why}; try again in {BUSY_RETRY_SECONDS} s",
+        status_code=503,
+        headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
     )
 
 

@@ -94,13 +94,14 @@ class ProgressStream:
         if client_name is not None:
             options["client_name"] = client_name
         if max_connections is None:
-            return cls(
-                Redis.from_url(url, **options), prefix=prefix, retention_seconds=retention_seconds
+            redis = Redis.from_url(url, **options)
+        else:
+            redis = Redis.from_pool(
+                BlockingConnectionPool.from_url(
+                    url, max_connections=max_connections, timeout=None, **options
+                )
             )
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=None, **options
-        )
-        return cls(Redis.from_pool(pool), prefix=prefix, retention_seconds=retention_seconds)
+        return cls(redis, prefix=prefix, retention_seconds=retention_seconds)
 
     async def problem(self, timeout: float = 2.0) -> str | None:
         """Why Redis cannot be used right now (unreachable, refused), or None."""
